@@ -1,0 +1,25 @@
+# entra-rotator. `make test` is what CI runs; it needs nothing but the pinned Rust toolchain.
+CARGO ?= cargo
+export CARGO_TERM_COLOR ?= never
+
+.PHONY: test lint fmt build check-steps
+
+## Run every test (unit, contract suites, command-line).
+test:
+	$(CARGO) test --workspace --locked
+
+## Formatting and clippy, warnings as errors.
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+## Build the `rotator` command (target/release/rotator).
+build:
+	$(CARGO) build --release --locked -p rotator
+
+## Validate the seed's example rollout and print its plan.
+check-steps:
+	$(CARGO) run --quiet --locked -p rotator -- steps check examples/steps/iis-app.json

@@ -1,0 +1,428 @@
+//! The operator commands: each loads what it needs, asks the library, and prints.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use entra_rotator::adapters::sqlite::LocalData;
+use entra_rotator::config::{Config, ProcessEnv};
+use entra_rotator::domain::steps::{Severity, parse_steps};
+use entra_rotator::ids::CredentialId;
+use entra_rotator::messages::queues;
+use entra_rotator::ports::{Clock, MessageId, Queue, QueueName, Store, SystemClock};
+use entra_rotator::usecases::dashboard::dashboard;
+use serde_json::json;
+
+use crate::output::{Output, table, when};
+
+pub fn load_config(path: &Path) -> anyhow::Result<Config> {
+    Ok(Config::load(path, &ProcessEnv)?)
+}
+
+/// Opens the local database, or says plainly that there is none yet.
+fn open_data(config: &Config) -> anyhow::Result<Option<LocalData>> {
+    let path = config.database_path();
+    if !path.exists() {
+        return Ok(None);
+    }
+    Ok(Some(LocalData::open(&path, Arc::new(SystemClock)).with_context(|| format!("opening {}", path.display()))?))
+}
+
+fn no_data(config: &Config, out: Output) -> anyhow::Result<ExitCode> {
+    let path = config.database_path();
+    if out.json {
+        out.print_json(&json!({ "database": path, "exists": false }))?;
+    } else {
+        println!("No data yet: {} does not exist. `rotator serve` creates it on first start.", path.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn config_check(file: &Path, out: Output) -> anyhow::Result<ExitCode> {
+    let config = match Config::load(file, &ProcessEnv) {
+        Ok(c) => c,
+        Err(e) => {
+            if out.json {
+                out.print_json(&json!({ "valid": false, "error": e.to_string() }))?;
+            } else {
+                eprintln!("{e}");
+            }
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let integrations: Vec<_> = config
+        .integrations
+        .iter()
+        .map(|i| {
+            json!({
+                "name": i.id, "tenant_id": i.tenant.to_string(), "client_id": i.client_id.to_string(),
+                "enabled": i.enabled, "auth": i.credentials.describe(),
+                "authority_host": i.authority_host.as_str(), "graph_base_url": i.graph_base_url.as_str(),
+            })
+        })
+        .collect();
+    let policies: Vec<_> = config
+        .policies
+        .iter()
+        .map(|p| {
+            json!({
+                "name": p.policy.id, "auto_rotate": p.policy.auto_rotate,
+                "days_before_expiry": p.policy.days_before_expiry,
+                "grace_period": p.policy.grace_period, "secret_lifetime": p.policy.secret_lifetime,
+                "alert_thresholds": p.policy.alert_thresholds,
+                "applications": p.applications.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+                "steps": p.policy.steps,
+                "notes": p.step_notes.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    let sinks: Vec<_> =
+        config.webhooks.iter().map(|w| json!({ "name": w.name, "host": w.host, "format": w.format })).collect();
+    if out.json {
+        out.print_json(&json!({
+            "valid": true, "data_dir": config.data_dir, "listen": config.listen.to_string(),
+            "schedules": {
+                "sync": config.schedules.sync, "expiry_scan": config.schedules.expiry_scan,
+                "grace_cleanup": config.schedules.grace_cleanup,
+            },
+            "integrations": integrations, "policies": policies, "alert_webhooks": sinks,
+        }))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("{}: valid", file.display());
+    println!("  data directory  {}", config.data_dir.display());
+    println!("  HTTP API        http://{}", config.listen);
+    println!(
+        "  schedules       sync every {}, expiry scan every {}, grace cleanup every {}",
+        config.schedules.sync, config.schedules.expiry_scan, config.schedules.grace_cleanup
+    );
+    let mut t = table(&["integration", "tenant", "client id", "authentication", "enabled"]);
+    for i in &config.integrations {
+        t.add_row(vec![
+            i.id.to_string(),
+            i.tenant.to_string(),
+            i.client_id.to_string(),
+            i.credentials.describe(),
+            i.enabled.to_string(),
+        ]);
+    }
+    println!("\n{t}");
+    let mut t = table(&["policy", "auto", "rotate at", "grace", "lifetime", "alerts", "applications", "steps"]);
+    for p in &config.policies {
+        t.add_row(vec![
+            p.policy.id.to_string(),
+            if p.policy.auto_rotate { "yes" } else { "no" }.to_string(),
+            format!("{}d before expiry", p.policy.days_before_expiry),
+            p.policy.grace_period.to_string(),
+            p.policy.secret_lifetime.to_string(),
+            p.policy.alert_thresholds.iter().map(|d| format!("{d}d")).collect::<Vec<_>>().join(", "),
+            if p.applications.is_empty() { "(the rest)".into() } else { p.applications.len().to_string() },
+            p.policy.steps.len().to_string(),
+        ]);
+    }
+    println!("\n{t}");
+    for p in &config.policies {
+        for n in &p.step_notes {
+            println!("  policy {}: {n}", p.policy.id);
+        }
+    }
+    if !config.webhooks.is_empty() {
+        println!("\nalert webhooks (besides the log):");
+        for w in &config.webhooks {
+            println!("  {} → {} ({:?})", w.name, w.host, w.format);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn steps_check(file: &Path, out: Output) -> anyhow::Result<ExitCode> {
+    let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    match parse_steps(&text) {
+        Ok(plan) => {
+            if out.json {
+                let notes: Vec<_> = plan
+                    .warnings
+                    .iter()
+                    .map(|w| json!({ "severity": w.severity, "step": w.step.index, "field": w.field, "message": w.message, "text": w.to_string() }))
+                    .collect();
+                out.print_json(&json!({ "valid": true, "steps": plan.steps, "notes": notes }))?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            println!("{}: valid, {} step(s), in the order they run:", file.display(), plan.steps.len());
+            let mut t = table(&["#", "order", "type", "phase", "on failure", "step"]);
+            for (i, s) in plan.steps.iter().enumerate() {
+                t.add_row(vec![
+                    (i + 1).to_string(),
+                    s.order.to_string(),
+                    s.kind().as_str().to_string(),
+                    format!("{:?}", s.kind().phase()).to_lowercase(),
+                    format!("{:?}", s.on_failure).to_lowercase(),
+                    s.display_name(),
+                ]);
+            }
+            println!("{t}");
+            for w in &plan.warnings {
+                let tag = match w.severity {
+                    Severity::Warning => "warning",
+                    Severity::ManualReview => "manual review",
+                    Severity::Error => "error",
+                };
+                println!("{tag}: {w}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(errors) => {
+            if out.json {
+                let issues: Vec<_> = errors
+                    .0
+                    .iter()
+                    .map(|w| json!({ "severity": w.severity, "step": w.step.index, "field": w.field, "message": w.message, "text": w.to_string() }))
+                    .collect();
+                out.print_json(&json!({ "valid": false, "errors": issues }))?;
+            } else {
+                eprintln!("{}: {} problem(s):", file.display(), errors.0.len());
+                for e in &errors.0 {
+                    eprintln!("  {e}");
+                }
+            }
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+pub async fn status(config_path: &Path, out: Output) -> anyhow::Result<ExitCode> {
+    let config = load_config(config_path)?;
+    let Some(data) = open_data(&config)? else { return no_data(&config, out) };
+    let threshold = config.policies.iter().flat_map(|p| p.policy.alert_thresholds.iter().copied()).max().unwrap_or(30);
+    let dash = dashboard(&data.store, SystemClock.now(), threshold, 10).await?;
+    let mut depths = Vec::new();
+    for q in queues::ALL {
+        depths.push((q, data.queue.depth(&QueueName::new(q)).await?));
+    }
+    if out.json {
+        let queues: serde_json::Map<_, _> =
+            depths.iter().map(|(q, d)| ((*q).to_string(), serde_json::to_value(d).unwrap_or_default())).collect();
+        out.print_json(&json!({ "dashboard": dash, "queues": queues }))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let c = &dash.counts;
+    if c.total == 0 {
+        println!("The inventory is empty: no credentials have been discovered yet.");
+        println!("Discovery (sync from Microsoft Graph) fills it; it arrives with the Entra discovery work.");
+    } else {
+        println!("{} credentials", c.total);
+        let mut t = table(&["state", "count"]);
+        for (label, n) in [
+            ("Active", c.active),
+            ("Expiring Soon", c.expiring_soon),
+            ("Rotating", c.rotating),
+            ("Grace Period", c.grace_period),
+            ("Expired", c.expired),
+            ("Cleaned Up", c.cleaned_up),
+        ] {
+            t.add_row(vec![label.to_string(), n.to_string()]);
+        }
+        println!("{t}");
+        println!(
+            "expiring within 7 days: {}   30 days: {}   90 days: {}",
+            c.expiring_within_7_days, c.expiring_within_30_days, c.expiring_within_90_days
+        );
+        if !dash.most_urgent.is_empty() {
+            let mut t = table(&["most urgent", "application", "state", "ends", "days left"]);
+            for u in &dash.most_urgent {
+                t.add_row(vec![
+                    u.credential.to_string(),
+                    u.application.clone().unwrap_or_else(|| "-".into()),
+                    u.state.label().to_string(),
+                    when(u.end),
+                    u.days_left.map(|d| d.to_string()).unwrap_or_else(|| "-".into()),
+                ]);
+            }
+            println!("{t}");
+        }
+    }
+    let mut t = table(&["queue", "waiting", "in flight", "delayed", "dead letters"]);
+    for (q, d) in depths {
+        t.add_row(vec![
+            q.to_string(),
+            d.visible.to_string(),
+            d.in_flight.to_string(),
+            d.delayed.to_string(),
+            d.dead.to_string(),
+        ]);
+    }
+    println!("{t}");
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn history(config_path: &Path, credential: &str, limit: usize, out: Output) -> anyhow::Result<ExitCode> {
+    let credential = CredentialId::parse(credential)?;
+    let config = load_config(config_path)?;
+    let Some(data) = open_data(&config)? else { return no_data(&config, out) };
+    let mut executions = data.store.list_executions(&credential).await?;
+    executions.truncate(limit);
+    let mut with_steps = Vec::new();
+    for e in executions {
+        let steps = data.store.list_step_records(&e.id).await?;
+        with_steps.push((e, steps));
+    }
+    if out.json {
+        let items: Vec<_> = with_steps.iter().map(|(e, s)| json!({ "execution": e, "steps": s })).collect();
+        out.print_json(&json!({ "credential": credential, "executions": items }))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if with_steps.is_empty() {
+        println!("No rotations recorded for {credential}.");
+        return Ok(ExitCode::SUCCESS);
+    }
+    for (e, steps) in with_steps {
+        let trigger = match &e.trigger {
+            entra_rotator::domain::execution::Trigger::Automatic { reason } => format!("automatic ({reason})"),
+            entra_rotator::domain::execution::Trigger::Manual { by, reason } => {
+                format!("manual by {by}{}", reason.as_ref().map(|r| format!(": {r}")).unwrap_or_default())
+            }
+        };
+        println!(
+            "{}  {}  started {}  {}{}",
+            e.id,
+            e.status.as_str(),
+            when(Some(e.created_at)),
+            trigger,
+            e.duration().map(|d| format!("  took {}s", d.whole_seconds())).unwrap_or_default()
+        );
+        if let Some(s) = &e.summary {
+            println!("  {s}");
+        }
+        let mut t = table(&["#", "step", "outcome", "attempts", "started", "ended", "error"]);
+        for s in steps {
+            t.add_row(vec![
+                s.index.to_string(),
+                s.name,
+                format!("{:?}", s.outcome).to_lowercase(),
+                s.attempts.to_string(),
+                when(s.started_at),
+                when(s.ended_at),
+                s.error.unwrap_or_default(),
+            ]);
+        }
+        println!("{t}\n");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn queue_names(queue: Option<&str>) -> anyhow::Result<Vec<QueueName>> {
+    match queue {
+        Some(q) if queues::ALL.contains(&q) => Ok(vec![QueueName::new(q)]),
+        Some(q) => bail!("unknown queue {q:?}; the queues are {}", queues::ALL.join(", ")),
+        None => Ok(queues::ALL.iter().map(|q| QueueName::new(*q)).collect()),
+    }
+}
+
+pub async fn dlq_list(config_path: &Path, queue: Option<&str>, out: Output) -> anyhow::Result<ExitCode> {
+    let names = queue_names(queue)?;
+    let config = load_config(config_path)?;
+    let Some(data) = open_data(&config)? else { return no_data(&config, out) };
+    let mut all = Vec::new();
+    for q in &names {
+        all.extend(data.queue.dead_letters(q, 1000).await?);
+    }
+    if out.json {
+        out.print_json(&json!({ "dead_letters": all }))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if all.is_empty() {
+        println!("No dead letters.");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut t = table(&["id", "queue", "receives", "dead since", "message", "last error"]);
+    for d in &all {
+        t.add_row(vec![
+            d.id.to_string(),
+            d.source_queue.to_string(),
+            d.receive_count.to_string(),
+            when(Some(d.dead_at)),
+            describe_body(&d.body),
+            d.last_error.clone().unwrap_or_else(|| "-".into()),
+        ]);
+    }
+    println!("{t}");
+    println!("`rotator dlq show ID` shows one; `rotator dlq redrive [--queue Q] [ID…]` sends them back.");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A one-line summary of a message body: its type and identifiers (bodies never hold secrets).
+fn describe_body(body: &str) -> String {
+    match entra_rotator::messages::Envelope::parse(body) {
+        Ok(env) => {
+            let v = serde_json::to_value(&env.message).unwrap_or_default();
+            let mut parts = vec![v.get("type").and_then(|t| t.as_str()).unwrap_or("?").to_string()];
+            if let Some(obj) = v.as_object() {
+                for (k, val) in obj {
+                    if k != "type" && !val.is_object() && !val.is_null() {
+                        parts.push(format!(
+                            "{k}={}",
+                            val.as_str().map(str::to_owned).unwrap_or_else(|| val.to_string())
+                        ));
+                    }
+                }
+            }
+            parts.join(" ")
+        }
+        Err(_) => "(not a message this build understands)".into(),
+    }
+}
+
+pub async fn dlq_show(config_path: &Path, id: &str, out: Output) -> anyhow::Result<ExitCode> {
+    let config = load_config(config_path)?;
+    let Some(data) = open_data(&config)? else { return no_data(&config, out) };
+    let Some(d) = data.queue.dead_letter(&MessageId(id.to_owned())).await? else {
+        bail!("no dead letter with id {id}");
+    };
+    if out.json {
+        let body: serde_json::Value =
+            serde_json::from_str(&d.body).unwrap_or(serde_json::Value::String(d.body.clone()));
+        out.print_json(&json!({ "dead_letter": d, "message": body }))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("id           {}", d.id);
+    println!("queue        {}", d.source_queue);
+    println!("group        {}", d.group.as_deref().unwrap_or("-"));
+    println!("receives     {}", d.receive_count);
+    println!("sent         {}", when(Some(d.sent_at)));
+    println!("dead since   {}", when(Some(d.dead_at)));
+    println!("last error   {}", d.last_error.as_deref().unwrap_or("-"));
+    println!("message      {}", describe_body(&d.body));
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn dlq_redrive(
+    config_path: &Path,
+    queue: Option<&str>,
+    ids: &[String],
+    out: Output,
+) -> anyhow::Result<ExitCode> {
+    let config = load_config(config_path)?;
+    let Some(data) = open_data(&config)? else { return no_data(&config, out) };
+    let mut moved = 0;
+    if ids.is_empty() {
+        for q in queue_names(queue)? {
+            moved += data.queue.redrive(&q, None).await?;
+        }
+    } else {
+        for id in ids {
+            let id = MessageId(id.clone());
+            let Some(d) = data.queue.dead_letter(&id).await? else { bail!("no dead letter with id {id}") };
+            if queue.is_some_and(|q| q != d.source_queue.as_str()) {
+                bail!("dead letter {id} belongs to queue {}, not {}", d.source_queue, queue.unwrap_or_default());
+            }
+            moved += data.queue.redrive(&d.source_queue, Some(std::slice::from_ref(&id))).await?;
+        }
+    }
+    if out.json {
+        out.print_json(&json!({ "redriven": moved }))?;
+    } else {
+        println!("{moved} message(s) sent back to their queue.");
+    }
+    Ok(ExitCode::SUCCESS)
+}

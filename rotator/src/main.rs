@@ -1,0 +1,118 @@
+//! `rotator`: the embedded runtime (`serve`) and the operator commands of entra-rotator.
+
+mod commands;
+mod output;
+mod serve;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "rotator",
+    version,
+    about = "Rotate Microsoft Entra ID application client secrets with overlap, and roll them out in order."
+)]
+struct Cli {
+    /// The configuration file.
+    #[arg(long, short, global = true, env = "ROTATOR_CONFIG", default_value = "rotator.toml")]
+    config: PathBuf,
+    /// Print JSON for scripts instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run every handler, the timers and the HTTP API in this process, on the local database.
+    Serve,
+    /// Validate configuration files.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Validate rollout step definitions (the JSON array format of the product notes).
+    #[command(subcommand)]
+    Steps(StepsCommand),
+    /// The dashboard: credentials by lifecycle state, the most urgent, and the queues.
+    Status,
+    /// Rotations of one credential, newest first, with their steps.
+    History(HistoryArgs),
+    /// Dead-letter queues: what failed, and sending it back.
+    #[command(subcommand)]
+    Dlq(DlqCommand),
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Check a configuration file and print what it configures (never a secret).
+    Check { file: PathBuf },
+}
+
+#[derive(Subcommand)]
+enum StepsCommand {
+    /// Check a JSON array of step definitions and print the normalised, ordered plan.
+    Check { file: PathBuf },
+}
+
+#[derive(Args)]
+struct HistoryArgs {
+    /// The credential: <integration>/app/<object-id>/<key-id>.
+    credential: String,
+    /// How many executions to show.
+    #[arg(long, default_value_t = 20)]
+    limit: usize,
+}
+
+#[derive(Subcommand)]
+enum DlqCommand {
+    /// Dead letters of every queue (or one), oldest first.
+    List {
+        #[arg(long)]
+        queue: Option<String>,
+    },
+    /// One dead letter in full.
+    Show { id: String },
+    /// Send dead letters back to their queue: all of a queue's, or those named.
+    Redrive {
+        #[arg(long)]
+        queue: Option<String>,
+        ids: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let out = output::Output { json: cli.json };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve => serve::run(&cli.config).await,
+            Command::Config(ConfigCommand::Check { file }) => commands::config_check(&file, out),
+            Command::Steps(StepsCommand::Check { file }) => commands::steps_check(&file, out),
+            Command::Status => commands::status(&cli.config, out).await,
+            Command::History(a) => commands::history(&cli.config, &a.credential, a.limit, out).await,
+            Command::Dlq(DlqCommand::List { queue }) => commands::dlq_list(&cli.config, queue.as_deref(), out).await,
+            Command::Dlq(DlqCommand::Show { id }) => commands::dlq_show(&cli.config, &id, out).await,
+            Command::Dlq(DlqCommand::Redrive { queue, ids }) => {
+                commands::dlq_redrive(&cli.config, queue.as_deref(), &ids, out).await
+            }
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            // anyhow's alternate form prints the causes on one line.
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

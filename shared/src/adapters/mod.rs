@@ -1,0 +1,3 @@
+//! Adapters: the ports implemented with a technology.
+
+pub mod sqlite;

@@ -1,0 +1,516 @@
+//! The store in SQLite: each record as a JSON document, with the columns its queries need.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use time::OffsetDateTime;
+
+use super::{Db, Kind, millis, to_error};
+use crate::domain::execution::{Execution, ExecutionStatus, StepRecord};
+use crate::domain::inventory::{Application, Credential, ServicePrincipal};
+use crate::ids::{AgentId, AppObjectId, CredentialId, ExecutionId, IntegrationId};
+use crate::ports::{AgentRecord, AlertKey, AuditEvent, AuditQuery, Claim, Clock, SealedRecord, Store, SyncState};
+use crate::{Error, Result};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS applications (
+    integration TEXT NOT NULL, object_id TEXT NOT NULL, doc TEXT NOT NULL,
+    PRIMARY KEY (integration, object_id));
+CREATE TABLE IF NOT EXISTS service_principals (
+    integration TEXT NOT NULL, object_id TEXT NOT NULL, doc TEXT NOT NULL,
+    PRIMARY KEY (integration, object_id));
+CREATE TABLE IF NOT EXISTS credentials (
+    id TEXT PRIMARY KEY, integration TEXT NOT NULL, app TEXT, end_at INTEGER, doc TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS credentials_by_integration ON credentials (integration, end_at);
+CREATE INDEX IF NOT EXISTS credentials_by_app ON credentials (integration, app);
+CREATE TABLE IF NOT EXISTS executions (
+    id TEXT PRIMARY KEY, credential TEXT NOT NULL,
+    -- Set while the execution is not terminal: the UNIQUE constraint is the claim.
+    active_credential TEXT UNIQUE,
+    open INTEGER NOT NULL, created_at INTEGER NOT NULL, version INTEGER NOT NULL, doc TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS executions_by_credential ON executions (credential, created_at);
+CREATE INDEX IF NOT EXISTS executions_open ON executions (open);
+CREATE TABLE IF NOT EXISTS step_records (
+    execution TEXT NOT NULL, idx INTEGER NOT NULL, doc TEXT NOT NULL, PRIMARY KEY (execution, idx));
+CREATE TABLE IF NOT EXISTS alerts (
+    credential TEXT NOT NULL, end_at TEXT NOT NULL, threshold TEXT NOT NULL, sent_at INTEGER NOT NULL,
+    PRIMARY KEY (credential, end_at, threshold));
+CREATE TABLE IF NOT EXISTS audit (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, at INTEGER NOT NULL, credential TEXT, execution TEXT, doc TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS audit_by_credential ON audit (credential, seq);
+CREATE INDEX IF NOT EXISTS audit_by_execution ON audit (execution, seq);
+CREATE TABLE IF NOT EXISTS sealed (record_id TEXT PRIMARY KEY, execution TEXT, doc TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS agents (id TEXT PRIMARY KEY, doc TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS sync_state (integration TEXT PRIMARY KEY, doc TEXT NOT NULL);
+";
+
+/// The embedded store. Cheap to clone.
+#[derive(Clone)]
+pub struct SqliteStore {
+    db: Db,
+    clock: Arc<dyn Clock>,
+}
+
+impl SqliteStore {
+    pub fn open(path: &Path, clock: Arc<dyn Clock>) -> Result<Self> {
+        Self::init(Db::open(path, Kind::Store)?, clock)
+    }
+
+    pub fn in_memory(clock: Arc<dyn Clock>) -> Result<Self> {
+        Self::init(Db::in_memory(Kind::Store)?, clock)
+    }
+
+    fn init(db: Db, clock: Arc<dyn Clock>) -> Result<Self> {
+        {
+            let conn = db.conn.lock().unwrap_or_else(|p| p.into_inner());
+            conn.execute_batch(SCHEMA).map_err(s("creating store tables"))?;
+        }
+        Ok(Self { db, clock })
+    }
+}
+
+fn s(context: &'static str) -> impl Fn(rusqlite::Error) -> Error {
+    move |e| to_error(Kind::Store, context.to_owned(), e)
+}
+
+fn to_doc<T: Serialize>(v: &T) -> Result<String> {
+    serde_json::to_string(v).map_err(|e| Error::Store {
+        context: "encoding record".into(),
+        transient: false,
+        source: Box::new(e),
+    })
+}
+
+fn from_doc<T: DeserializeOwned>(doc: &str) -> Result<T> {
+    serde_json::from_str(doc).map_err(|e| Error::Store {
+        context: "decoding record".into(),
+        transient: false,
+        source: Box::new(e),
+    })
+}
+
+fn query_docs<T: DeserializeOwned>(conn: &Connection, sql: &str, args: impl rusqlite::Params) -> Result<Vec<T>> {
+    let mut stmt = conn.prepare_cached(sql).map_err(s("query"))?;
+    let docs: Vec<String> =
+        stmt.query_map(args, |r| r.get(0)).map_err(s("query"))?.collect::<rusqlite::Result<_>>().map_err(s("query"))?;
+    docs.iter().map(|d| from_doc(d)).collect()
+}
+
+fn query_doc<T: DeserializeOwned>(conn: &Connection, sql: &str, args: impl rusqlite::Params) -> Result<Option<T>> {
+    let doc: Option<String> = conn.query_row(sql, args, |r| r.get(0)).optional().map_err(s("query"))?;
+    doc.map(|d| from_doc(&d)).transpose()
+}
+
+/// Removes what hangs off credentials that leave the inventory: alerts, the claim of any
+/// execution still rotating them (cancelled, since its target is gone) and their sealed copies.
+fn remove_credentials(tx: &rusqlite::Transaction<'_>, ids: &[String], now: OffsetDateTime) -> Result<()> {
+    for id in ids {
+        tx.execute("DELETE FROM alerts WHERE credential = ?1", params![id]).map_err(s("remove credential"))?;
+        let open: Vec<Execution> = query_docs(
+            tx,
+            "SELECT doc FROM executions WHERE credential = ?1 AND active_credential IS NOT NULL",
+            params![id],
+        )?;
+        for mut e in open {
+            e.status = ExecutionStatus::Cancelled;
+            e.error = Some("the credential was removed from the tenant".into());
+            e.updated_at = now;
+            e.finished_at = Some(now);
+            e.version += 1;
+            tx.execute(
+                "UPDATE executions SET active_credential = NULL, open = 0, version = ?2, doc = ?3 WHERE id = ?1",
+                params![e.id.to_string(), e.version as i64, to_doc(&e)?],
+            )
+            .map_err(s("remove credential"))?;
+            tx.execute("DELETE FROM sealed WHERE execution = ?1", params![e.id.to_string()])
+                .map_err(s("remove credential"))?;
+        }
+        tx.execute("DELETE FROM credentials WHERE id = ?1", params![id]).map_err(s("remove credential"))?;
+    }
+    Ok(())
+}
+
+fn is_open(e: &Execution) -> bool {
+    !e.status.is_terminal()
+        || (e.status.is_finalized() && !matches!(e.cleanup, crate::domain::execution::Cleanup::Done { .. }))
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn put_application(&self, app: &Application) -> Result<()> {
+        let (i, o, doc) = (app.integration.to_string(), app.object_id.to_string(), to_doc(app)?);
+        self.db
+            .call(move |c| {
+                c.execute(
+                    "INSERT INTO applications (integration, object_id, doc) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (integration, object_id) DO UPDATE SET doc = excluded.doc",
+                    params![i, o, doc],
+                )
+                .map_err(s("put application"))?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn get_application(&self, integration: &IntegrationId, id: &AppObjectId) -> Result<Option<Application>> {
+        let (i, o) = (integration.to_string(), id.to_string());
+        self.db
+            .call(move |c| {
+                query_doc(c, "SELECT doc FROM applications WHERE integration = ?1 AND object_id = ?2", params![i, o])
+            })
+            .await
+    }
+
+    async fn list_applications(&self, integration: &IntegrationId) -> Result<Vec<Application>> {
+        let i = integration.to_string();
+        self.db
+            .call(move |c| {
+                query_docs(c, "SELECT doc FROM applications WHERE integration = ?1 ORDER BY object_id", params![i])
+            })
+            .await
+    }
+
+    async fn remove_application(&self, integration: &IntegrationId, id: &AppObjectId) -> Result<()> {
+        let (i, o) = (integration.to_string(), id.to_string());
+        let now = self.clock.now();
+        self.db
+            .call(move |c| {
+                let tx =
+                    c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(s("remove application"))?;
+                let creds: Vec<String> = {
+                    let mut stmt = tx
+                        .prepare("SELECT id FROM credentials WHERE integration = ?1 AND app = ?2")
+                        .map_err(s("remove application"))?;
+                    stmt.query_map(params![i, o], |r| r.get(0))
+                        .map_err(s("remove application"))?
+                        .collect::<rusqlite::Result<_>>()
+                        .map_err(s("remove application"))?
+                };
+                remove_credentials(&tx, &creds, now)?;
+                tx.execute("DELETE FROM applications WHERE integration = ?1 AND object_id = ?2", params![i, o])
+                    .map_err(s("remove application"))?;
+                tx.commit().map_err(s("remove application"))?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn put_service_principal(&self, sp: &ServicePrincipal) -> Result<()> {
+        let (i, o, doc) = (sp.integration.to_string(), sp.object_id.to_string(), to_doc(sp)?);
+        self.db
+            .call(move |c| {
+                c.execute(
+                    "INSERT INTO service_principals (integration, object_id, doc) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (integration, object_id) DO UPDATE SET doc = excluded.doc",
+                    params![i, o, doc],
+                )
+                .map_err(s("put service principal"))?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn list_service_principals(&self, integration: &IntegrationId) -> Result<Vec<ServicePrincipal>> {
+        let i = integration.to_string();
+        self.db
+            .call(move |c| {
+                query_docs(
+                    c,
+                    "SELECT doc FROM service_principals WHERE integration = ?1 ORDER BY object_id",
+                    params![i],
+                )
+            })
+            .await
+    }
+
+    async fn put_credential(&self, credential: &Credential) -> Result<()> {
+        let id = credential.id.to_string();
+        let integration = credential.id.integration.to_string();
+        let app = credential.app.map(|a| a.to_string());
+        let end = credential.end.map(millis);
+        let doc = to_doc(credential)?;
+        self.db
+            .call(move |c| {
+                c.execute(
+                    "INSERT INTO credentials (id, integration, app, end_at, doc) VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT (id) DO UPDATE SET app = excluded.app, end_at = excluded.end_at, doc = excluded.doc",
+                    params![id, integration, app, end, doc],
+                )
+                .map_err(s("put credential"))?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn get_credential(&self, id: &CredentialId) -> Result<Option<Credential>> {
+        let id = id.to_string();
+        self.db.call(move |c| query_doc(c, "SELECT doc FROM credentials WHERE id = ?1", params![id])).await
+    }
+
+    async fn list_credentials(&self, integration: Option<&IntegrationId>) -> Result<Vec<Credential>> {
+        let i = integration.map(|i| i.to_string());
+        self.db
+            .call(move |c| match i {
+                // Credentials without an end date sort last.
+                Some(i) => query_docs(
+                    c,
+                    "SELECT doc FROM credentials WHERE integration = ?1 ORDER BY end_at IS NULL, end_at, id",
+                    params![i],
+                ),
+                None => query_docs(c, "SELECT doc FROM credentials ORDER BY end_at IS NULL, end_at, id", []),
+            })
+            .await
+    }
+
+    async fn remove_credential(&self, id: &CredentialId) -> Result<()> {
+        let id = id.to_string();
+        let now = self.clock.now();
+        self.db
+            .call(move |c| {
+                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(s("remove credential"))?;
+                remove_credentials(&tx, &[id], now)?;
+                tx.commit().map_err(s("remove credential"))?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn create_execution(&self, execution: &Execution) -> Result<Claim> {
+        let e = execution.clone();
+        self.db
+            .call(move |c| {
+                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(s("create execution"))?;
+                let cred = e.credential.to_string();
+                let active = (!e.status.is_terminal()).then(|| cred.clone());
+                if active.is_some() {
+                    let holder: Option<Execution> =
+                        query_doc(&tx, "SELECT doc FROM executions WHERE active_credential = ?1", params![cred])?;
+                    if let Some(holder) = holder {
+                        return Ok(Claim::AlreadyActive(Box::new(holder)));
+                    }
+                }
+                let inserted = tx
+                    .execute(
+                        "INSERT INTO executions (id, credential, active_credential, open, created_at, version, doc)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (id) DO NOTHING",
+                        params![
+                            e.id.to_string(),
+                            cred,
+                            active,
+                            is_open(&e),
+                            millis(e.created_at),
+                            e.version as i64,
+                            to_doc(&e)?
+                        ],
+                    )
+                    .map_err(s("create execution"))?;
+                if inserted == 0 {
+                    return Err(Error::conflict("execution", e.id, "already exists"));
+                }
+                tx.commit().map_err(s("create execution"))?;
+                Ok(Claim::Created)
+            })
+            .await
+    }
+
+    async fn get_execution(&self, id: &ExecutionId) -> Result<Option<Execution>> {
+        let id = id.to_string();
+        self.db.call(move |c| query_doc(c, "SELECT doc FROM executions WHERE id = ?1", params![id])).await
+    }
+
+    async fn update_execution(&self, execution: &Execution) -> Result<u64> {
+        let mut e = execution.clone();
+        self.db
+            .call(move |c| {
+                let expected = e.version;
+                e.version += 1;
+                let active = (!e.status.is_terminal()).then(|| e.credential.to_string());
+                let n = c
+                    .execute(
+                        "UPDATE executions SET active_credential = ?2, open = ?3, version = ?4, doc = ?5
+                         WHERE id = ?1 AND version = ?6",
+                        params![e.id.to_string(), active, is_open(&e), e.version as i64, to_doc(&e)?, expected as i64],
+                    )
+                    .map_err(|err| {
+                        if err.sqlite_error_code() == Some(rusqlite::ErrorCode::ConstraintViolation) {
+                            Error::conflict("execution", e.id, "another execution holds the credential")
+                        } else {
+                            to_error(Kind::Store, "update execution".into(), err)
+                        }
+                    })?;
+                if n == 0 {
+                    return Err(Error::conflict("execution", e.id, format!("version {expected} is no longer current")));
+                }
+                Ok(e.version)
+            })
+            .await
+    }
+
+    async fn list_executions(&self, credential: &CredentialId) -> Result<Vec<Execution>> {
+        let cred = credential.to_string();
+        self.db
+            .call(move |c| {
+                query_docs(
+                    c,
+                    "SELECT doc FROM executions WHERE credential = ?1 ORDER BY created_at DESC, id DESC",
+                    params![cred],
+                )
+            })
+            .await
+    }
+
+    async fn list_open_executions(&self) -> Result<Vec<Execution>> {
+        self.db.call(move |c| query_docs(c, "SELECT doc FROM executions WHERE open = 1 ORDER BY created_at", [])).await
+    }
+
+    async fn put_step_record(&self, record: &StepRecord) -> Result<()> {
+        let (e, i, doc) = (record.execution.to_string(), record.index, to_doc(record)?);
+        self.db
+            .call(move |c| {
+                c.execute(
+                    "INSERT INTO step_records (execution, idx, doc) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (execution, idx) DO UPDATE SET doc = excluded.doc",
+                    params![e, i, doc],
+                )
+                .map_err(s("put step record"))?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn list_step_records(&self, execution: &ExecutionId) -> Result<Vec<StepRecord>> {
+        let e = execution.to_string();
+        self.db
+            .call(move |c| query_docs(c, "SELECT doc FROM step_records WHERE execution = ?1 ORDER BY idx", params![e]))
+            .await
+    }
+
+    async fn record_alert(&self, key: &AlertKey, at: OffsetDateTime) -> Result<bool> {
+        let cred = key.credential.to_string();
+        let end = key.end.unix_timestamp().to_string();
+        let threshold = key.threshold.key();
+        let at = millis(at);
+        self.db
+            .call(move |c| {
+                let n = c
+                    .execute(
+                        "INSERT INTO alerts (credential, end_at, threshold, sent_at) VALUES (?1, ?2, ?3, ?4)
+                         ON CONFLICT DO NOTHING",
+                        params![cred, end, threshold, at],
+                    )
+                    .map_err(s("record alert"))?;
+                Ok(n == 1)
+            })
+            .await
+    }
+
+    async fn append_audit(&self, event: &AuditEvent) -> Result<()> {
+        let at = millis(event.at);
+        let cred = event.credential.as_ref().map(|c| c.to_string());
+        let exe = event.execution.map(|e| e.to_string());
+        let doc = to_doc(event)?;
+        self.db
+            .call(move |c| {
+                c.execute(
+                    "INSERT INTO audit (at, credential, execution, doc) VALUES (?1, ?2, ?3, ?4)",
+                    params![at, cred, exe, doc],
+                )
+                .map_err(s("append audit"))?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn list_audit(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>> {
+        let cred = query.credential.as_ref().map(|c| c.to_string());
+        let exe = query.execution.map(|e| e.to_string());
+        let limit = if query.limit == 0 { i64::MAX } else { i64::try_from(query.limit).unwrap_or(i64::MAX) };
+        self.db
+            .call(move |c| {
+                query_docs(
+                    c,
+                    "SELECT doc FROM audit WHERE (?1 IS NULL OR credential = ?1) AND (?2 IS NULL OR execution = ?2)
+                     ORDER BY seq DESC LIMIT ?3",
+                    params![cred, exe, limit],
+                )
+            })
+            .await
+    }
+
+    async fn put_sealed(&self, record: &SealedRecord) -> Result<()> {
+        let (id, exe, doc) = (record.record_id.clone(), record.execution.map(|e| e.to_string()), to_doc(record)?);
+        self.db
+            .call(move |c| {
+                c.execute(
+                    "INSERT INTO sealed (record_id, execution, doc) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (record_id) DO UPDATE SET execution = excluded.execution, doc = excluded.doc",
+                    params![id, exe, doc],
+                )
+                .map_err(s("put sealed"))?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn get_sealed(&self, record_id: &str) -> Result<Option<SealedRecord>> {
+        let id = record_id.to_owned();
+        self.db.call(move |c| query_doc(c, "SELECT doc FROM sealed WHERE record_id = ?1", params![id])).await
+    }
+
+    async fn delete_sealed(&self, record_id: &str) -> Result<()> {
+        let id = record_id.to_owned();
+        self.db
+            .call(move |c| {
+                c.execute("DELETE FROM sealed WHERE record_id = ?1", params![id]).map_err(s("delete sealed"))?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn put_agent(&self, agent: &AgentRecord) -> Result<()> {
+        let (id, doc) = (agent.id.to_string(), to_doc(agent)?);
+        self.db
+            .call(move |c| {
+                c.execute(
+                    "INSERT INTO agents (id, doc) VALUES (?1, ?2) ON CONFLICT (id) DO UPDATE SET doc = excluded.doc",
+                    params![id, doc],
+                )
+                .map_err(s("put agent"))?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn get_agent(&self, id: &AgentId) -> Result<Option<AgentRecord>> {
+        let id = id.to_string();
+        self.db.call(move |c| query_doc(c, "SELECT doc FROM agents WHERE id = ?1", params![id])).await
+    }
+
+    async fn list_agents(&self) -> Result<Vec<AgentRecord>> {
+        self.db.call(move |c| query_docs(c, "SELECT doc FROM agents ORDER BY id", [])).await
+    }
+
+    async fn get_sync_state(&self, integration: &IntegrationId) -> Result<Option<SyncState>> {
+        let i = integration.to_string();
+        self.db.call(move |c| query_doc(c, "SELECT doc FROM sync_state WHERE integration = ?1", params![i])).await
+    }
+
+    async fn put_sync_state(&self, state: &SyncState) -> Result<()> {
+        let (i, doc) = (state.integration.to_string(), to_doc(state)?);
+        self.db
+            .call(move |c| {
+                c.execute(
+                    "INSERT INTO sync_state (integration, doc) VALUES (?1, ?2)
+                     ON CONFLICT (integration) DO UPDATE SET doc = excluded.doc",
+                    params![i, doc],
+                )
+                .map_err(s("put sync state"))?;
+                Ok(())
+            })
+            .await
+    }
+}

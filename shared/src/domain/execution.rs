@@ -1,0 +1,175 @@
+//! Executions: one rotation of one credential, with a record per step.
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::ids::{AppObjectId, CredentialId, ExecutionId, KeyId, PolicyId};
+
+/// Who or what started a rotation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Trigger {
+    /// expiry-scan found the credential due.
+    Automatic { reason: String },
+    /// An operator asked, over HTTP or the command line.
+    Manual { by: String, reason: Option<String> },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExecutionStatus {
+    /// Recorded, the new secret not created yet.
+    Pending,
+    /// The new secret exists; steps are running.
+    Running,
+    /// An `abort` step failed after its retries: the chain stopped, the old secret stays valid,
+    /// and a redrive resumes at that step. Still holds the claim on the credential.
+    Failed,
+    /// Every step ran; at least one `continue` step failed. Never reported healthy; grace cleanup
+    /// waits for an operator.
+    NeedsAttention,
+    /// Every step succeeded.
+    Completed,
+    /// Abandoned by an operator before it completed.
+    Cancelled,
+}
+
+impl ExecutionStatus {
+    /// Terminal executions no longer hold the claim on their credential.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Completed | Self::NeedsAttention | Self::Cancelled)
+    }
+    /// Whether the rollout finished and the old credential is superseded.
+    pub fn is_finalized(self) -> bool {
+        matches!(self, Self::Completed | Self::NeedsAttention)
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Running => "running",
+            Self::Failed => "failed",
+            Self::NeedsAttention => "needs_attention",
+            Self::Completed => "completed",
+            Self::Cancelled => "cancelled",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepOutcome {
+    Pending,
+    Running,
+    Succeeded,
+    Failed,
+    Skipped,
+}
+
+/// What happened in one step of an execution.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepRecord {
+    pub execution: ExecutionId,
+    /// Position in the execution's plan: 0 is `verify`, the last is `finalize`.
+    pub index: u32,
+    /// Human-readable, e.g. "Write secret to Key Vault kv-prod/app-secret".
+    pub name: String,
+    /// The step type (`verify`, `azure_key_vault`, …, `finalize`).
+    pub kind: String,
+    pub attempts: u32,
+    pub outcome: StepOutcome,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub started_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub ended_at: Option<OffsetDateTime>,
+    /// The last error, in words; never a secret.
+    pub error: Option<String>,
+}
+
+/// Where grace cleanup stands for the old credential of a finalized execution.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum Cleanup {
+    /// Not finalized yet, or the grace period is running.
+    NotDue,
+    /// The rollout needs attention: cleanup waits until an operator confirms.
+    AwaitingConfirmation,
+    /// An operator confirmed that the old credential may go.
+    Confirmed { by: String },
+    /// The old credential was removed (or was already gone).
+    Done {
+        #[serde(with = "time::serde::rfc3339")]
+        at: OffsetDateTime,
+    },
+}
+
+/// One rotation of one credential.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Execution {
+    pub id: ExecutionId,
+    /// The credential being rotated away from.
+    pub credential: CredentialId,
+    pub app: AppObjectId,
+    pub policy: PolicyId,
+    pub trigger: Trigger,
+    pub status: ExecutionStatus,
+    /// The key id of the secret this execution created, once Graph answered.
+    pub new_key_id: Option<KeyId>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub new_secret_end: Option<OffsetDateTime>,
+    /// The step that runs next (or ran last, once finished).
+    pub current_step: u32,
+    pub step_count: u32,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub finished_at: Option<OffsetDateTime>,
+    /// Until when the old credential stays valid; set by `finalize`.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub grace_until: Option<OffsetDateTime>,
+    pub cleanup: Cleanup,
+    /// A one-line rollout summary, e.g. "5 of 5 steps succeeded".
+    pub summary: Option<String>,
+    /// The last error, in words; never a secret.
+    pub error: Option<String>,
+    /// Bumped on every write; writes are conditional on it so two writers cannot both win.
+    pub version: u64,
+}
+
+impl Execution {
+    pub fn new(
+        credential: CredentialId,
+        app: AppObjectId,
+        policy: PolicyId,
+        trigger: Trigger,
+        step_count: u32,
+        now: OffsetDateTime,
+    ) -> Self {
+        Self {
+            id: ExecutionId::new(),
+            credential,
+            app,
+            policy,
+            trigger,
+            status: ExecutionStatus::Pending,
+            new_key_id: None,
+            new_secret_end: None,
+            current_step: 0,
+            step_count,
+            created_at: now,
+            updated_at: now,
+            finished_at: None,
+            grace_until: None,
+            cleanup: Cleanup::NotDue,
+            summary: None,
+            error: None,
+            version: 0,
+        }
+    }
+
+    /// How long it ran, once finished.
+    pub fn duration(&self) -> Option<time::Duration> {
+        self.finished_at.map(|f| f - self.created_at)
+    }
+}

@@ -1,0 +1,97 @@
+//! What a tenant holds: applications, service principals and their credentials.
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::ids::{AppObjectId, ClientId, CredentialId, IntegrationId, ServicePrincipalId, TenantId};
+
+/// One tenant and how entra-rotator reaches it (the authentication itself lives in the configuration).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Integration {
+    pub id: IntegrationId,
+    pub tenant: TenantId,
+    pub display_name: Option<String>,
+}
+
+/// An app registration as Graph describes it, with only the fields entra-rotator uses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Application {
+    pub integration: IntegrationId,
+    pub object_id: AppObjectId,
+    pub client_id: ClientId,
+    pub display_name: String,
+    /// `AzureADMyOrg`, `AzureADMultipleOrgs`, `AzureADandPersonalMicrosoftAccount`, `PersonalMicrosoftAccount`.
+    pub sign_in_audience: String,
+}
+
+impl Application {
+    /// Apps that allow personal Microsoft accounts may hold at most two password credentials.
+    pub fn max_passwords(&self) -> Option<usize> {
+        self.sign_in_audience.contains("PersonalMicrosoftAccount").then_some(2)
+    }
+}
+
+/// A service principal: the app's identity in a tenant; its own passwords sign in as the app too.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServicePrincipal {
+    pub integration: IntegrationId,
+    pub object_id: ServicePrincipalId,
+    pub client_id: ClientId,
+    pub display_name: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CredentialKind {
+    /// A client secret (`passwordCredentials`): the kind entra-rotator rotates.
+    Password,
+    /// A certificate (`keyCredentials`): watched for expiry, not rotated.
+    Certificate,
+}
+
+/// One credential of an application or service principal. Never holds a secret value: Graph only
+/// returns `secretText` once, from `addPassword`, and that value is sealed elsewhere.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Credential {
+    pub id: CredentialId,
+    pub kind: CredentialKind,
+    /// The app registration this credential signs in as (for a service principal's own
+    /// credential, the application it was created from, when known).
+    pub app: Option<AppObjectId>,
+    pub client_id: ClientId,
+    pub display_name: Option<String>,
+    /// The first three characters of a secret, as Graph shows them; not secret.
+    pub hint: Option<String>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub start: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub end: Option<OffsetDateTime>,
+    /// Certificates: the thumbprint (`customKeyIdentifier`), used to count a Sign/Verify pair once.
+    pub thumbprint: Option<String>,
+    /// When entra-rotator removed this credential from the tenant after its grace period; the
+    /// inventory keeps the record so its history stays readable.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub removed_at: Option<OffsetDateTime>,
+}
+
+#[cfg(any(test, feature = "test-support"))]
+impl Credential {
+    /// A password credential for tests, ending at `end`.
+    pub fn test_password(end: OffsetDateTime) -> Self {
+        use uuid::Uuid;
+        let integration = IntegrationId::parse("contoso").expect("valid");
+        let app = AppObjectId::from_uuid(Uuid::new_v4());
+        Self {
+            id: CredentialId::for_application(integration, app, crate::ids::KeyId::from_uuid(Uuid::new_v4())),
+            kind: CredentialKind::Password,
+            app: Some(app),
+            client_id: ClientId::from_uuid(Uuid::new_v4()),
+            display_name: Some("test secret".into()),
+            hint: Some("abc".into()),
+            start: Some(end - time::Duration::days(180)),
+            end: Some(end),
+            thumbprint: None,
+            removed_at: None,
+        }
+    }
+}

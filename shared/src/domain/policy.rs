@@ -1,0 +1,103 @@
+//! Rotation policies: when to rotate, how long the old secret stays valid, where the new one goes.
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use super::Span;
+use super::inventory::{Credential, CredentialKind};
+use super::steps::StepDefinition;
+use crate::ids::PolicyId;
+
+/// The defaults of the product notes: rotate 30 days before expiry, keep both secrets 30 days,
+/// alert at 30 and 7 days.
+pub const DEFAULT_DAYS_BEFORE_EXPIRY: u32 = 30;
+pub const DEFAULT_GRACE_PERIOD: Span = Span::from_days(30);
+pub const DEFAULT_SECRET_LIFETIME: Span = Span::from_days(180);
+pub const DEFAULT_ALERT_THRESHOLDS: [u32; 2] = [30, 7];
+
+/// How one set of credentials is rotated.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RotationPolicy {
+    pub id: PolicyId,
+    /// Rotate automatically when the credential is due, or only when someone asks.
+    pub auto_rotate: bool,
+    pub days_before_expiry: u32,
+    /// How long the old secret stays valid after a healthy rollout.
+    pub grace_period: Span,
+    /// The lifetime asked for a new secret (capped by the tenant's own policy).
+    pub secret_lifetime: Span,
+    /// Days before expiry at which an alert is sent, most distant first.
+    pub alert_thresholds: Vec<u32>,
+    /// The rollout, sorted by `order`.
+    pub steps: Vec<StepDefinition>,
+}
+
+impl RotationPolicy {
+    pub fn with_defaults(id: PolicyId) -> Self {
+        Self {
+            id,
+            auto_rotate: false,
+            days_before_expiry: DEFAULT_DAYS_BEFORE_EXPIRY,
+            grace_period: DEFAULT_GRACE_PERIOD,
+            secret_lifetime: DEFAULT_SECRET_LIFETIME,
+            alert_thresholds: DEFAULT_ALERT_THRESHOLDS.to_vec(),
+            steps: Vec::new(),
+        }
+    }
+
+    /// Whether automatic rotation should start now. Only client secrets are rotated.
+    pub fn rotation_due(&self, credential: &Credential, now: OffsetDateTime) -> bool {
+        self.auto_rotate
+            && credential.kind == CredentialKind::Password
+            && credential.removed_at.is_none()
+            && credential.end.is_some_and(|end| end - now <= time::Duration::days(i64::from(self.days_before_expiry)))
+    }
+
+    /// The end date to ask for a new secret created now, capped by `tenant_max_lifetime` when the
+    /// tenant's app management policy sets one.
+    pub fn new_secret_end(&self, now: OffsetDateTime, tenant_max_lifetime: Option<Span>) -> OffsetDateTime {
+        let lifetime = match tenant_max_lifetime {
+            Some(max) if max < self.secret_lifetime => max,
+            _ => self.secret_lifetime,
+        };
+        now + lifetime.as_time()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    fn policy() -> RotationPolicy {
+        RotationPolicy { auto_rotate: true, ..RotationPolicy::with_defaults(PolicyId::parse("p").unwrap()) }
+    }
+
+    #[test]
+    fn rotation_is_due_from_days_before_expiry_on() {
+        let now = datetime!(2026-11-01 00:00 UTC);
+        let p = policy();
+        assert!(p.rotation_due(&Credential::test_password(now + time::Duration::days(30)), now));
+        assert!(!p.rotation_due(&Credential::test_password(now + time::Duration::days(31)), now));
+        assert!(p.rotation_due(&Credential::test_password(now - time::Duration::days(1)), now));
+    }
+
+    #[test]
+    fn rotation_is_never_due_without_auto_rotate_or_for_certificates() {
+        let now = datetime!(2026-11-01 00:00 UTC);
+        let manual = RotationPolicy { auto_rotate: false, ..policy() };
+        assert!(!manual.rotation_due(&Credential::test_password(now), now));
+        let mut cert = Credential::test_password(now);
+        cert.kind = CredentialKind::Certificate;
+        assert!(!policy().rotation_due(&cert, now));
+    }
+
+    #[test]
+    fn tenant_lifetime_policy_caps_the_new_secret() {
+        let now = datetime!(2026-11-01 00:00 UTC);
+        let p = policy();
+        assert_eq!(p.new_secret_end(now, None), now + time::Duration::days(180));
+        assert_eq!(p.new_secret_end(now, Some(Span::from_days(90))), now + time::Duration::days(90));
+        assert_eq!(p.new_secret_end(now, Some(Span::from_days(365))), now + time::Duration::days(180));
+    }
+}

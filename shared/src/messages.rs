@@ -1,0 +1,161 @@
+//! The messages that chain the handlers. Each carries identifiers only, never a secret value; each
+//! has a version, an idempotency key, and the queue it travels on.
+//!
+//! Consumers tolerate fields they do not know (a newer producer may add some); a message that does
+//! not parse at all is bad input and goes to the dead-letter queue.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::domain::execution::Trigger;
+use crate::ids::{AppObjectId, CredentialId, ExecutionId, IntegrationId};
+use crate::ports::{OutgoingMessage, QueueName, QueueSpec};
+use crate::{Error, Result};
+
+/// The version of the envelope this build writes; it reads this one and older.
+pub const MESSAGE_VERSION: u32 = 1;
+
+/// The queues of the chain. All are FIFO so that work on one application (or one integration)
+/// is serialized by message group.
+pub mod queues {
+    pub const SYNC: &str = "sync";
+    pub const SCAN: &str = "expiry-scan";
+    pub const ROTATE: &str = "rotate";
+    pub const STEP: &str = "run-step";
+    pub const CLEANUP: &str = "grace-cleanup";
+    pub const ALL: [&str; 5] = [SYNC, SCAN, ROTATE, STEP, CLEANUP];
+}
+
+/// The queue definitions for the embedded runtime, with SQS-like defaults: a visibility timeout
+/// at least six times a handler's time budget, and five receives before dead-lettering.
+pub fn default_queue_specs() -> Vec<QueueSpec> {
+    queues::ALL
+        .iter()
+        .map(|name| QueueSpec {
+            name: QueueName::new(*name),
+            fifo: true,
+            max_receive_count: 5,
+            visibility_timeout: Duration::from_secs(if *name == queues::SYNC { 900 } else { 360 }),
+        })
+        .collect()
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum Message {
+    /// Read one integration from Graph (delta when possible, or `full`).
+    SyncRequested { integration: IntegrationId, full: bool },
+    /// Derive lifecycle states, alert and request due rotations (one integration, or all).
+    ScanRequested { integration: Option<IntegrationId> },
+    /// Rotate one credential.
+    RotateRequested { credential: CredentialId, app: AppObjectId, trigger: Trigger, dry_run: bool },
+    /// Run step `step` of an execution. `attempt` counts tries of that step across messages.
+    StepRequested { execution: ExecutionId, credential: CredentialId, app: AppObjectId, step: u32, attempt: u32 },
+    /// Remove old credentials whose grace ended, and sweep orphans.
+    CleanupRequested { integration: Option<IntegrationId> },
+}
+
+/// What travels on the queue: the message, its version and its idempotency key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope {
+    pub v: u32,
+    pub idempotency_key: String,
+    #[serde(flatten)]
+    pub message: Message,
+}
+
+impl Message {
+    pub fn queue(&self) -> QueueName {
+        QueueName::new(match self {
+            Self::SyncRequested { .. } => queues::SYNC,
+            Self::ScanRequested { .. } => queues::SCAN,
+            Self::RotateRequested { .. } => queues::ROTATE,
+            Self::StepRequested { .. } => queues::STEP,
+            Self::CleanupRequested { .. } => queues::CLEANUP,
+        })
+    }
+
+    /// The FIFO group: writes to one Entra application are serialized.
+    pub fn group(&self) -> String {
+        match self {
+            Self::SyncRequested { integration, .. } => format!("integration:{integration}"),
+            Self::ScanRequested { integration } | Self::CleanupRequested { integration } => match integration {
+                Some(i) => format!("integration:{i}"),
+                None => "all".into(),
+            },
+            Self::RotateRequested { app, .. } | Self::StepRequested { app, .. } => format!("app:{app}"),
+        }
+    }
+
+    /// Two sends of the same effect share this key, so the queue (and the handler) drop the second.
+    /// Timer-driven messages are keyed by the caller (with the tick), since every tick is new work.
+    pub fn natural_key(&self) -> Option<String> {
+        match self {
+            Self::StepRequested { execution, step, attempt, .. } => Some(format!("step:{execution}:{step}:{attempt}")),
+            _ => None,
+        }
+    }
+
+    pub fn envelope(self, idempotency_key: impl Into<String>) -> Envelope {
+        Envelope { v: MESSAGE_VERSION, idempotency_key: idempotency_key.into(), message: self }
+    }
+}
+
+impl Envelope {
+    pub fn to_outgoing(&self, delay: Duration) -> Result<OutgoingMessage> {
+        let body = serde_json::to_string(self).map_err(|e| Error::invalid("message", e.to_string()))?;
+        Ok(OutgoingMessage {
+            body,
+            group: Some(self.message.group()),
+            dedup_id: Some(self.idempotency_key.clone()),
+            delay,
+        })
+    }
+
+    pub fn parse(body: &str) -> Result<Self> {
+        let env: Envelope = serde_json::from_str(body).map_err(|e| Error::invalid("message", e.to_string()))?;
+        if env.v == 0 || env.v > MESSAGE_VERSION {
+            return Err(Error::invalid("message", format!("version {} is not understood by this build", env.v)));
+        }
+        Ok(env)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step() -> Message {
+        Message::StepRequested {
+            execution: ExecutionId::parse("exe-11111111-1111-1111-1111-111111111111").unwrap(),
+            credential: CredentialId::parse(
+                "contoso/app/22222222-2222-2222-2222-222222222222/33333333-3333-3333-3333-333333333333",
+            )
+            .unwrap(),
+            app: AppObjectId::parse("22222222-2222-2222-2222-222222222222").unwrap(),
+            step: 2,
+            attempt: 1,
+        }
+    }
+
+    #[test]
+    fn messages_round_trip_and_travel_on_their_queue_grouped_by_application() {
+        let env = step().envelope("k1");
+        let out = env.to_outgoing(Duration::ZERO).unwrap();
+        assert_eq!(out.group.as_deref(), Some("app:22222222-2222-2222-2222-222222222222"));
+        assert_eq!(Envelope::parse(&out.body).unwrap(), env);
+        assert_eq!(env.message.queue().as_str(), queues::STEP);
+    }
+
+    #[test]
+    fn unknown_fields_are_tolerated_but_unknown_versions_and_garbage_are_not() {
+        let mut v: serde_json::Value = serde_json::to_value(step().envelope("k")).unwrap();
+        v["added_later"] = serde_json::json!(true);
+        assert!(Envelope::parse(&v.to_string()).is_ok());
+        v["v"] = serde_json::json!(99);
+        assert!(matches!(Envelope::parse(&v.to_string()), Err(Error::Invalid { .. })));
+        assert!(matches!(Envelope::parse("{\"type\":\"Nope\"}"), Err(Error::Invalid { .. })));
+        assert!(matches!(Envelope::parse("not json"), Err(Error::Invalid { .. })));
+    }
+}

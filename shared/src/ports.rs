@@ -1,0 +1,324 @@
+//! The ports: what the use cases need from the world, by capability. Adapters implement them with a
+//! technology (SQLite on one machine, DynamoDB/SQS/KMS on AWS); the contract suites in
+//! [`crate::contract`] hold every implementation to the same behaviour.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::Result;
+use crate::domain::execution::{Execution, StepRecord};
+use crate::domain::inventory::{Application, Credential, ServicePrincipal};
+use crate::domain::lifecycle::AlertThreshold;
+use crate::ids::{AgentId, AppObjectId, CredentialId, ExecutionId, IntegrationId};
+use crate::seal::SealedValue;
+
+// ---------------------------------------------------------------------------------------------
+// Clock
+
+/// The current time. Only adapters read the wall clock; everything else is handed a `Clock`.
+pub trait Clock: Send + Sync {
+    fn now(&self) -> OffsetDateTime;
+}
+
+/// The system's clock.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    #[allow(clippy::disallowed_methods)] // the one home of the wall clock
+    fn now(&self) -> OffsetDateTime {
+        OffsetDateTime::now_utc()
+    }
+}
+
+/// A clock that moves only when told: for tests of visibility timeouts, delays and grace periods.
+#[derive(Debug, Clone)]
+pub struct ManualClock(Arc<Mutex<OffsetDateTime>>);
+
+impl ManualClock {
+    pub fn new(start: OffsetDateTime) -> Self {
+        Self(Arc::new(Mutex::new(start)))
+    }
+    pub fn advance(&self, by: Duration) {
+        let mut t = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        *t += by;
+    }
+    pub fn set(&self, to: OffsetDateTime) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = to;
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> OffsetDateTime {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Queue
+
+/// A named queue. Each has a dead-letter queue of its own.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct QueueName(pub String);
+
+impl QueueName {
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for QueueName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// How a queue behaves, as SQS would be configured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueSpec {
+    pub name: QueueName,
+    /// FIFO: messages of one group are delivered in order, one in flight at a time.
+    pub fifo: bool,
+    /// After this many receives a message goes to the dead-letter queue instead.
+    pub max_receive_count: u32,
+    /// The visibility timeout used when `receive` is not given one.
+    pub visibility_timeout: Duration,
+}
+
+/// A message to send. The body is JSON with identifiers only, never a secret.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct OutgoingMessage {
+    pub body: String,
+    /// FIFO message group: one message of a group is in flight at a time.
+    pub group: Option<String>,
+    /// A second send with the same id within five minutes is accepted and dropped, as SQS FIFO does.
+    pub dedup_id: Option<String>,
+    pub delay: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct MessageId(pub String);
+
+impl std::fmt::Display for MessageId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Proof of one particular receive; a stale handle (the message was received again since) does
+/// nothing, so a slow consumer cannot delete a message someone else is now processing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceiptHandle(pub String);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceivedMessage {
+    pub id: MessageId,
+    pub receipt: ReceiptHandle,
+    pub body: String,
+    /// 1 on the first delivery.
+    pub receive_count: u32,
+    pub group: Option<String>,
+    pub sent_at: OffsetDateTime,
+}
+
+/// A message that could not be processed, with what is known of why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    pub id: MessageId,
+    pub source_queue: QueueName,
+    pub body: String,
+    pub receive_count: u32,
+    pub group: Option<String>,
+    /// The last error a handler reported for it, in words.
+    pub last_error: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub sent_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub dead_at: OffsetDateTime,
+}
+
+/// Named queues with SQS semantics: at-least-once delivery, visibility timeouts, receive counts,
+/// FIFO groups, dead-letter queues and redrive.
+#[async_trait]
+pub trait Queue: Send + Sync {
+    async fn send(&self, queue: &QueueName, message: OutgoingMessage) -> Result<MessageId>;
+    /// Up to `max` visible messages, hidden for `visibility` (the queue's default when `None`).
+    /// Messages past their maximum receive count go to the dead-letter queue instead.
+    async fn receive(
+        &self,
+        queue: &QueueName,
+        max: usize,
+        visibility: Option<Duration>,
+    ) -> Result<Vec<ReceivedMessage>>;
+    /// Acknowledge: the message is done. A stale receipt does nothing.
+    async fn delete(&self, queue: &QueueName, receipt: &ReceiptHandle) -> Result<()>;
+    /// Make the message visible again after `timeout` from now (zero: at once).
+    async fn change_visibility(&self, queue: &QueueName, receipt: &ReceiptHandle, timeout: Duration) -> Result<()>;
+    /// Remember why the last attempt failed, for the dead-letter view. The message itself comes
+    /// back when its visibility timeout runs out.
+    async fn record_failure(&self, queue: &QueueName, receipt: &ReceiptHandle, error: &str) -> Result<()>;
+    /// Dead letters of `queue`, oldest first.
+    async fn dead_letters(&self, queue: &QueueName, limit: usize) -> Result<Vec<DeadLetter>>;
+    async fn dead_letter(&self, id: &MessageId) -> Result<Option<DeadLetter>>;
+    /// Move dead letters (all of `queue`'s, or those named) back to their source queue with a fresh
+    /// receive count. Returns how many moved.
+    async fn redrive(&self, queue: &QueueName, ids: Option<&[MessageId]>) -> Result<usize>;
+    /// Messages waiting (visible or not) in `queue`, for status views.
+    async fn depth(&self, queue: &QueueName) -> Result<QueueDepth>;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct QueueDepth {
+    pub visible: u64,
+    pub in_flight: u64,
+    pub delayed: u64,
+    pub dead: u64,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Store
+
+/// What `create_execution` found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// The execution was written and now holds the credential.
+    Created,
+    /// Another execution already holds the credential; here it is.
+    AlreadyActive(Box<Execution>),
+}
+
+/// One line of the audit trail.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEvent {
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    /// What happened, e.g. `rotation.started`, `credential.removed`, `orphan.removed`.
+    pub action: String,
+    /// Who or what did it: `scheduler`, `operator:alice`, `http:token-name`.
+    pub actor: String,
+    pub execution: Option<ExecutionId>,
+    pub credential: Option<CredentialId>,
+    /// Words for a person; never a secret.
+    pub detail: String,
+}
+
+/// A filter for the audit trail.
+#[derive(Debug, Clone, Default)]
+pub struct AuditQuery {
+    pub credential: Option<CredentialId>,
+    pub execution: Option<ExecutionId>,
+    pub limit: usize,
+}
+
+/// An alert sent once per credential, expiry date and threshold.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct AlertKey {
+    pub credential: CredentialId,
+    #[serde(with = "time::serde::rfc3339")]
+    pub end: OffsetDateTime,
+    pub threshold: AlertThreshold,
+}
+
+/// A sealed secret and what it is for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealedRecord {
+    /// Unique; also bound into the seal, so a sealed value cannot be moved to another record.
+    pub record_id: String,
+    pub purpose: String,
+    pub execution: Option<ExecutionId>,
+    pub sealed: SealedValue,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+/// A host agent as last seen.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentRecord {
+    pub id: AgentId,
+    pub hostname: String,
+    pub os: String,
+    pub version: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub last_heartbeat: OffsetDateTime,
+}
+
+/// Per-integration sync progress: the delta link Graph gave last time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncState {
+    pub integration: IntegrationId,
+    pub applications_delta_link: Option<String>,
+    pub service_principals_delta_link: Option<String>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_full_sync: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_delta_sync: Option<OffsetDateTime>,
+}
+
+/// Inventory, executions, alerts, the audit trail, sealed secrets and agents.
+///
+/// Every write that two workers could race on is conditional (`create_execution` claims,
+/// `update_execution` checks the version, `record_alert` inserts once), because the queue
+/// delivers at least once and nothing makes the store and the queue atomic together.
+#[async_trait]
+pub trait Store: Send + Sync {
+    // Inventory
+    async fn put_application(&self, app: &Application) -> Result<()>;
+    async fn get_application(&self, integration: &IntegrationId, id: &AppObjectId) -> Result<Option<Application>>;
+    async fn list_applications(&self, integration: &IntegrationId) -> Result<Vec<Application>>;
+    /// Removes the application, its credentials, and the alerts and rotation entries of those
+    /// credentials, in one operation. Executions stay, as history.
+    async fn remove_application(&self, integration: &IntegrationId, id: &AppObjectId) -> Result<()>;
+    async fn put_service_principal(&self, sp: &ServicePrincipal) -> Result<()>;
+    async fn list_service_principals(&self, integration: &IntegrationId) -> Result<Vec<ServicePrincipal>>;
+    async fn put_credential(&self, credential: &Credential) -> Result<()>;
+    async fn get_credential(&self, id: &CredentialId) -> Result<Option<Credential>>;
+    /// All credentials, or those of one integration; ordered by end date, soonest first.
+    async fn list_credentials(&self, integration: Option<&IntegrationId>) -> Result<Vec<Credential>>;
+    /// Removes the credential with its alerts and rotation entries.
+    async fn remove_credential(&self, id: &CredentialId) -> Result<()>;
+
+    // Executions
+    /// Writes a new execution unless a non-terminal one already holds the same credential.
+    async fn create_execution(&self, execution: &Execution) -> Result<Claim>;
+    async fn get_execution(&self, id: &ExecutionId) -> Result<Option<Execution>>;
+    /// Writes `execution` if the stored version is `execution.version`; the stored copy gets the
+    /// next version, which is returned. Otherwise `Error::Conflict`.
+    async fn update_execution(&self, execution: &Execution) -> Result<u64>;
+    /// Newest first.
+    async fn list_executions(&self, credential: &CredentialId) -> Result<Vec<Execution>>;
+    /// Executions that are not terminal, or whose cleanup is not done; for the scheduler's sweeps.
+    async fn list_open_executions(&self) -> Result<Vec<Execution>>;
+    async fn put_step_record(&self, record: &StepRecord) -> Result<()>;
+    async fn list_step_records(&self, execution: &ExecutionId) -> Result<Vec<StepRecord>>;
+
+    // Alerts
+    /// True when this alert had not been recorded yet (so the caller sends it); false if it had.
+    async fn record_alert(&self, key: &AlertKey, at: OffsetDateTime) -> Result<bool>;
+
+    // Audit trail
+    async fn append_audit(&self, event: &AuditEvent) -> Result<()>;
+    /// Newest first.
+    async fn list_audit(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>>;
+
+    // Sealed secrets
+    async fn put_sealed(&self, record: &SealedRecord) -> Result<()>;
+    async fn get_sealed(&self, record_id: &str) -> Result<Option<SealedRecord>>;
+    /// Deleting what is not there is not an error.
+    async fn delete_sealed(&self, record_id: &str) -> Result<()>;
+
+    // Agents
+    async fn put_agent(&self, agent: &AgentRecord) -> Result<()>;
+    async fn get_agent(&self, id: &AgentId) -> Result<Option<AgentRecord>>;
+    async fn list_agents(&self) -> Result<Vec<AgentRecord>>;
+
+    // Sync progress
+    async fn get_sync_state(&self, integration: &IntegrationId) -> Result<Option<SyncState>>;
+    async fn put_sync_state(&self, state: &SyncState) -> Result<()>;
+}

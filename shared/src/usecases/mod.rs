@@ -1,0 +1,3 @@
+//! Use cases: the decisions the entrypoints (the `rotator` command, the Lambdas, the HTTP API) share.
+
+pub mod dashboard;
