@@ -232,3 +232,65 @@ fn serve_answers_health_creates_an_owner_only_key_file_and_stops_on_ctrl_c() {
     assert!(stderr.contains("stopped") || stdout.contains("stopped"), "{stdout}{stderr}");
     assert!(!stdout.contains(SECRET) && !stderr.contains(SECRET), "secret in the log");
 }
+
+#[tokio::test]
+async fn status_and_history_show_what_the_store_holds() {
+    use entra_rotator::domain::execution::{Execution, ExecutionStatus, StepOutcome, StepRecord, Trigger};
+    use entra_rotator::domain::inventory::Credential;
+    use entra_rotator::ids::PolicyId;
+    use entra_rotator::ports::{Clock, Store};
+
+    let (dir, path) = temp_config();
+    let data = LocalData::open(&dir.path().join("data/rotator.db"), Arc::new(SystemClock)).unwrap();
+    let now = SystemClock.now();
+    let soon = Credential::test_password(now + time::Duration::days(5));
+    let later = Credential::test_password(now + time::Duration::days(200));
+    let gone = Credential::test_password(now - time::Duration::days(2));
+    for c in [&soon, &later, &gone] {
+        data.store.put_credential(c).await.unwrap();
+    }
+    let mut e = Execution::new(
+        soon.id.clone(),
+        soon.app.unwrap(),
+        PolicyId::parse("default").unwrap(),
+        Trigger::Manual { by: "alice".into(), reason: Some("expiring".into()) },
+        3,
+        now,
+    );
+    e.status = ExecutionStatus::Running;
+    data.store.create_execution(&e).await.unwrap();
+    data.store
+        .put_step_record(&StepRecord {
+            execution: e.id,
+            index: 0,
+            name: "Verify the new secret signs in".into(),
+            kind: "verify".into(),
+            attempts: 2,
+            outcome: StepOutcome::Succeeded,
+            started_at: Some(now),
+            ended_at: Some(now),
+            error: None,
+        })
+        .await
+        .unwrap();
+    let config = path.to_str().unwrap();
+
+    let out = rotator(&["--config", config, "--json", "status"]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let counts = &v["dashboard"]["counts"];
+    assert_eq!(counts["total"], 3);
+    assert_eq!(counts["rotating"], 1);
+    assert_eq!(counts["active"], 1);
+    assert_eq!(counts["expired"], 1);
+    assert_eq!(counts["expiring_within_7_days"], 1);
+    let table = rotator(&["--config", config, "status"]);
+    let (stdout, _) = text(&table);
+    assert!(stdout.contains("Rotating") && stdout.contains(&gone.id.to_string()), "{stdout}");
+
+    let out = rotator(&["--config", config, "history", &soon.id.to_string()]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains(&e.id.to_string()) && stdout.contains("manual by alice: expiring"), "{stdout}");
+    assert!(stdout.contains("Verify the new secret signs in"), "{stdout}");
+}

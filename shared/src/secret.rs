@@ -44,3 +44,27 @@ impl SecretBytes {
         &self.0
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // A secret must not be printable or serialisable by accident: these fail to compile otherwise.
+    static_assertions::assert_not_impl_any!(SecretValue: std::fmt::Debug, std::fmt::Display, serde::Serialize);
+    static_assertions::assert_not_impl_any!(SecretBytes: std::fmt::Debug, std::fmt::Display, serde::Serialize);
+    static_assertions::assert_impl_all!(SecretValue: zeroize::ZeroizeOnDrop, Send, Sync);
+
+    #[test]
+    fn equal_values_compare_equal_and_different_lengths_do_not() {
+        assert!(SecretValue::new("abc") == SecretValue::new("abc"));
+        assert!(SecretValue::new("abc") != SecretValue::new("abd"));
+        assert!(SecretValue::new("abc") != SecretValue::new("abcd"));
+    }
+
+    #[test]
+    fn zeroize_clears_the_value() {
+        let mut s = SecretValue::new("wipe me");
+        s.zeroize();
+        assert!(s.is_empty());
+    }
+}

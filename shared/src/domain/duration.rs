@@ -61,10 +61,19 @@ impl From<Span> for String {
 
 impl fmt::Display for Span {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.0.is_zero() {
-            return f.write_str("0s");
+        // The largest whole unit, the way operators write it: 180d, not "5months 27days 19h 12m".
+        let d = self.0;
+        if d.subsec_nanos() != 0 {
+            return humantime::format_duration(d).fmt(f);
         }
-        humantime::format_duration(self.0).fmt(f)
+        let s = d.as_secs();
+        match s {
+            0 => f.write_str("0s"),
+            s if s % 86_400 == 0 => write!(f, "{}d", s / 86_400),
+            s if s % 3_600 == 0 => write!(f, "{}h", s / 3_600),
+            s if s % 60 == 0 => write!(f, "{}m", s / 60),
+            s => write!(f, "{s}s"),
+        }
     }
 }
 
@@ -89,7 +98,14 @@ mod tests {
 
     #[test]
     fn spans_display_the_way_they_are_written() {
-        assert_eq!(Span::from_days(30).to_string(), "30days");
-        assert_eq!(Span::from_secs(10).to_string(), "10s");
+        assert_eq!(Span::from_days(30).to_string(), "30d");
+        assert_eq!(Span::from_days(180).to_string(), "180d");
+        assert_eq!(Span::from_secs(12 * 3600).to_string(), "12h");
+        assert_eq!(Span::from_secs(90).to_string(), "90s");
+        assert_eq!(Span::from_secs(600).to_string(), "10m");
+        assert_eq!(Span(std::time::Duration::from_millis(1500)).to_string(), "1s 500ms");
+        for s in ["30d", "12h", "10m", "90s"] {
+            assert_eq!(s.parse::<Span>().unwrap().to_string(), s, "round trip");
+        }
     }
 }
