@@ -15,6 +15,29 @@ pub struct IdError {
     pub got: String,
 }
 
+/// `FromStr`, and the `String` conversions serde uses, for a type with `parse` and `Display`.
+macro_rules! text_form {
+    ($name:ident) => {
+        impl FromStr for $name {
+            type Err = IdError;
+            fn from_str(s: &str) -> Result<Self, IdError> {
+                Self::parse(s)
+            }
+        }
+        impl TryFrom<String> for $name {
+            type Error = IdError;
+            fn try_from(s: String) -> Result<Self, IdError> {
+                Self::parse(&s)
+            }
+        }
+        impl From<$name> for String {
+            fn from(id: $name) -> String {
+                id.to_string()
+            }
+        }
+    };
+}
+
 /// Identifiers that Entra (or we) issue as GUIDs: stored lower-case, hyphenated.
 macro_rules! guid_id {
     ($(#[$doc:meta])* $name:ident, $kind:literal) => {
@@ -43,23 +66,7 @@ macro_rules! guid_id {
                 self.0.hyphenated().fmt(f)
             }
         }
-        impl FromStr for $name {
-            type Err = IdError;
-            fn from_str(s: &str) -> Result<Self, IdError> {
-                Self::parse(s)
-            }
-        }
-        impl TryFrom<String> for $name {
-            type Error = IdError;
-            fn try_from(s: String) -> Result<Self, IdError> {
-                Self::parse(&s)
-            }
-        }
-        impl From<$name> for String {
-            fn from(id: $name) -> String {
-                id.to_string()
-            }
-        }
+        text_form!($name);
     };
 }
 
@@ -128,23 +135,7 @@ impl fmt::Display for ExecutionId {
         write!(f, "exe-{}", self.0.hyphenated())
     }
 }
-impl FromStr for ExecutionId {
-    type Err = IdError;
-    fn from_str(s: &str) -> Result<Self, IdError> {
-        Self::parse(s)
-    }
-}
-impl TryFrom<String> for ExecutionId {
-    type Error = IdError;
-    fn try_from(s: String) -> Result<Self, IdError> {
-        Self::parse(&s)
-    }
-}
-impl From<ExecutionId> for String {
-    fn from(id: ExecutionId) -> String {
-        id.to_string()
-    }
-}
+text_form!(ExecutionId);
 
 /// A short name chosen by the operator, such as an integration or policy name: `[a-z0-9_-]{1,64}`
 /// so it is safe in keys, file names and queue attributes.
@@ -179,23 +170,7 @@ macro_rules! slug_id {
                 f.write_str(&self.0)
             }
         }
-        impl FromStr for $name {
-            type Err = IdError;
-            fn from_str(s: &str) -> Result<Self, IdError> {
-                Self::parse(s)
-            }
-        }
-        impl TryFrom<String> for $name {
-            type Error = IdError;
-            fn try_from(s: String) -> Result<Self, IdError> {
-                Self::parse(&s)
-            }
-        }
-        impl From<$name> for String {
-            fn from(id: $name) -> String {
-                id.0
-            }
-        }
+        text_form!($name);
     };
 }
 
@@ -270,23 +245,7 @@ impl fmt::Display for CredentialId {
         write!(f, "{}/{}/{}/{}", self.integration, kind, self.owner.hyphenated(), self.key_id)
     }
 }
-impl FromStr for CredentialId {
-    type Err = IdError;
-    fn from_str(s: &str) -> Result<Self, IdError> {
-        Self::parse(s)
-    }
-}
-impl TryFrom<String> for CredentialId {
-    type Error = IdError;
-    fn try_from(s: String) -> Result<Self, IdError> {
-        Self::parse(&s)
-    }
-}
-impl From<CredentialId> for String {
-    fn from(id: CredentialId) -> String {
-        id.to_string()
-    }
-}
+text_form!(CredentialId);
 
 #[cfg(test)]
 mod tests {

@@ -4,7 +4,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use rusqlite::types::Value;
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params, params_from_iter};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use time::OffsetDateTime;
@@ -139,39 +140,55 @@ fn is_open(e: &Execution) -> bool {
         || (e.status.is_finalized() && !matches!(e.cleanup, crate::domain::execution::Cleanup::Done { .. }))
 }
 
+impl SqliteStore {
+    /// One statement with owned arguments; returns the rows changed.
+    async fn execute(&self, context: &'static str, sql: &'static str, args: Vec<Value>) -> Result<usize> {
+        self.db.call(move |c| c.execute(sql, params_from_iter(args)).map_err(s(context))).await
+    }
+
+    async fn one<T: DeserializeOwned + Send + 'static>(
+        &self,
+        sql: &'static str,
+        args: Vec<Value>,
+    ) -> Result<Option<T>> {
+        self.db.call(move |c| query_doc(c, sql, params_from_iter(args))).await
+    }
+
+    async fn many<T: DeserializeOwned + Send + 'static>(&self, sql: &'static str, args: Vec<Value>) -> Result<Vec<T>> {
+        self.db.call(move |c| query_docs(c, sql, params_from_iter(args))).await
+    }
+}
+
+fn text(v: impl ToString) -> Value {
+    Value::Text(v.to_string())
+}
+
+fn opt_text(v: Option<impl ToString>) -> Value {
+    v.map(text).unwrap_or(Value::Null)
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn put_application(&self, app: &Application) -> Result<()> {
-        let (i, o, doc) = (app.integration.to_string(), app.object_id.to_string(), to_doc(app)?);
-        self.db
-            .call(move |c| {
-                c.execute(
-                    "INSERT INTO applications (integration, object_id, doc) VALUES (?1, ?2, ?3)
-                     ON CONFLICT (integration, object_id) DO UPDATE SET doc = excluded.doc",
-                    params![i, o, doc],
-                )
-                .map_err(s("put application"))?;
-                Ok(())
-            })
-            .await
+        let sql = "INSERT INTO applications (integration, object_id, doc) VALUES (?1, ?2, ?3)
+                   ON CONFLICT (integration, object_id) DO UPDATE SET doc = excluded.doc";
+        self.execute(
+            "put application",
+            sql,
+            vec![text(&app.integration), text(app.object_id), Value::Text(to_doc(app)?)],
+        )
+        .await
+        .map(drop)
     }
 
     async fn get_application(&self, integration: &IntegrationId, id: &AppObjectId) -> Result<Option<Application>> {
-        let (i, o) = (integration.to_string(), id.to_string());
-        self.db
-            .call(move |c| {
-                query_doc(c, "SELECT doc FROM applications WHERE integration = ?1 AND object_id = ?2", params![i, o])
-            })
-            .await
+        let sql = "SELECT doc FROM applications WHERE integration = ?1 AND object_id = ?2";
+        self.one(sql, vec![text(integration), text(id)]).await
     }
 
     async fn list_applications(&self, integration: &IntegrationId) -> Result<Vec<Application>> {
-        let i = integration.to_string();
-        self.db
-            .call(move |c| {
-                query_docs(c, "SELECT doc FROM applications WHERE integration = ?1 ORDER BY object_id", params![i])
-            })
-            .await
+        let sql = "SELECT doc FROM applications WHERE integration = ?1 ORDER BY object_id";
+        self.many(sql, vec![text(integration)]).await
     }
 
     async fn remove_application(&self, integration: &IntegrationId, id: &AppObjectId) -> Result<()> {
@@ -200,70 +217,49 @@ impl Store for SqliteStore {
     }
 
     async fn put_service_principal(&self, sp: &ServicePrincipal) -> Result<()> {
-        let (i, o, doc) = (sp.integration.to_string(), sp.object_id.to_string(), to_doc(sp)?);
-        self.db
-            .call(move |c| {
-                c.execute(
-                    "INSERT INTO service_principals (integration, object_id, doc) VALUES (?1, ?2, ?3)
-                     ON CONFLICT (integration, object_id) DO UPDATE SET doc = excluded.doc",
-                    params![i, o, doc],
-                )
-                .map_err(s("put service principal"))?;
-                Ok(())
-            })
-            .await
+        let sql = "INSERT INTO service_principals (integration, object_id, doc) VALUES (?1, ?2, ?3)
+                   ON CONFLICT (integration, object_id) DO UPDATE SET doc = excluded.doc";
+        self.execute(
+            "put service principal",
+            sql,
+            vec![text(&sp.integration), text(sp.object_id), Value::Text(to_doc(sp)?)],
+        )
+        .await
+        .map(drop)
     }
 
     async fn list_service_principals(&self, integration: &IntegrationId) -> Result<Vec<ServicePrincipal>> {
-        let i = integration.to_string();
-        self.db
-            .call(move |c| {
-                query_docs(
-                    c,
-                    "SELECT doc FROM service_principals WHERE integration = ?1 ORDER BY object_id",
-                    params![i],
-                )
-            })
-            .await
+        let sql = "SELECT doc FROM service_principals WHERE integration = ?1 ORDER BY object_id";
+        self.many(sql, vec![text(integration)]).await
     }
 
     async fn put_credential(&self, credential: &Credential) -> Result<()> {
-        let id = credential.id.to_string();
-        let integration = credential.id.integration.to_string();
-        let app = credential.app.map(|a| a.to_string());
-        let end = credential.end.map(millis);
-        let doc = to_doc(credential)?;
-        self.db
-            .call(move |c| {
-                c.execute(
-                    "INSERT INTO credentials (id, integration, app, end_at, doc) VALUES (?1, ?2, ?3, ?4, ?5)
-                     ON CONFLICT (id) DO UPDATE SET app = excluded.app, end_at = excluded.end_at, doc = excluded.doc",
-                    params![id, integration, app, end, doc],
-                )
-                .map_err(s("put credential"))?;
-                Ok(())
-            })
-            .await
+        let sql = "INSERT INTO credentials (id, integration, app, end_at, doc) VALUES (?1, ?2, ?3, ?4, ?5)
+                   ON CONFLICT (id) DO UPDATE SET app = excluded.app, end_at = excluded.end_at, doc = excluded.doc";
+        let end = credential.end.map(millis).map(Value::Integer).unwrap_or(Value::Null);
+        let args = vec![
+            text(&credential.id),
+            text(&credential.id.integration),
+            opt_text(credential.app),
+            end,
+            Value::Text(to_doc(credential)?),
+        ];
+        self.execute("put credential", sql, args).await.map(drop)
     }
 
     async fn get_credential(&self, id: &CredentialId) -> Result<Option<Credential>> {
-        let id = id.to_string();
-        self.db.call(move |c| query_doc(c, "SELECT doc FROM credentials WHERE id = ?1", params![id])).await
+        self.one("SELECT doc FROM credentials WHERE id = ?1", vec![text(id)]).await
     }
 
     async fn list_credentials(&self, integration: Option<&IntegrationId>) -> Result<Vec<Credential>> {
-        let i = integration.map(|i| i.to_string());
-        self.db
-            .call(move |c| match i {
-                // Credentials without an end date sort last.
-                Some(i) => query_docs(
-                    c,
-                    "SELECT doc FROM credentials WHERE integration = ?1 ORDER BY end_at IS NULL, end_at, id",
-                    params![i],
-                ),
-                None => query_docs(c, "SELECT doc FROM credentials ORDER BY end_at IS NULL, end_at, id", []),
-            })
-            .await
+        // Credentials without an end date sort last.
+        match integration {
+            Some(i) => {
+                let sql = "SELECT doc FROM credentials WHERE integration = ?1 ORDER BY end_at IS NULL, end_at, id";
+                self.many(sql, vec![text(i)]).await
+            }
+            None => self.many("SELECT doc FROM credentials ORDER BY end_at IS NULL, end_at, id", vec![]).await,
+        }
     }
 
     async fn remove_credential(&self, id: &CredentialId) -> Result<()> {
@@ -318,8 +314,7 @@ impl Store for SqliteStore {
     }
 
     async fn get_execution(&self, id: &ExecutionId) -> Result<Option<Execution>> {
-        let id = id.to_string();
-        self.db.call(move |c| query_doc(c, "SELECT doc FROM executions WHERE id = ?1", params![id])).await
+        self.one("SELECT doc FROM executions WHERE id = ?1", vec![text(id)]).await
     }
 
     async fn update_execution(&self, execution: &Execution) -> Result<u64> {
@@ -351,166 +346,90 @@ impl Store for SqliteStore {
     }
 
     async fn list_executions(&self, credential: &CredentialId) -> Result<Vec<Execution>> {
-        let cred = credential.to_string();
-        self.db
-            .call(move |c| {
-                query_docs(
-                    c,
-                    "SELECT doc FROM executions WHERE credential = ?1 ORDER BY created_at DESC, id DESC",
-                    params![cred],
-                )
-            })
-            .await
+        let sql = "SELECT doc FROM executions WHERE credential = ?1 ORDER BY created_at DESC, id DESC";
+        self.many(sql, vec![text(credential)]).await
     }
 
     async fn list_open_executions(&self) -> Result<Vec<Execution>> {
-        self.db.call(move |c| query_docs(c, "SELECT doc FROM executions WHERE open = 1 ORDER BY created_at", [])).await
+        self.many("SELECT doc FROM executions WHERE open = 1 ORDER BY created_at", vec![]).await
     }
 
     async fn put_step_record(&self, record: &StepRecord) -> Result<()> {
-        let (e, i, doc) = (record.execution.to_string(), record.index, to_doc(record)?);
-        self.db
-            .call(move |c| {
-                c.execute(
-                    "INSERT INTO step_records (execution, idx, doc) VALUES (?1, ?2, ?3)
-                     ON CONFLICT (execution, idx) DO UPDATE SET doc = excluded.doc",
-                    params![e, i, doc],
-                )
-                .map_err(s("put step record"))?;
-                Ok(())
-            })
-            .await
+        let sql = "INSERT INTO step_records (execution, idx, doc) VALUES (?1, ?2, ?3)
+                   ON CONFLICT (execution, idx) DO UPDATE SET doc = excluded.doc";
+        let args = vec![text(record.execution), Value::Integer(record.index.into()), Value::Text(to_doc(record)?)];
+        self.execute("put step record", sql, args).await.map(drop)
     }
 
     async fn list_step_records(&self, execution: &ExecutionId) -> Result<Vec<StepRecord>> {
-        let e = execution.to_string();
-        self.db
-            .call(move |c| query_docs(c, "SELECT doc FROM step_records WHERE execution = ?1 ORDER BY idx", params![e]))
-            .await
+        self.many("SELECT doc FROM step_records WHERE execution = ?1 ORDER BY idx", vec![text(execution)]).await
     }
 
     async fn record_alert(&self, key: &AlertKey, at: OffsetDateTime) -> Result<bool> {
-        let cred = key.credential.to_string();
-        let end = key.end.unix_timestamp().to_string();
-        let threshold = key.threshold.key();
-        let at = millis(at);
-        self.db
-            .call(move |c| {
-                let n = c
-                    .execute(
-                        "INSERT INTO alerts (credential, end_at, threshold, sent_at) VALUES (?1, ?2, ?3, ?4)
-                         ON CONFLICT DO NOTHING",
-                        params![cred, end, threshold, at],
-                    )
-                    .map_err(s("record alert"))?;
-                Ok(n == 1)
-            })
-            .await
+        let sql = "INSERT INTO alerts (credential, end_at, threshold, sent_at) VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING";
+        let args = vec![
+            text(&key.credential),
+            text(key.end.unix_timestamp()),
+            text(key.threshold.key()),
+            Value::Integer(millis(at)),
+        ];
+        Ok(self.execute("record alert", sql, args).await? == 1)
     }
 
     async fn append_audit(&self, event: &AuditEvent) -> Result<()> {
-        let at = millis(event.at);
-        let cred = event.credential.as_ref().map(|c| c.to_string());
-        let exe = event.execution.map(|e| e.to_string());
-        let doc = to_doc(event)?;
-        self.db
-            .call(move |c| {
-                c.execute(
-                    "INSERT INTO audit (at, credential, execution, doc) VALUES (?1, ?2, ?3, ?4)",
-                    params![at, cred, exe, doc],
-                )
-                .map_err(s("append audit"))?;
-                Ok(())
-            })
-            .await
+        let sql = "INSERT INTO audit (at, credential, execution, doc) VALUES (?1, ?2, ?3, ?4)";
+        let args = vec![
+            Value::Integer(millis(event.at)),
+            opt_text(event.credential.as_ref()),
+            opt_text(event.execution),
+            Value::Text(to_doc(event)?),
+        ];
+        self.execute("append audit", sql, args).await.map(drop)
     }
 
     async fn list_audit(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>> {
-        let cred = query.credential.as_ref().map(|c| c.to_string());
-        let exe = query.execution.map(|e| e.to_string());
         let limit = if query.limit == 0 { i64::MAX } else { i64::try_from(query.limit).unwrap_or(i64::MAX) };
-        self.db
-            .call(move |c| {
-                query_docs(
-                    c,
-                    "SELECT doc FROM audit WHERE (?1 IS NULL OR credential = ?1) AND (?2 IS NULL OR execution = ?2)
-                     ORDER BY seq DESC LIMIT ?3",
-                    params![cred, exe, limit],
-                )
-            })
+        let sql = "SELECT doc FROM audit WHERE (?1 IS NULL OR credential = ?1) AND (?2 IS NULL OR execution = ?2)
+                   ORDER BY seq DESC LIMIT ?3";
+        self.many(sql, vec![opt_text(query.credential.as_ref()), opt_text(query.execution), Value::Integer(limit)])
             .await
     }
 
     async fn put_sealed(&self, record: &SealedRecord) -> Result<()> {
-        let (id, exe, doc) = (record.record_id.clone(), record.execution.map(|e| e.to_string()), to_doc(record)?);
-        self.db
-            .call(move |c| {
-                c.execute(
-                    "INSERT INTO sealed (record_id, execution, doc) VALUES (?1, ?2, ?3)
-                     ON CONFLICT (record_id) DO UPDATE SET execution = excluded.execution, doc = excluded.doc",
-                    params![id, exe, doc],
-                )
-                .map_err(s("put sealed"))?;
-                Ok(())
-            })
-            .await
+        let sql = "INSERT INTO sealed (record_id, execution, doc) VALUES (?1, ?2, ?3)
+                   ON CONFLICT (record_id) DO UPDATE SET execution = excluded.execution, doc = excluded.doc";
+        let args = vec![text(&record.record_id), opt_text(record.execution), Value::Text(to_doc(record)?)];
+        self.execute("put sealed", sql, args).await.map(drop)
     }
 
     async fn get_sealed(&self, record_id: &str) -> Result<Option<SealedRecord>> {
-        let id = record_id.to_owned();
-        self.db.call(move |c| query_doc(c, "SELECT doc FROM sealed WHERE record_id = ?1", params![id])).await
+        self.one("SELECT doc FROM sealed WHERE record_id = ?1", vec![text(record_id)]).await
     }
 
     async fn delete_sealed(&self, record_id: &str) -> Result<()> {
-        let id = record_id.to_owned();
-        self.db
-            .call(move |c| {
-                c.execute("DELETE FROM sealed WHERE record_id = ?1", params![id]).map_err(s("delete sealed"))?;
-                Ok(())
-            })
-            .await
+        self.execute("delete sealed", "DELETE FROM sealed WHERE record_id = ?1", vec![text(record_id)]).await.map(drop)
     }
 
     async fn put_agent(&self, agent: &AgentRecord) -> Result<()> {
-        let (id, doc) = (agent.id.to_string(), to_doc(agent)?);
-        self.db
-            .call(move |c| {
-                c.execute(
-                    "INSERT INTO agents (id, doc) VALUES (?1, ?2) ON CONFLICT (id) DO UPDATE SET doc = excluded.doc",
-                    params![id, doc],
-                )
-                .map_err(s("put agent"))?;
-                Ok(())
-            })
-            .await
+        let sql = "INSERT INTO agents (id, doc) VALUES (?1, ?2) ON CONFLICT (id) DO UPDATE SET doc = excluded.doc";
+        self.execute("put agent", sql, vec![text(agent.id), Value::Text(to_doc(agent)?)]).await.map(drop)
     }
 
     async fn get_agent(&self, id: &AgentId) -> Result<Option<AgentRecord>> {
-        let id = id.to_string();
-        self.db.call(move |c| query_doc(c, "SELECT doc FROM agents WHERE id = ?1", params![id])).await
+        self.one("SELECT doc FROM agents WHERE id = ?1", vec![text(id)]).await
     }
 
     async fn list_agents(&self) -> Result<Vec<AgentRecord>> {
-        self.db.call(move |c| query_docs(c, "SELECT doc FROM agents ORDER BY id", [])).await
+        self.many("SELECT doc FROM agents ORDER BY id", vec![]).await
     }
 
     async fn get_sync_state(&self, integration: &IntegrationId) -> Result<Option<SyncState>> {
-        let i = integration.to_string();
-        self.db.call(move |c| query_doc(c, "SELECT doc FROM sync_state WHERE integration = ?1", params![i])).await
+        self.one("SELECT doc FROM sync_state WHERE integration = ?1", vec![text(integration)]).await
     }
 
     async fn put_sync_state(&self, state: &SyncState) -> Result<()> {
-        let (i, doc) = (state.integration.to_string(), to_doc(state)?);
-        self.db
-            .call(move |c| {
-                c.execute(
-                    "INSERT INTO sync_state (integration, doc) VALUES (?1, ?2)
-                     ON CONFLICT (integration) DO UPDATE SET doc = excluded.doc",
-                    params![i, doc],
-                )
-                .map_err(s("put sync state"))?;
-                Ok(())
-            })
-            .await
+        let sql = "INSERT INTO sync_state (integration, doc) VALUES (?1, ?2)
+                   ON CONFLICT (integration) DO UPDATE SET doc = excluded.doc";
+        self.execute("put sync state", sql, vec![text(&state.integration), Value::Text(to_doc(state)?)]).await.map(drop)
     }
 }
