@@ -426,3 +426,39 @@ pub async fn dlq_redrive(
     }
     Ok(ExitCode::SUCCESS)
 }
+
+pub fn keys(config_path: &Path, rotate: bool, out: Output) -> anyhow::Result<ExitCode> {
+    let config = load_config(config_path)?;
+    let path = config.key_file_path();
+    let existed = path.exists();
+    if !existed && !rotate {
+        if out.json {
+            out.print_json(&json!({ "key_file": path, "exists": false }))?;
+        } else {
+            println!("No key file yet: {} is created on the first `rotator serve`.", path.display());
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut ring = entra_rotator::seal::LocalKeyRing::open_or_create(&path)
+        .with_context(|| format!("opening key file {}", path.display()))?;
+    let added = match (rotate, existed) {
+        (true, true) => Some(ring.add_key()?),
+        // Creating the file made its first key.
+        (true, false) => Some(ring.active_key_id().to_owned()),
+        (false, _) => None,
+    };
+    if out.json {
+        out.print_json(
+            &json!({ "key_file": path, "active": ring.active_key_id(), "keys": ring.key_ids(), "added": added }),
+        )?;
+    } else {
+        if let Some(id) = &added {
+            println!("Added key {id}; new values are sealed with it, older ones still open with their own key.");
+        }
+        println!("key file {}", path.display());
+        for id in ring.key_ids() {
+            println!("  {id}{}", if id == ring.active_key_id() { "  (active)" } else { "" });
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

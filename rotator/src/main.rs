@@ -43,6 +43,17 @@ enum Command {
     /// Dead-letter queues: what failed, and sending it back.
     #[command(subcommand)]
     Dlq(DlqCommand),
+    /// The sealing keys of this machine (key ids only, never key material).
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// List the key ids and which one seals new values.
+    List,
+    /// Add a fresh key that seals from now on; values sealed under older keys still open.
+    Rotate,
 }
 
 #[derive(Subcommand)]
@@ -102,6 +113,8 @@ fn main() -> ExitCode {
             Command::History(a) => commands::history(&cli.config, &a.credential, a.limit, out).await,
             Command::Dlq(DlqCommand::List { queue }) => commands::dlq_list(&cli.config, queue.as_deref(), out).await,
             Command::Dlq(DlqCommand::Show { id }) => commands::dlq_show(&cli.config, &id, out).await,
+            Command::Keys(KeysCommand::List) => commands::keys(&cli.config, false, out),
+            Command::Keys(KeysCommand::Rotate) => commands::keys(&cli.config, true, out),
             Command::Dlq(DlqCommand::Redrive { queue, ids }) => {
                 commands::dlq_redrive(&cli.config, queue.as_deref(), &ids, out).await
             }

@@ -294,3 +294,27 @@ async fn status_and_history_show_what_the_store_holds() {
     assert!(stdout.contains(&e.id.to_string()) && stdout.contains("manual by alice: expiring"), "{stdout}");
     assert!(stdout.contains("Verify the new secret signs in"), "{stdout}");
 }
+
+#[test]
+fn keys_rotate_adds_an_active_key_and_keeps_the_old_ones() {
+    let (dir, path) = temp_config();
+    let config = path.to_str().unwrap();
+    let none = rotator(&["--config", config, "keys", "list"]);
+    assert!(text(&none).0.contains("No key file yet"));
+    for expected in [1, 2] {
+        let out = rotator(&["--config", config, "--json", "keys", "rotate"]);
+        assert!(out.status.success(), "{:?}", text(&out));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["keys"].as_array().unwrap().len(), expected);
+        assert_eq!(v["active"], v["added"]);
+    }
+    let key_file = std::fs::read_to_string(dir.path().join("data/keys.json")).unwrap();
+    let listed = rotator(&["--config", config, "keys", "list"]);
+    let (stdout, _) = text(&listed);
+    assert!(stdout.contains("k2  (active)") && stdout.contains("k1"), "{stdout}");
+    // Key material stays in the file.
+    let v: serde_json::Value = serde_json::from_str(&key_file).unwrap();
+    for (_, material) in v["keys"].as_object().unwrap() {
+        assert!(!stdout.contains(material.as_str().unwrap()));
+    }
+}

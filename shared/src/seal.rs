@@ -161,6 +161,13 @@ impl LocalKeyRing {
         &self.active
     }
 
+    /// The key ids this ring can open, oldest first.
+    pub fn key_ids(&self) -> Vec<String> {
+        let mut ids: Vec<_> = self.keys.keys().cloned().collect();
+        ids.sort_by_key(|id| (id.len(), id.clone()));
+        ids
+    }
+
     fn save(&self, path: &Path) -> Result<()> {
         let file = KeyFile {
             active: self.active.clone(),

@@ -1,9 +1,11 @@
 //! The embedded runtime: a worker per queue handing batches to handlers (honouring partial batch
 //! failures, as Lambda's SQS integration does), a scheduler for the timers, and graceful shutdown.
 
+mod envelope;
 mod scheduler;
 mod worker;
 
+pub use envelope::{EnvelopeHandler, MessageHandler, retry_after};
 pub use scheduler::{Scheduler, Timer};
 pub use worker::{BatchHandler, MessageFailure, Worker, WorkerOptions};
 
