@@ -47,6 +47,24 @@ pub enum Error {
         source: Source,
     },
 
+    /// Microsoft Entra (Graph or the token endpoint) refused or failed. `status` is the HTTP status
+    /// (0 when no answer came); `code` is Graph's error code, such as
+    /// `Authorization_RequestDenied`. The message says what permission or object is missing.
+    #[error("{service} answered {status} {code}: {message}")]
+    Directory {
+        service: &'static str,
+        status: u16,
+        code: String,
+        message: String,
+        transient: bool,
+        /// Graph asked to wait this long first (`Retry-After`).
+        retry_after: Option<std::time::Duration>,
+    },
+
+    /// A delta link is no longer accepted (expired or unknown): sync again in full.
+    #[error("the delta link expired; a full sync is needed")]
+    DeltaExpired,
+
     /// An I/O error on a local file (key file, data directory).
     #[error("{context}")]
     Io {
@@ -73,7 +91,10 @@ impl Error {
     /// Whether the same call may succeed if tried again later.
     pub fn is_transient(&self) -> bool {
         match self {
-            Self::Store { transient, .. } | Self::Queue { transient, .. } => *transient,
+            Self::Store { transient, .. } | Self::Queue { transient, .. } | Self::Directory { transient, .. } => {
+                *transient
+            }
+            Self::DeltaExpired => false,
             Self::Io { source, .. } => matches!(
                 source.kind(),
                 std::io::ErrorKind::Interrupted | std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock

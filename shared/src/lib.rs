@@ -4,6 +4,7 @@
 
 pub mod adapters;
 pub mod config;
+pub mod directory;
 pub mod domain;
 pub mod error;
 pub mod ids;
