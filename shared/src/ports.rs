@@ -13,7 +13,7 @@ use crate::Result;
 use crate::domain::execution::{Execution, StepRecord};
 use crate::domain::inventory::{Application, Credential, ServicePrincipal};
 use crate::domain::lifecycle::AlertThreshold;
-use crate::ids::{AgentId, AppObjectId, CredentialId, ExecutionId, IntegrationId};
+use crate::ids::{AgentId, AppObjectId, CredentialId, ExecutionId, IntegrationId, OwnerKind};
 use crate::seal::SealedValue;
 
 // ---------------------------------------------------------------------------------------------
@@ -261,6 +261,56 @@ pub struct SyncState {
     pub last_delta_sync: Option<OffsetDateTime>,
 }
 
+/// An owner of credentials: an application or a service principal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Owner {
+    Application(Application),
+    ServicePrincipal(ServicePrincipal),
+}
+
+impl Owner {
+    pub fn kind(&self) -> OwnerKind {
+        match self {
+            Self::Application(_) => OwnerKind::Application,
+            Self::ServicePrincipal(_) => OwnerKind::ServicePrincipal,
+        }
+    }
+    pub fn id(&self) -> uuid::Uuid {
+        match self {
+            Self::Application(a) => a.object_id.as_uuid(),
+            Self::ServicePrincipal(s) => s.object_id.as_uuid(),
+        }
+    }
+}
+
+/// An owner as the directory has it now, with its credentials.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnerSnapshot {
+    pub owner: Owner,
+    /// All its client secrets; `None` leaves the stored ones as they are (a delta page that did
+    /// not mention them).
+    pub passwords: Option<Vec<Credential>>,
+    /// All its certificates, one per thumbprint; `None` as above.
+    pub certificates: Option<Vec<Credential>>,
+}
+
+/// What one `sync_owners` call changed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct SyncCounts {
+    pub owners: usize,
+    pub credentials_written: usize,
+    /// Credentials no longer in the directory, removed with their rotation entries.
+    pub credentials_removed: usize,
+}
+
+impl std::ops::AddAssign for SyncCounts {
+    fn add_assign(&mut self, o: Self) {
+        self.owners += o.owners;
+        self.credentials_written += o.credentials_written;
+        self.credentials_removed += o.credentials_removed;
+    }
+}
+
 /// Inventory, executions, alerts, the audit trail, sealed secrets and agents.
 ///
 /// Every write that two workers could race on is conditional (`create_execution` claims,
@@ -273,8 +323,10 @@ pub trait Store: Send + Sync {
     async fn get_application(&self, integration: &IntegrationId, id: &AppObjectId) -> Result<Option<Application>>;
     async fn list_applications(&self, integration: &IntegrationId) -> Result<Vec<Application>>;
     /// Removes the application, its credentials, and the alerts and rotation entries of those
-    /// credentials, in one operation. Executions stay, as history.
-    async fn remove_application(&self, integration: &IntegrationId, id: &AppObjectId) -> Result<()>;
+    /// credentials, in one operation. Executions stay, as history (cancelled if still running).
+    async fn remove_application(&self, integration: &IntegrationId, id: &AppObjectId) -> Result<()> {
+        self.remove_owner(integration, OwnerKind::Application, id.as_uuid()).await.map(drop)
+    }
     async fn put_service_principal(&self, sp: &ServicePrincipal) -> Result<()>;
     async fn list_service_principals(&self, integration: &IntegrationId) -> Result<Vec<ServicePrincipal>>;
     async fn put_credential(&self, credential: &Credential) -> Result<()>;
@@ -283,6 +335,18 @@ pub trait Store: Send + Sync {
     async fn list_credentials(&self, integration: Option<&IntegrationId>) -> Result<Vec<Credential>>;
     /// Removes the credential with its alerts and rotation entries.
     async fn remove_credential(&self, id: &CredentialId) -> Result<()>;
+    /// Writes a batch of owners as the directory has them, in one write: each owner is upserted
+    /// and, where its credentials are given, those no longer listed are removed with their rotation
+    /// entries (credentials entra-rotator itself removed stay, as Cleaned Up records).
+    async fn sync_owners(&self, integration: &IntegrationId, owners: &[OwnerSnapshot]) -> Result<SyncCounts>;
+    /// Removes an application or service principal with its credentials and their rotation
+    /// entries, in one operation. Returns how many credentials went.
+    async fn remove_owner(&self, integration: &IntegrationId, kind: OwnerKind, id: uuid::Uuid) -> Result<usize>;
+    /// The ids of every stored owner of a kind, to find what vanished after a full listing.
+    async fn owner_ids(&self, integration: &IntegrationId, kind: OwnerKind) -> Result<Vec<uuid::Uuid>>;
+    /// Up to `limit` credentials ordered by id, after `after`: for scans that must not hold the
+    /// whole inventory in memory.
+    async fn credentials_page(&self, after: Option<&CredentialId>, limit: usize) -> Result<Vec<Credential>>;
 
     // Executions
     /// Writes a new execution unless a non-terminal one already holds the same credential.
@@ -301,6 +365,16 @@ pub trait Store: Send + Sync {
     // Alerts
     /// True when this alert had not been recorded yet (so the caller sends it); false if it had.
     async fn record_alert(&self, key: &AlertKey, at: OffsetDateTime) -> Result<bool>;
+    /// For each key, whether it was recorded already.
+    async fn alerts_recorded(&self, keys: &[AlertKey]) -> Result<Vec<bool>>;
+    /// Records a batch of alerts in one write.
+    async fn record_alerts(&self, keys: &[AlertKey], at: OffsetDateTime) -> Result<()>;
+
+    // Once-only markers (for example "rotation requested for this credential and end date")
+    /// For each key, whether it was marked already.
+    async fn marked(&self, keys: &[String]) -> Result<Vec<bool>>;
+    /// Marks a batch of keys in one write; marking twice is not an error.
+    async fn mark(&self, keys: &[String], at: OffsetDateTime) -> Result<()>;
 
     // Audit trail
     async fn append_audit(&self, event: &AuditEvent) -> Result<()>;

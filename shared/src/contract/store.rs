@@ -10,9 +10,12 @@ use crate::domain::execution::{Cleanup, Execution, ExecutionStatus, StepOutcome,
 use crate::domain::inventory::{Application, Credential, CredentialKind, ServicePrincipal};
 use crate::domain::lifecycle::AlertThreshold;
 use crate::ids::{
-    AgentId, AppObjectId, ClientId, CredentialId, ExecutionId, IntegrationId, KeyId, PolicyId, ServicePrincipalId,
+    AgentId, AppObjectId, ClientId, CredentialId, ExecutionId, IntegrationId, KeyId, OwnerKind, PolicyId,
+    ServicePrincipalId,
 };
-use crate::ports::{AgentRecord, AlertKey, AuditEvent, AuditQuery, Claim, SealedRecord, Store, SyncState};
+use crate::ports::{
+    AgentRecord, AlertKey, AuditEvent, AuditQuery, Claim, Owner, OwnerSnapshot, SealedRecord, Store, SyncState,
+};
 use crate::seal::SealedValue;
 
 const NOW: OffsetDateTime = datetime!(2026-11-22 12:00 UTC);
@@ -327,6 +330,109 @@ pub async fn service_principals_are_kept_per_integration(s: Arc<dyn Store>) {
     assert!(s.list_service_principals(&integration("fabrikam")).await.unwrap().is_empty());
 }
 
+fn snapshot(app: &Application, passwords: Option<Vec<Credential>>) -> OwnerSnapshot {
+    OwnerSnapshot { owner: Owner::Application(app.clone()), passwords, certificates: Some(vec![]) }
+}
+
+pub async fn syncing_owners_upserts_them_and_removes_credentials_no_longer_listed(s: Arc<dyn Store>) {
+    let i = integration("contoso");
+    let a = app("contoso");
+    let (keep, drop_, cleaned) = (password(&a, 10), password(&a, 20), password(&a, 30));
+    let mut cleaned = cleaned;
+    cleaned.removed_at = Some(NOW);
+    s.put_credential(&cleaned).await.unwrap();
+    let counts = s.sync_owners(&i, &[snapshot(&a, Some(vec![keep.clone(), drop_.clone()]))]).await.unwrap();
+    assert_eq!((counts.owners, counts.credentials_written, counts.credentials_removed), (1, 2, 0));
+    let running = execution(&drop_);
+    s.create_execution(&running).await.unwrap();
+
+    let counts = s.sync_owners(&i, &[snapshot(&a, Some(vec![keep.clone()]))]).await.unwrap();
+    assert_eq!(counts.credentials_removed, 1);
+    assert!(s.get_credential(&keep.id).await.unwrap().is_some());
+    assert_eq!(s.get_credential(&drop_.id).await.unwrap(), None);
+    assert_eq!(s.get_execution(&running.id).await.unwrap().unwrap().status, ExecutionStatus::Cancelled);
+    assert_eq!(s.get_credential(&cleaned.id).await.unwrap(), Some(cleaned.clone()), "our own Cleaned Up record stays");
+
+    // A delta page that did not mention the credentials leaves them alone.
+    let mut renamed = a.clone();
+    renamed.display_name = "Payroll API (renamed)".into();
+    s.sync_owners(&i, &[snapshot(&renamed, None)]).await.unwrap();
+    assert!(s.get_credential(&keep.id).await.unwrap().is_some());
+    assert_eq!(s.get_application(&i, &a.object_id).await.unwrap().unwrap().display_name, "Payroll API (renamed)");
+}
+
+pub async fn removing_a_service_principal_takes_only_its_own_credentials(s: Arc<dyn Store>) {
+    let i = integration("contoso");
+    let a = app("contoso");
+    let sp = ServicePrincipal {
+        integration: i.clone(),
+        object_id: ServicePrincipalId::from_uuid(Uuid::new_v4()),
+        client_id: a.client_id,
+        display_name: a.display_name.clone(),
+    };
+    let app_secret = password(&a, 10);
+    let mut sp_secret = password(&a, 10);
+    sp_secret.id = CredentialId::for_service_principal(i.clone(), sp.object_id, KeyId::from_uuid(Uuid::new_v4()));
+    sp_secret.app = None;
+    s.sync_owners(&i, &[snapshot(&a, Some(vec![app_secret.clone()]))]).await.unwrap();
+    s.sync_owners(
+        &i,
+        &[OwnerSnapshot {
+            owner: Owner::ServicePrincipal(sp.clone()),
+            passwords: Some(vec![sp_secret.clone()]),
+            certificates: None,
+        }],
+    )
+    .await
+    .unwrap();
+    assert_eq!(s.owner_ids(&i, OwnerKind::ServicePrincipal).await.unwrap(), vec![sp.object_id.as_uuid()]);
+    assert_eq!(s.owner_ids(&i, OwnerKind::Application).await.unwrap(), vec![a.object_id.as_uuid()]);
+    assert_eq!(s.remove_owner(&i, OwnerKind::ServicePrincipal, sp.object_id.as_uuid()).await.unwrap(), 1);
+    assert_eq!(s.get_credential(&sp_secret.id).await.unwrap(), None);
+    assert!(s.get_credential(&app_secret.id).await.unwrap().is_some());
+    assert!(s.owner_ids(&i, OwnerKind::ServicePrincipal).await.unwrap().is_empty());
+}
+
+pub async fn credentials_can_be_read_page_by_page(s: Arc<dyn Store>) {
+    let a = app("contoso");
+    let mut all = Vec::new();
+    for d in 0..7 {
+        let c = password(&a, d);
+        s.put_credential(&c).await.unwrap();
+        all.push(c.id);
+    }
+    all.sort_by_key(|id| id.to_string());
+    let mut seen = Vec::new();
+    let mut after: Option<CredentialId> = None;
+    loop {
+        let page = s.credentials_page(after.as_ref(), 3).await.unwrap();
+        if page.is_empty() {
+            break;
+        }
+        assert!(page.len() <= 3);
+        after = page.last().map(|c| c.id.clone());
+        seen.extend(page.into_iter().map(|c| c.id));
+    }
+    assert_eq!(seen, all);
+}
+
+pub async fn alerts_and_marks_are_recorded_in_batches(s: Arc<dyn Store>) {
+    let c = password(&app("contoso"), 10);
+    let k30 = AlertKey { credential: c.id.clone(), end: c.end.unwrap(), threshold: AlertThreshold::DaysBefore(30) };
+    let k7 = AlertKey { threshold: AlertThreshold::DaysBefore(7), ..k30.clone() };
+    assert_eq!(s.alerts_recorded(&[k30.clone(), k7.clone()]).await.unwrap(), vec![false, false]);
+    s.record_alerts(&[k30.clone()], NOW).await.unwrap();
+    s.record_alerts(&[k30.clone()], NOW).await.unwrap();
+    assert_eq!(s.alerts_recorded(&[k30.clone(), k7]).await.unwrap(), vec![true, false]);
+    assert!(!s.record_alert(&k30, NOW).await.unwrap());
+
+    let keys = vec!["rotate:a:1".to_string(), "rotate:b:1".to_string()];
+    assert_eq!(s.marked(&keys).await.unwrap(), vec![false, false]);
+    s.mark(&keys[..1], NOW).await.unwrap();
+    s.mark(&keys[..1], NOW).await.unwrap();
+    assert_eq!(s.marked(&keys).await.unwrap(), vec![true, false]);
+}
+
 /// Expands to one `#[tokio::test]` per contract case. `$make` is an async expression giving an
 /// `Arc<dyn Store>` that starts empty.
 #[macro_export]
@@ -347,6 +453,10 @@ macro_rules! store_contract_tests {
             sealed_records_are_stored_read_and_deleted_idempotently,
             agents_and_sync_state_are_kept,
             service_principals_are_kept_per_integration,
+            syncing_owners_upserts_them_and_removes_credentials_no_longer_listed,
+            removing_a_service_principal_takes_only_its_own_credentials,
+            credentials_can_be_read_page_by_page,
+            alerts_and_marks_are_recorded_in_batches,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {

@@ -12,9 +12,12 @@ use time::OffsetDateTime;
 
 use super::{Db, Kind, millis, to_error};
 use crate::domain::execution::{Execution, ExecutionStatus, StepRecord};
-use crate::domain::inventory::{Application, Credential, ServicePrincipal};
-use crate::ids::{AgentId, AppObjectId, CredentialId, ExecutionId, IntegrationId};
-use crate::ports::{AgentRecord, AlertKey, AuditEvent, AuditQuery, Claim, Clock, SealedRecord, Store, SyncState};
+use crate::domain::inventory::{Application, Credential, CredentialKind, ServicePrincipal};
+use crate::ids::{AgentId, AppObjectId, CredentialId, ExecutionId, IntegrationId, OwnerKind};
+use crate::ports::{
+    AgentRecord, AlertKey, AuditEvent, AuditQuery, Claim, Clock, Owner, OwnerSnapshot, SealedRecord, Store, SyncCounts,
+    SyncState,
+};
 use crate::{Error, Result};
 
 const SCHEMA: &str = "
@@ -25,9 +28,11 @@ CREATE TABLE IF NOT EXISTS service_principals (
     integration TEXT NOT NULL, object_id TEXT NOT NULL, doc TEXT NOT NULL,
     PRIMARY KEY (integration, object_id));
 CREATE TABLE IF NOT EXISTS credentials (
-    id TEXT PRIMARY KEY, integration TEXT NOT NULL, app TEXT, end_at INTEGER, doc TEXT NOT NULL);
+    id TEXT PRIMARY KEY, integration TEXT NOT NULL, owner_kind TEXT NOT NULL, owner TEXT NOT NULL,
+    kind TEXT NOT NULL, removed INTEGER NOT NULL, app TEXT, end_at INTEGER, doc TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS credentials_by_integration ON credentials (integration, end_at);
-CREATE INDEX IF NOT EXISTS credentials_by_app ON credentials (integration, app);
+CREATE INDEX IF NOT EXISTS credentials_by_owner ON credentials (integration, owner_kind, owner);
+CREATE TABLE IF NOT EXISTS marks (key TEXT PRIMARY KEY, at INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS executions (
     id TEXT PRIMARY KEY, credential TEXT NOT NULL,
     -- Set while the execution is not terminal: the UNIQUE constraint is the claim.
@@ -135,6 +140,44 @@ fn remove_credentials(tx: &rusqlite::Transaction<'_>, ids: &[String], now: Offse
     Ok(())
 }
 
+fn owner_kind_text(kind: OwnerKind) -> &'static str {
+    match kind {
+        OwnerKind::Application => "app",
+        OwnerKind::ServicePrincipal => "sp",
+    }
+}
+
+fn alert_row(key: &AlertKey) -> (String, String, String) {
+    (key.credential.to_string(), key.end.unix_timestamp().to_string(), key.threshold.key())
+}
+
+fn upsert_credential(conn: &Connection, c: &Credential) -> Result<()> {
+    let kind = match c.kind {
+        CredentialKind::Password => "password",
+        CredentialKind::Certificate => "certificate",
+    };
+    conn.prepare_cached(
+        "INSERT INTO credentials (id, integration, owner_kind, owner, kind, removed, app, end_at, doc)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+         ON CONFLICT (id) DO UPDATE SET removed = excluded.removed, app = excluded.app, end_at = excluded.end_at,
+             doc = excluded.doc",
+    )
+    .map_err(s("put credential"))?
+    .execute(params![
+        c.id.to_string(),
+        c.id.integration.to_string(),
+        owner_kind_text(c.id.owner_kind),
+        c.id.owner.hyphenated().to_string(),
+        kind,
+        c.removed_at.is_some(),
+        c.app.map(|a| a.to_string()),
+        c.end.map(millis),
+        to_doc(c)?
+    ])
+    .map_err(s("put credential"))?;
+    Ok(())
+}
+
 fn is_open(e: &Execution) -> bool {
     !e.status.is_terminal()
         || (e.status.is_finalized() && !matches!(e.cleanup, crate::domain::execution::Cleanup::Done { .. }))
@@ -191,31 +234,6 @@ impl Store for SqliteStore {
         self.many(sql, vec![text(integration)]).await
     }
 
-    async fn remove_application(&self, integration: &IntegrationId, id: &AppObjectId) -> Result<()> {
-        let (i, o) = (integration.to_string(), id.to_string());
-        let now = self.clock.now();
-        self.db
-            .call(move |c| {
-                let tx =
-                    c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(s("remove application"))?;
-                let creds: Vec<String> = {
-                    let mut stmt = tx
-                        .prepare("SELECT id FROM credentials WHERE integration = ?1 AND app = ?2")
-                        .map_err(s("remove application"))?;
-                    stmt.query_map(params![i, o], |r| r.get(0))
-                        .map_err(s("remove application"))?
-                        .collect::<rusqlite::Result<_>>()
-                        .map_err(s("remove application"))?
-                };
-                remove_credentials(&tx, &creds, now)?;
-                tx.execute("DELETE FROM applications WHERE integration = ?1 AND object_id = ?2", params![i, o])
-                    .map_err(s("remove application"))?;
-                tx.commit().map_err(s("remove application"))?;
-                Ok(())
-            })
-            .await
-    }
-
     async fn put_service_principal(&self, sp: &ServicePrincipal) -> Result<()> {
         let sql = "INSERT INTO service_principals (integration, object_id, doc) VALUES (?1, ?2, ?3)
                    ON CONFLICT (integration, object_id) DO UPDATE SET doc = excluded.doc";
@@ -234,17 +252,13 @@ impl Store for SqliteStore {
     }
 
     async fn put_credential(&self, credential: &Credential) -> Result<()> {
-        let sql = "INSERT INTO credentials (id, integration, app, end_at, doc) VALUES (?1, ?2, ?3, ?4, ?5)
-                   ON CONFLICT (id) DO UPDATE SET app = excluded.app, end_at = excluded.end_at, doc = excluded.doc";
-        let end = credential.end.map(millis).map(Value::Integer).unwrap_or(Value::Null);
-        let args = vec![
-            text(&credential.id),
-            text(&credential.id.integration),
-            opt_text(credential.app),
-            end,
-            Value::Text(to_doc(credential)?),
-        ];
-        self.execute("put credential", sql, args).await.map(drop)
+        let c = credential.clone();
+        self.db
+            .call(move |conn| {
+                upsert_credential(conn, &c)?;
+                Ok(())
+            })
+            .await
     }
 
     async fn get_credential(&self, id: &CredentialId) -> Result<Option<Credential>> {
@@ -273,6 +287,123 @@ impl Store for SqliteStore {
                 Ok(())
             })
             .await
+    }
+
+    async fn sync_owners(&self, integration: &IntegrationId, owners: &[OwnerSnapshot]) -> Result<SyncCounts> {
+        let integration = integration.to_string();
+        let owners = owners.to_vec();
+        let now = self.clock.now();
+        self.db
+            .call(move |c| {
+                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(s("sync owners"))?;
+                let mut counts = SyncCounts::default();
+                for snap in &owners {
+                    let (table, owner_id, doc) = match &snap.owner {
+                        Owner::Application(a) => ("applications", a.object_id.to_string(), to_doc(a)?),
+                        Owner::ServicePrincipal(p) => ("service_principals", p.object_id.to_string(), to_doc(p)?),
+                    };
+                    let sql = format!(
+                        "INSERT INTO {table} (integration, object_id, doc) VALUES (?1, ?2, ?3)
+                         ON CONFLICT (integration, object_id) DO UPDATE SET doc = excluded.doc"
+                    );
+                    tx.execute(&sql, params![integration, owner_id, doc]).map_err(s("sync owners"))?;
+                    counts.owners += 1;
+                    let kind = owner_kind_text(snap.owner.kind());
+                    for (cred_kind, list) in [("password", &snap.passwords), ("certificate", &snap.certificates)] {
+                        let Some(list) = list else { continue };
+                        let keep: std::collections::HashSet<String> = list.iter().map(|c| c.id.to_string()).collect();
+                        let stored: Vec<String> = {
+                            let mut stmt = tx
+                                .prepare_cached(
+                                    "SELECT id FROM credentials WHERE integration = ?1 AND owner_kind = ?2 AND owner = ?3
+                                     AND kind = ?4 AND removed = 0",
+                                )
+                                .map_err(s("sync owners"))?;
+                            stmt.query_map(params![integration, kind, owner_id, cred_kind], |r| r.get(0))
+                                .map_err(s("sync owners"))?
+                                .collect::<rusqlite::Result<_>>()
+                                .map_err(s("sync owners"))?
+                        };
+                        let gone: Vec<String> = stored.into_iter().filter(|id| !keep.contains(id)).collect();
+                        counts.credentials_removed += gone.len();
+                        remove_credentials(&tx, &gone, now)?;
+                        for cred in list {
+                            upsert_credential(&tx, cred)?;
+                            counts.credentials_written += 1;
+                        }
+                    }
+                }
+                tx.commit().map_err(s("sync owners"))?;
+                Ok(counts)
+            })
+            .await
+    }
+
+    async fn remove_owner(&self, integration: &IntegrationId, kind: OwnerKind, id: uuid::Uuid) -> Result<usize> {
+        let (i, o) = (integration.to_string(), id.hyphenated().to_string());
+        let now = self.clock.now();
+        self.db
+            .call(move |c| {
+                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(s("remove owner"))?;
+                let creds: Vec<String> = {
+                    let mut stmt = tx
+                        .prepare("SELECT id FROM credentials WHERE integration = ?1 AND owner_kind = ?2 AND owner = ?3")
+                        .map_err(s("remove owner"))?;
+                    stmt.query_map(params![i, owner_kind_text(kind), o], |r| r.get(0))
+                        .map_err(s("remove owner"))?
+                        .collect::<rusqlite::Result<_>>()
+                        .map_err(s("remove owner"))?
+                };
+                remove_credentials(&tx, &creds, now)?;
+                let table = match kind {
+                    OwnerKind::Application => "applications",
+                    OwnerKind::ServicePrincipal => "service_principals",
+                };
+                tx.execute(&format!("DELETE FROM {table} WHERE integration = ?1 AND object_id = ?2"), params![i, o])
+                    .map_err(s("remove owner"))?;
+                tx.commit().map_err(s("remove owner"))?;
+                Ok(creds.len())
+            })
+            .await
+    }
+
+    async fn owner_ids(&self, integration: &IntegrationId, kind: OwnerKind) -> Result<Vec<uuid::Uuid>> {
+        let i = integration.to_string();
+        let table = match kind {
+            OwnerKind::Application => "applications",
+            OwnerKind::ServicePrincipal => "service_principals",
+        };
+        self.db
+            .call(move |c| {
+                let mut stmt = c
+                    .prepare(&format!("SELECT object_id FROM {table} WHERE integration = ?1"))
+                    .map_err(s("owner ids"))?;
+                let ids: Vec<String> = stmt
+                    .query_map(params![i], |r| r.get(0))
+                    .map_err(s("owner ids"))?
+                    .collect::<rusqlite::Result<_>>()
+                    .map_err(s("owner ids"))?;
+                ids.iter()
+                    .map(|id| {
+                        uuid::Uuid::parse_str(id).map_err(|e| Error::Store {
+                            context: "decoding owner id".into(),
+                            transient: false,
+                            source: Box::new(e),
+                        })
+                    })
+                    .collect()
+            })
+            .await
+    }
+
+    async fn credentials_page(&self, after: Option<&CredentialId>, limit: usize) -> Result<Vec<Credential>> {
+        let limit = Value::Integer(i64::try_from(limit).unwrap_or(i64::MAX));
+        match after {
+            Some(a) => {
+                self.many("SELECT doc FROM credentials WHERE id > ?1 ORDER BY id LIMIT ?2", vec![text(a), limit]).await
+            }
+            None => self.many("SELECT doc FROM credentials ORDER BY id LIMIT ?1", vec![limit]).await,
+        }
     }
 
     async fn create_execution(&self, execution: &Execution) -> Result<Claim> {
@@ -374,6 +505,71 @@ impl Store for SqliteStore {
             Value::Integer(millis(at)),
         ];
         Ok(self.execute("record alert", sql, args).await? == 1)
+    }
+
+    async fn alerts_recorded(&self, keys: &[AlertKey]) -> Result<Vec<bool>> {
+        let keys: Vec<_> = keys.iter().map(alert_row).collect();
+        self.db
+            .call(move |c| {
+                let mut stmt = c
+                    .prepare_cached("SELECT 1 FROM alerts WHERE credential = ?1 AND end_at = ?2 AND threshold = ?3")
+                    .map_err(s("alerts recorded"))?;
+                keys.iter()
+                    .map(|(cred, end, th)| stmt.exists(params![cred, end, th]).map_err(s("alerts recorded")))
+                    .collect()
+            })
+            .await
+    }
+
+    async fn record_alerts(&self, keys: &[AlertKey], at: OffsetDateTime) -> Result<()> {
+        let keys: Vec<_> = keys.iter().map(alert_row).collect();
+        let at = millis(at);
+        self.db
+            .call(move |c| {
+                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(s("record alerts"))?;
+                {
+                    let mut stmt = tx
+                        .prepare_cached(
+                            "INSERT INTO alerts (credential, end_at, threshold, sent_at) VALUES (?1, ?2, ?3, ?4)
+                             ON CONFLICT DO NOTHING",
+                        )
+                        .map_err(s("record alerts"))?;
+                    for (cred, end, th) in &keys {
+                        stmt.execute(params![cred, end, th, at]).map_err(s("record alerts"))?;
+                    }
+                }
+                tx.commit().map_err(s("record alerts"))
+            })
+            .await
+    }
+
+    async fn marked(&self, keys: &[String]) -> Result<Vec<bool>> {
+        let keys = keys.to_vec();
+        self.db
+            .call(move |c| {
+                let mut stmt = c.prepare_cached("SELECT 1 FROM marks WHERE key = ?1").map_err(s("marked"))?;
+                keys.iter().map(|k| stmt.exists(params![k]).map_err(s("marked"))).collect()
+            })
+            .await
+    }
+
+    async fn mark(&self, keys: &[String], at: OffsetDateTime) -> Result<()> {
+        let keys = keys.to_vec();
+        let at = millis(at);
+        self.db
+            .call(move |c| {
+                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(s("mark"))?;
+                {
+                    let mut stmt = tx
+                        .prepare_cached("INSERT INTO marks (key, at) VALUES (?1, ?2) ON CONFLICT DO NOTHING")
+                        .map_err(s("mark"))?;
+                    for k in &keys {
+                        stmt.execute(params![k, at]).map_err(s("mark"))?;
+                    }
+                }
+                tx.commit().map_err(s("mark"))
+            })
+            .await
     }
 
     async fn append_audit(&self, event: &AuditEvent) -> Result<()> {
