@@ -267,6 +267,13 @@ impl Config {
             .or_else(|| self.policies.iter().find(|p| p.policy.id.as_str() == "default"))
     }
 
+    /// The policies, ready to look up by application.
+    pub fn policy_set(&self) -> crate::domain::policy::PolicySet {
+        crate::domain::policy::PolicySet::new(
+            self.policies.iter().map(|p| (p.policy.clone(), p.applications.clone())).collect(),
+        )
+    }
+
     pub fn load(path: &Path, env: &dyn Env) -> Result<Self> {
         let text =
             std::fs::read_to_string(path).map_err(|e| Error::Config(format!("cannot read {}: {e}", path.display())))?;

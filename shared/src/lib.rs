@@ -3,6 +3,7 @@
 //! messages, the ports, the use cases and the adapters.
 
 pub mod adapters;
+pub mod alerts;
 pub mod config;
 pub mod directory;
 pub mod domain;

@@ -6,7 +6,7 @@ use time::OffsetDateTime;
 use super::Span;
 use super::inventory::{Credential, CredentialKind};
 use super::steps::StepDefinition;
-use crate::ids::PolicyId;
+use crate::ids::{ClientId, PolicyId};
 
 /// The defaults of the product notes: rotate 30 days before expiry, keep both secrets 30 days,
 /// alert at 30 and 7 days.
@@ -61,6 +61,44 @@ impl RotationPolicy {
             _ => self.secret_lifetime,
         };
         now + lifetime.as_time()
+    }
+}
+
+/// Which policy rotates which application: the one naming it, else the policy named `default`.
+#[derive(Debug, Clone, Default)]
+pub struct PolicySet {
+    policies: Vec<RotationPolicy>,
+    by_client: std::collections::HashMap<ClientId, usize>,
+    default: Option<usize>,
+}
+
+impl PolicySet {
+    pub fn new(entries: Vec<(RotationPolicy, Vec<ClientId>)>) -> Self {
+        let mut set = Self::default();
+        for (policy, clients) in entries {
+            let index = set.policies.len();
+            if policy.id.as_str() == "default" {
+                set.default = Some(index);
+            }
+            for c in clients {
+                set.by_client.insert(c, index);
+            }
+            set.policies.push(policy);
+        }
+        set
+    }
+
+    pub fn for_client(&self, client: &ClientId) -> Option<&RotationPolicy> {
+        self.by_client.get(client).or(self.default.as_ref()).and_then(|i| self.policies.get(*i))
+    }
+
+    pub fn get(&self, id: &PolicyId) -> Option<&RotationPolicy> {
+        self.policies.iter().find(|p| &p.id == id)
+    }
+
+    /// The alert thresholds for a credential of `client`: its policy's, else the defaults.
+    pub fn thresholds_for(&self, client: &ClientId) -> &[u32] {
+        self.for_client(client).map(|p| p.alert_thresholds.as_slice()).unwrap_or(&DEFAULT_ALERT_THRESHOLDS)
     }
 }
 

@@ -1,0 +1,405 @@
+//! sync: reads one integration's applications and service principals, with their credentials,
+//! from the directory and brings the inventory in line — page by page, so memory does not grow with
+//! the tenant. Full when asked or when there is no usable delta link; delta otherwise.
+
+use std::collections::HashSet;
+
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::directory::{Cursor, Directory, DirectoryObject, KeyCredentialInfo, Page, PasswordCredentialInfo};
+use crate::domain::inventory::{Application, Credential, CredentialKind, ServicePrincipal};
+use crate::ids::{AppObjectId, ClientId, CredentialId, IntegrationId, KeyId, OwnerKind, ServicePrincipalId};
+use crate::ports::{Clock, Owner, OwnerSnapshot, Store, SyncCounts, SyncState};
+use crate::{Error, Result};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SyncMode {
+    /// Delta when a delta link is kept, full otherwise (or when the link has expired).
+    Auto,
+    Full,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SyncKind {
+    Full,
+    Delta,
+}
+
+/// What one sync did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SyncReport {
+    pub integration: IntegrationId,
+    pub kind: SyncKind,
+    /// The delta link had expired, so a full sync ran instead.
+    pub fell_back_to_full: bool,
+    pub applications_seen: usize,
+    pub service_principals_seen: usize,
+    /// Applications and service principals gone from the tenant, removed with their credentials.
+    pub owners_removed: usize,
+    pub counts: SyncCounts,
+    /// Listing requests made (pages read), not counting the one that fetches a delta link.
+    pub pages: usize,
+}
+
+/// Progress, for a terminal to show during long syncs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SyncProgress {
+    pub kind: SyncKind,
+    pub owner: OwnerKind,
+    pub pages: usize,
+    pub objects: usize,
+}
+
+pub struct Syncer<'a> {
+    pub directory: &'a dyn Directory,
+    pub store: &'a dyn Store,
+    pub clock: &'a dyn Clock,
+    pub progress: &'a (dyn Fn(SyncProgress) + Send + Sync),
+}
+
+impl Syncer<'_> {
+    #[tracing::instrument(skip_all, fields(integration = %integration, mode = ?mode))]
+    pub async fn sync(&self, integration: &IntegrationId, mode: SyncMode) -> Result<SyncReport> {
+        let state = self.store.get_sync_state(integration).await?;
+        let links = state
+            .as_ref()
+            .and_then(|s| Some((s.applications_delta_link.clone()?, s.service_principals_delta_link.clone()?)));
+        if let (SyncMode::Auto, Some((apps, sps))) = (mode, links) {
+            match self.delta(integration, state.clone(), apps, sps).await {
+                Err(Error::DeltaExpired) => {
+                    tracing::info!("delta link expired; running a full sync");
+                    let mut report = self.full(integration, state).await?;
+                    report.fell_back_to_full = true;
+                    return Ok(report);
+                }
+                other => return other,
+            }
+        }
+        self.full(integration, state).await
+    }
+
+    async fn full(&self, integration: &IntegrationId, state: Option<SyncState>) -> Result<SyncReport> {
+        // Take the delta links first: whatever changes while we enumerate shows up in the next
+        // delta round (applying a change twice is harmless), so nothing falls between the two.
+        let apps_link = self.directory.applications(Cursor::DeltaLatest).await?.delta_link;
+        let sps_link = self.directory.service_principals(Cursor::DeltaLatest).await?.delta_link;
+        let mut report = SyncReport {
+            integration: integration.clone(),
+            kind: SyncKind::Full,
+            fell_back_to_full: false,
+            applications_seen: 0,
+            service_principals_seen: 0,
+            owners_removed: 0,
+            counts: SyncCounts::default(),
+            pages: 0,
+        };
+
+        let mut seen: HashSet<Uuid> = HashSet::new();
+        let mut cursor = Cursor::Full;
+        loop {
+            let page = self.directory.applications(cursor).await?;
+            report.pages += 1;
+            let next = page.next_link.clone();
+            let (snapshots, removed) = self.application_snapshots(integration, page).await?;
+            seen.extend(snapshots.iter().map(|s| s.owner.id()));
+            report.applications_seen += snapshots.len();
+            report.counts += self.store.sync_owners(integration, &snapshots).await?;
+            debug_assert!(removed.is_empty(), "a full listing has no removals");
+            (self.progress)(SyncProgress {
+                kind: SyncKind::Full,
+                owner: OwnerKind::Application,
+                pages: report.pages,
+                objects: report.applications_seen,
+            });
+            match next {
+                Some(link) => cursor = Cursor::Link(link),
+                None => break,
+            }
+        }
+        report.owners_removed += self.remove_unseen(integration, OwnerKind::Application, &seen).await?;
+
+        seen.clear();
+        let mut cursor = Cursor::Full;
+        loop {
+            let page = self.directory.service_principals(cursor).await?;
+            report.pages += 1;
+            let next = page.next_link.clone();
+            let (snapshots, _) = self.service_principal_snapshots(integration, page).await?;
+            seen.extend(snapshots.iter().map(|s| s.owner.id()));
+            report.service_principals_seen += snapshots.len();
+            report.counts += self.store.sync_owners(integration, &snapshots).await?;
+            (self.progress)(SyncProgress {
+                kind: SyncKind::Full,
+                owner: OwnerKind::ServicePrincipal,
+                pages: report.pages,
+                objects: report.service_principals_seen,
+            });
+            match next {
+                Some(link) => cursor = Cursor::Link(link),
+                None => break,
+            }
+        }
+        report.owners_removed += self.remove_unseen(integration, OwnerKind::ServicePrincipal, &seen).await?;
+
+        let now = self.clock.now();
+        self.store
+            .put_sync_state(&SyncState {
+                integration: integration.clone(),
+                applications_delta_link: apps_link,
+                service_principals_delta_link: sps_link,
+                last_full_sync: Some(now),
+                last_delta_sync: state.and_then(|s| s.last_delta_sync),
+            })
+            .await?;
+        tracing::info!(
+            applications = report.applications_seen,
+            service_principals = report.service_principals_seen,
+            removed = report.owners_removed,
+            pages = report.pages,
+            "full sync done"
+        );
+        Ok(report)
+    }
+
+    async fn delta(
+        &self,
+        integration: &IntegrationId,
+        state: Option<SyncState>,
+        apps_link: String,
+        sps_link: String,
+    ) -> Result<SyncReport> {
+        let mut report = SyncReport {
+            integration: integration.clone(),
+            kind: SyncKind::Delta,
+            fell_back_to_full: false,
+            applications_seen: 0,
+            service_principals_seen: 0,
+            owners_removed: 0,
+            counts: SyncCounts::default(),
+            pages: 0,
+        };
+        // The new links are kept only once both rounds are applied: a crash half-way repeats the
+        // round from the old links, which is harmless.
+        let mut cursor = Cursor::Link(apps_link);
+        let new_apps_link = loop {
+            let page = self.directory.applications(cursor).await?;
+            report.pages += 1;
+            let (next, delta_link) = (page.next_link.clone(), page.delta_link.clone());
+            let (snapshots, removed) = self.application_snapshots(integration, page).await?;
+            report.applications_seen += snapshots.len() + removed.len();
+            report.counts += self.store.sync_owners(integration, &snapshots).await?;
+            for id in removed {
+                report.counts.credentials_removed +=
+                    self.store.remove_owner(integration, OwnerKind::Application, id).await?;
+                report.owners_removed += 1;
+            }
+            (self.progress)(SyncProgress {
+                kind: SyncKind::Delta,
+                owner: OwnerKind::Application,
+                pages: report.pages,
+                objects: report.applications_seen,
+            });
+            match (next, delta_link) {
+                (Some(link), _) => cursor = Cursor::Link(link),
+                (None, link) => break link,
+            }
+        };
+        let mut cursor = Cursor::Link(sps_link);
+        let new_sps_link = loop {
+            let page = self.directory.service_principals(cursor).await?;
+            report.pages += 1;
+            let (next, delta_link) = (page.next_link.clone(), page.delta_link.clone());
+            let (snapshots, removed) = self.service_principal_snapshots(integration, page).await?;
+            report.service_principals_seen += snapshots.len() + removed.len();
+            report.counts += self.store.sync_owners(integration, &snapshots).await?;
+            for id in removed {
+                report.counts.credentials_removed +=
+                    self.store.remove_owner(integration, OwnerKind::ServicePrincipal, id).await?;
+                report.owners_removed += 1;
+            }
+            (self.progress)(SyncProgress {
+                kind: SyncKind::Delta,
+                owner: OwnerKind::ServicePrincipal,
+                pages: report.pages,
+                objects: report.service_principals_seen,
+            });
+            match (next, delta_link) {
+                (Some(link), _) => cursor = Cursor::Link(link),
+                (None, link) => break link,
+            }
+        };
+        let now = self.clock.now();
+        let previous = state.unwrap_or(SyncState {
+            integration: integration.clone(),
+            applications_delta_link: None,
+            service_principals_delta_link: None,
+            last_full_sync: None,
+            last_delta_sync: None,
+        });
+        self.store
+            .put_sync_state(&SyncState {
+                applications_delta_link: new_apps_link.or(previous.applications_delta_link.clone()),
+                service_principals_delta_link: new_sps_link.or(previous.service_principals_delta_link.clone()),
+                last_delta_sync: Some(now),
+                ..previous
+            })
+            .await?;
+        tracing::info!(
+            applications = report.applications_seen,
+            service_principals = report.service_principals_seen,
+            removed = report.owners_removed,
+            pages = report.pages,
+            "delta sync done"
+        );
+        Ok(report)
+    }
+
+    async fn remove_unseen(&self, integration: &IntegrationId, kind: OwnerKind, seen: &HashSet<Uuid>) -> Result<usize> {
+        let mut removed = 0;
+        for id in self.store.owner_ids(integration, kind).await? {
+            if !seen.contains(&id) {
+                self.store.remove_owner(integration, kind, id).await?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Turns a page into snapshots (and the ids of removed objects). A delta item may leave out
+    /// properties that did not change; those are taken from what is stored.
+    async fn application_snapshots(
+        &self,
+        integration: &IntegrationId,
+        page: Page<DirectoryObject<AppObjectId>>,
+    ) -> Result<(Vec<OwnerSnapshot>, Vec<Uuid>)> {
+        let mut out = Vec::with_capacity(page.items.len());
+        let mut removed = Vec::new();
+        for item in page.items {
+            if item.removed {
+                removed.push(item.id.as_uuid());
+                continue;
+            }
+            let stored = match (&item.client_id, &item.display_name) {
+                (Some(_), Some(_)) => None,
+                _ => self.store.get_application(integration, &item.id).await?,
+            };
+            let Some(client_id) = item.client_id.or(stored.as_ref().map(|a| a.client_id)) else {
+                tracing::warn!(application = %item.id, "skipping an application without appId");
+                continue;
+            };
+            let app = Application {
+                integration: integration.clone(),
+                object_id: item.id,
+                client_id,
+                display_name: item.display_name.or(stored.as_ref().map(|a| a.display_name.clone())).unwrap_or_default(),
+                sign_in_audience: item
+                    .sign_in_audience
+                    .or(stored.as_ref().map(|a| a.sign_in_audience.clone()))
+                    .unwrap_or_else(|| "AzureADMyOrg".into()),
+            };
+            let make_id = |key| CredentialId::for_application(integration.clone(), item.id, key);
+            out.push(OwnerSnapshot {
+                passwords: item.password_credentials.map(|p| passwords(&p, client_id, Some(item.id), &make_id)),
+                certificates: item.key_credentials.map(|k| certificates(&k, client_id, Some(item.id), &make_id)),
+                owner: Owner::Application(app),
+            });
+        }
+        Ok((out, removed))
+    }
+
+    async fn service_principal_snapshots(
+        &self,
+        integration: &IntegrationId,
+        page: Page<DirectoryObject<ServicePrincipalId>>,
+    ) -> Result<(Vec<OwnerSnapshot>, Vec<Uuid>)> {
+        let mut out = Vec::with_capacity(page.items.len());
+        let mut removed = Vec::new();
+        let mut stored_sps = None;
+        for item in page.items {
+            if item.removed {
+                removed.push(item.id.as_uuid());
+                continue;
+            }
+            let stored = match (&item.client_id, &item.display_name) {
+                (Some(_), Some(_)) => None,
+                _ => {
+                    if stored_sps.is_none() {
+                        stored_sps = Some(self.store.list_service_principals(integration).await?);
+                    }
+                    stored_sps.as_ref().and_then(|all| all.iter().find(|s| s.object_id == item.id).cloned())
+                }
+            };
+            let Some(client_id) = item.client_id.or(stored.as_ref().map(|s| s.client_id)) else {
+                tracing::warn!(service_principal = %item.id, "skipping a service principal without appId");
+                continue;
+            };
+            let sp = ServicePrincipal {
+                integration: integration.clone(),
+                object_id: item.id,
+                client_id,
+                display_name: item.display_name.or(stored.as_ref().map(|s| s.display_name.clone())).unwrap_or_default(),
+            };
+            let make_id = |key| CredentialId::for_service_principal(integration.clone(), item.id, key);
+            out.push(OwnerSnapshot {
+                passwords: item.password_credentials.map(|p| passwords(&p, client_id, None, &make_id)),
+                certificates: item.key_credentials.map(|k| certificates(&k, client_id, None, &make_id)),
+                owner: Owner::ServicePrincipal(sp),
+            });
+        }
+        Ok((out, removed))
+    }
+}
+
+fn passwords(
+    list: &[PasswordCredentialInfo],
+    client_id: ClientId,
+    app: Option<AppObjectId>,
+    make_id: &dyn Fn(KeyId) -> CredentialId,
+) -> Vec<Credential> {
+    list.iter()
+        .map(|p| Credential {
+            id: make_id(p.key_id),
+            kind: CredentialKind::Password,
+            app,
+            client_id,
+            display_name: p.display_name.clone(),
+            hint: p.hint.clone(),
+            start: p.start,
+            end: p.end,
+            thumbprint: None,
+            removed_at: None,
+        })
+        .collect()
+}
+
+/// Graph lists each certificate twice (usage Sign and Verify) under one thumbprint: keep one,
+/// the one with the smallest key id, so the choice is stable from sync to sync.
+fn certificates(
+    list: &[KeyCredentialInfo],
+    client_id: ClientId,
+    app: Option<AppObjectId>,
+    make_id: &dyn Fn(KeyId) -> CredentialId,
+) -> Vec<Credential> {
+    let mut sorted: Vec<&KeyCredentialInfo> = list.iter().collect();
+    sorted.sort_by_key(|k| k.key_id);
+    let mut thumbprints = HashSet::new();
+    sorted
+        .into_iter()
+        .filter(|k| k.thumbprint.as_ref().is_none_or(|t| thumbprints.insert(t.clone())))
+        .map(|k| Credential {
+            id: make_id(k.key_id),
+            kind: CredentialKind::Certificate,
+            app,
+            client_id,
+            display_name: k.display_name.clone(),
+            hint: None,
+            start: k.start,
+            end: k.end,
+            thumbprint: k.thumbprint.clone(),
+            removed_at: None,
+        })
+        .collect()
+}
