@@ -8,6 +8,7 @@ pub mod config;
 pub mod directory;
 pub mod domain;
 pub mod error;
+pub mod handlers;
 pub mod ids;
 pub mod messages;
 pub mod ports;

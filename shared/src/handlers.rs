@@ -1,0 +1,99 @@
+//! The handlers: each takes one message kind off its queue and runs its use case. The embedded
+//! runtime and the Lambda entrypoints wrap the same handlers.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::alerts::AlertSink;
+use crate::directory::Directory;
+use crate::domain::policy::PolicySet;
+use crate::ids::IntegrationId;
+use crate::messages::{Envelope, Message};
+use crate::ports::{Clock, Queue, ReceivedMessage, Store};
+use crate::runtime::MessageHandler;
+use crate::usecases::scan::Scanner;
+use crate::usecases::sync::{SyncMode, Syncer};
+use crate::{Error, Result};
+
+/// The directory of each integration.
+pub type Directories = HashMap<IntegrationId, Arc<dyn Directory>>;
+
+/// Everything the handlers share.
+#[derive(Clone)]
+pub struct Services {
+    pub store: Arc<dyn Store>,
+    pub queue: Arc<dyn Queue>,
+    pub clock: Arc<dyn Clock>,
+    pub directories: Arc<Directories>,
+    pub policies: Arc<PolicySet>,
+    pub sinks: Arc<Vec<Arc<dyn AlertSink>>>,
+}
+
+impl Services {
+    pub fn directory(&self, integration: &IntegrationId) -> Result<&Arc<dyn Directory>> {
+        self.directories
+            .get(integration)
+            .ok_or_else(|| Error::invalid("message", format!("integration {integration} is not configured")))
+    }
+}
+
+fn unexpected(handler: &str, message: &Message) -> Error {
+    Error::invalid("message", format!("{handler} does not handle {}", message.queue()))
+}
+
+/// sync: `SyncRequested` → read the integration from Graph → `ScanRequested`.
+pub struct SyncHandler(pub Services);
+
+#[async_trait]
+impl MessageHandler for SyncHandler {
+    fn name(&self) -> &'static str {
+        "sync"
+    }
+
+    async fn handle(&self, envelope: Envelope, received: &ReceivedMessage) -> Result<()> {
+        let Message::SyncRequested { integration, full } = &envelope.message else {
+            return Err(unexpected(self.name(), &envelope.message));
+        };
+        let s = &self.0;
+        let directory = s.directory(integration)?;
+        let mode = if *full { SyncMode::Full } else { SyncMode::Auto };
+        Syncer { directory: directory.as_ref(), store: s.store.as_ref(), clock: s.clock.as_ref(), progress: &|_| {} }
+            .sync(integration, mode)
+            .await?;
+        // Keyed by the sync message, so a redelivered sync asks for one scan, not two.
+        let scan = Message::ScanRequested { integration: Some(integration.clone()) }
+            .envelope(format!("scan-after:{}", received.id));
+        s.queue.send(&scan.message.queue(), scan.to_outgoing(Duration::ZERO)?).await?;
+        Ok(())
+    }
+}
+
+/// expiry-scan: `ScanRequested` → lifecycle, alerts, `RotateRequested` for what is due.
+pub struct ScanHandler(pub Services);
+
+#[async_trait]
+impl MessageHandler for ScanHandler {
+    fn name(&self) -> &'static str {
+        "expiry-scan"
+    }
+
+    async fn handle(&self, envelope: Envelope, _: &ReceivedMessage) -> Result<()> {
+        let Message::ScanRequested { integration } = &envelope.message else {
+            return Err(unexpected(self.name(), &envelope.message));
+        };
+        let s = &self.0;
+        Scanner {
+            store: s.store.as_ref(),
+            queue: s.queue.as_ref(),
+            clock: s.clock.as_ref(),
+            policies: &s.policies,
+            sinks: &s.sinks,
+        }
+        .scan(integration.as_ref())
+        .await?;
+        Ok(())
+    }
+}
