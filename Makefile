@@ -2,7 +2,7 @@
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: test lint fmt build check-steps
+.PHONY: test lint fmt build check-steps bench
 
 ## Run every test (unit, contract suites, command-line).
 test:
@@ -23,3 +23,8 @@ build:
 ## Validate the seed's example rollout and print its plan.
 check-steps:
 	$(CARGO) run --quiet --locked -p rotator -- steps check examples/steps/iis-app.json
+
+## Benchmarks: full and delta sync of a simulated tenant, expiry scan; ratios against baselines
+## measured in the same run. `make bench BENCH_ARGS="--apps 2000"` for a quick look.
+bench:
+	$(CARGO) run --release --locked -p rotator-bench -- $(BENCH_ARGS)

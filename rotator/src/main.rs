@@ -3,6 +3,7 @@
 mod commands;
 mod output;
 mod serve;
+mod sync;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -36,6 +37,15 @@ enum Command {
     /// Validate rollout step definitions (the JSON array format of the product notes).
     #[command(subcommand)]
     Steps(StepsCommand),
+    /// Read the integrations from Microsoft Graph now (delta when possible), then scan for expiry.
+    Sync {
+        /// Only this integration.
+        #[arg(long)]
+        integration: Option<String>,
+        /// A full listing even when a delta link is kept.
+        #[arg(long)]
+        full: bool,
+    },
     /// The dashboard: credentials by lifecycle state, the most urgent, and the queues.
     Status,
     /// Rotations of one credential, newest first, with their steps.
@@ -109,6 +119,7 @@ fn main() -> ExitCode {
             Command::Serve => serve::run(&cli.config).await,
             Command::Config(ConfigCommand::Check { file }) => commands::config_check(&file, out),
             Command::Steps(StepsCommand::Check { file }) => commands::steps_check(&file, out),
+            Command::Sync { integration, full } => sync::run(&cli.config, integration.as_deref(), full, out).await,
             Command::Status => commands::status(&cli.config, out).await,
             Command::History(a) => commands::history(&cli.config, &a.credential, a.limit, out).await,
             Command::Dlq(DlqCommand::List { queue }) => commands::dlq_list(&cli.config, queue.as_deref(), out).await,

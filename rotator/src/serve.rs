@@ -10,10 +10,12 @@ use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
 use entra_rotator::adapters::sqlite::LocalData;
-use entra_rotator::messages::queues;
-use entra_rotator::ports::{Queue, QueueName, SystemClock};
-use entra_rotator::runtime::EmbeddedRuntime;
+use entra_rotator::handlers::{ScanHandler, SyncHandler};
+use entra_rotator::messages::{Message, queues};
+use entra_rotator::ports::{Clock, Queue, QueueName, Store, SystemClock};
+use entra_rotator::runtime::{BatchHandler, EmbeddedRuntime, EnvelopeHandler, Scheduler, Timer, Worker, WorkerOptions};
 use entra_rotator::seal::LocalKeyRing;
+use entra_rotator::wiring;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
@@ -25,20 +27,37 @@ pub async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
         .with_env_filter(EnvFilter::try_from_env("ROTATOR_LOG").unwrap_or_else(|_| EnvFilter::new("info")))
         .init();
     let config = load_config(config_path)?;
-    let clock = Arc::new(SystemClock);
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let data = LocalData::open(&config.database_path(), clock.clone())
         .with_context(|| format!("opening {}", config.database_path().display()))?;
     let _keys = LocalKeyRing::open_or_create(&config.key_file_path())
         .with_context(|| format!("opening key file {}", config.key_file_path().display()))?;
 
-    // The handlers register here as they arrive; until then the queues are kept but not worked.
-    let runtime = EmbeddedRuntime::new();
-    if runtime.worker_count() == 0 {
-        tracing::warn!(
-            "no handlers in this build yet: sync and expiry-scan arrive with Entra discovery, rotate, run-step and \
-             grace-cleanup with the rotation chain; no timers started"
-        );
+    let store: Arc<dyn Store> = Arc::new(data.store.clone());
+    let queue: Arc<dyn Queue> = Arc::new(data.queue.clone());
+    let services = wiring::services(&config, store, queue.clone(), clock.clone())?;
+    let worker = |name: &str, handler: Arc<dyn BatchHandler>| {
+        Worker::new(queue.clone(), QueueName::new(name), handler, WorkerOptions::default())
+    };
+    let mut timers = Vec::new();
+    for i in config.integrations.iter().filter(|i| i.enabled) {
+        timers.push(Timer {
+            name: format!("sync:{}", i.id),
+            every: config.schedules.sync.as_duration(),
+            message: Message::SyncRequested { integration: i.id.clone(), full: false },
+        });
     }
+    timers.push(Timer {
+        name: "expiry-scan".into(),
+        every: config.schedules.expiry_scan.as_duration(),
+        message: Message::ScanRequested { integration: None },
+    });
+    // rotate, run-step and grace-cleanup register here when the rotation chain arrives; their
+    // queues are kept meanwhile.
+    let runtime = EmbeddedRuntime::new()
+        .with_worker(worker(queues::SYNC, Arc::new(EnvelopeHandler(SyncHandler(services.clone())))))
+        .with_worker(worker(queues::SCAN, Arc::new(EnvelopeHandler(ScanHandler(services.clone())))))
+        .with_scheduler(Scheduler::new(queue.clone(), clock.clone(), timers));
 
     let shutdown = CancellationToken::new();
     let listener = tokio::net::TcpListener::bind(config.listen)

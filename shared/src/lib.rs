@@ -16,6 +16,7 @@ pub mod runtime;
 pub mod seal;
 pub mod secret;
 pub mod usecases;
+pub mod wiring;
 
 #[cfg(any(test, feature = "test-support"))]
 pub mod contract;

@@ -1,1 +1,310 @@
-//! The simulated tenant.
+//! # entra-sim: the simulated tenant
+//!
+//! A server that imitates, over real HTTPS, what entra-rotator talks to in Microsoft Entra ID: the
+//! token endpoint (client credentials, with a secret or a client assertion) and Microsoft Graph v1.0
+//! for applications and service principals. The product's real clients (azure_identity for tokens,
+//! reqwest for Graph) are pointed at it in tests and in `make demo`; nothing else uses it.
+//!
+//! What it imitates, and where it is strict on purpose:
+//!
+//! - **Listings** (`GET /v1.0/applications`, `/v1.0/servicePrincipals`): `$select`, `$top` (1–999,
+//!   default 100), `$filter=displayName eq '…'` with OData quoting, paging by `@odata.nextLink` in a
+//!   stable order. Unknown query options are refused with 400 rather than ignored.
+//! - **Delta** (`…/delta`): a first round enumerating everything, then only what changed (removed
+//!   objects as `@removed`), `$deltatoken=latest`, and delta links that expire after seven days of
+//!   sim time.
+//! - **Passwords**: `addPassword` is not idempotent and returns `secretText` once; a new secret signs
+//!   in only after the replication delay; personal-account applications hold at most two passwords;
+//!   overlapping writes to one application get `409 Directory_ConcurrencyViolation`.
+//! - **Faults** on demand ([`Faults`]): 429 with or without `Retry-After`, 409, the concurrency error
+//!   as 400, 5xx, slowness, 403.
+//!
+//! The inventory is generated from a seed ([`SimOptions::apps`], [`SimOptions::seed`]); [`Sim::truth`]
+//! counts what the tenant holds so tests can compare the product's view with it, and
+//! [`Sim::tenant`] changes it behind the product's back.
+//!
+//! The management application — the one the product signs in as — is a multi-tenant application
+//! registered elsewhere and consented here: it can sign in and call Graph, but it is not one of the
+//! tenant's listed applications, so the listed count is exactly [`SimOptions::apps`].
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), entra_sim::Error> {
+//! let sim = entra_sim::Sim::start(entra_sim::SimOptions { apps: 20, ..Default::default() }).await?;
+//! println!("Graph at {}, trust {}", sim.graph_base_url(), sim.ca_path().display());
+//! sim.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+mod clock;
+mod error;
+mod faults;
+mod generator;
+mod graph;
+mod odata;
+mod records;
+mod server;
+mod state;
+mod tenant;
+mod tls;
+mod token;
+mod truth;
+
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
+use url::Url;
+
+pub use error::{Error, TenantError};
+pub use faults::{Fault, FaultKind, Faults, Match};
+pub use records::{Endpoint, RequestRecord};
+pub use tenant::{AddedPassword, AppSummary, NewApp, PasswordSummary, TenantHandle};
+pub use truth::Truth;
+
+use crate::clock::{SimClock, wall_clock_now};
+use crate::server::Shared;
+use crate::state::Directory;
+
+/// The management application's secret when none is given.
+pub const DEFAULT_MANAGEMENT_SECRET: &str = "sim-management-secret";
+
+/// Lock a mutex, carrying on if a panicking thread poisoned it: the sim's state stays consistent
+/// between statements, and a test tool that stops answering after one panic helps nobody.
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// How to start the simulated tenant.
+#[derive(Debug, Clone)]
+pub struct SimOptions {
+    /// How many applications to generate.
+    pub apps: usize,
+    /// The generator's seed; also fixes the tenant id and the management application's client id.
+    pub seed: u64,
+    /// How long after its creation a new secret starts to sign in (sim clock). Default 0.
+    pub replication_delay: Duration,
+    /// The most objects in one page: a plain listing serves `min($top or 100, page_size)`, a delta
+    /// round `min($top, page_size)` or `page_size`. Default 999, the largest `$top` Graph accepts.
+    pub page_size: usize,
+    /// The generator's reference time, and where the sim clock starts. Default: now.
+    pub now: Option<OffsetDateTime>,
+    /// Where to listen. Default `127.0.0.1:0` (any free port).
+    pub listen: SocketAddr,
+    /// The management application's secret. Default [`DEFAULT_MANAGEMENT_SECRET`].
+    pub management_secret: String,
+    /// How long a write (addPassword, removePassword) takes. Another write to the same application
+    /// arriving meanwhile is refused with 409. Default 20 ms.
+    pub write_latency: Duration,
+}
+
+impl Default for SimOptions {
+    fn default() -> Self {
+        Self {
+            apps: 50,
+            seed: 1,
+            replication_delay: Duration::ZERO,
+            page_size: odata::MAX_TOP,
+            now: None,
+            listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0),
+            management_secret: DEFAULT_MANAGEMENT_SECRET.to_owned(),
+            write_latency: Duration::from_millis(20),
+        }
+    }
+}
+
+/// A running simulated tenant. Dropping it stops the server; [`Sim::shutdown`] stops it and waits.
+pub struct Sim {
+    shared: Arc<Shared>,
+    base_url: Url,
+    ca_pem: String,
+    ca_path: PathBuf,
+    management_secret: String,
+    /// Holds the CA file for as long as the sim lives.
+    _ca_dir: tempfile::TempDir,
+    stop: watch::Sender<bool>,
+    server: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Sim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sim")
+            .field("base_url", &self.base_url.as_str())
+            .field("tenant_id", &self.shared.tenant_id)
+            .finish()
+    }
+}
+
+impl Sim {
+    /// Generate the tenant and its certificates, bind, and serve HTTPS in the background.
+    pub async fn start(options: SimOptions) -> Result<Sim, Error> {
+        // The product's clients use rustls with aws-lc-rs; make it the process default so nothing has
+        // to guess (an error only means a default is already installed).
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        if !(1..=odata::MAX_TOP).contains(&options.page_size) {
+            return Err(Error::InvalidOption(format!(
+                "page_size must be 1 to {}, not {}",
+                odata::MAX_TOP,
+                options.page_size
+            )));
+        }
+        if options.management_secret.is_empty() {
+            return Err(Error::InvalidOption("the management secret must not be empty".to_owned()));
+        }
+
+        let listener = TcpListener::bind(options.listen).await?;
+        let bound = listener.local_addr()?;
+        // A sim listening on every interface is still reached (and named in links) through loopback.
+        let advertised = if bound.ip().is_unspecified() {
+            SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), bound.port())
+        } else {
+            bound
+        };
+        let base_url = Url::parse(&format!("https://{advertised}/"))
+            .map_err(|e| Error::InvalidOption(format!("listen address {advertised}: {e}")))?;
+        let graph_base =
+            base_url.join("v1.0").map_err(|e| Error::InvalidOption(format!("listen address {advertised}: {e}")))?;
+
+        let identity = tls::generate(Some(advertised.ip()))?;
+        let ca_dir = tempfile::Builder::new().prefix("entra-sim-").tempdir()?;
+        let ca_path = ca_dir.path().join("ca.pem");
+        std::fs::write(&ca_path, &identity.ca_pem)?;
+
+        let now = options.now.unwrap_or_else(wall_clock_now);
+        let (tenant_id, management_client_id) = generator::identities(options.seed);
+        let mut directory = Directory::default();
+        generator::populate(&mut directory, options.apps, options.seed, now);
+
+        let shared = Arc::new(Shared {
+            directory: Mutex::new(directory),
+            clock: SimClock::starting_at(now),
+            faults: Faults::default(),
+            records: Mutex::new(Vec::new()),
+            tokens: Mutex::new(HashMap::new()),
+            writes_in_flight: Mutex::new(HashSet::new()),
+            tenant_id,
+            management_client_id,
+            management_secret_sha256: Sha256::digest(options.management_secret.as_bytes()).into(),
+            replication_delay: options.replication_delay,
+            page_size: options.page_size,
+            write_latency: options.write_latency,
+            graph_base,
+        });
+
+        let (stop, stopped) = watch::channel(false);
+        let router = server::router(shared.clone());
+        let acceptor = TlsAcceptor::from(identity.server_config);
+        let server = tokio::spawn(server::serve(listener, acceptor, router, stopped));
+        tracing::info!(%base_url, apps = options.apps, seed = options.seed, "simulated tenant listening");
+        Ok(Sim {
+            shared,
+            base_url,
+            ca_pem: identity.ca_pem,
+            ca_path,
+            management_secret: options.management_secret,
+            _ca_dir: ca_dir,
+            stop,
+            server: Some(server),
+        })
+    }
+
+    /// `https://127.0.0.1:PORT/`.
+    pub fn base_url(&self) -> Url {
+        self.base_url.clone()
+    }
+
+    /// The authority host for the token endpoint (`{authority}/{tenant}/oauth2/v2.0/token`): the base
+    /// URL.
+    pub fn authority_host(&self) -> Url {
+        self.base_url.clone()
+    }
+
+    /// `https://127.0.0.1:PORT/v1.0`.
+    pub fn graph_base_url(&self) -> Url {
+        self.shared.graph_base.clone()
+    }
+
+    /// The PEM of the CA that signed the server certificate.
+    pub fn ca_pem(&self) -> &str {
+        &self.ca_pem
+    }
+
+    /// The CA in a PEM file, which exists as long as the sim does.
+    pub fn ca_path(&self) -> &Path {
+        &self.ca_path
+    }
+
+    /// The tenant id (fixed by the seed).
+    pub fn tenant_id(&self) -> String {
+        self.shared.tenant_id.to_string()
+    }
+
+    /// The client id of the application the product signs in as (fixed by the seed).
+    pub fn management_client_id(&self) -> String {
+        self.shared.management_client_id.to_string()
+    }
+
+    /// The management application's secret, as given in [`SimOptions::management_secret`].
+    pub fn management_secret(&self) -> String {
+        self.management_secret.clone()
+    }
+
+    /// The fault queue.
+    pub fn faults(&self) -> Faults {
+        self.shared.faults.clone()
+    }
+
+    /// Every request served so far, in the order they completed.
+    pub fn requests(&self) -> Vec<RequestRecord> {
+        lock(&self.shared.records).clone()
+    }
+
+    pub fn clear_requests(&self) {
+        lock(&self.shared.records).clear();
+    }
+
+    /// What the tenant holds, counted at `now`.
+    pub fn truth(&self, now: OffsetDateTime) -> Truth {
+        truth::compute(&lock(&self.shared.directory), now)
+    }
+
+    /// A handle to change the tenant and look at it.
+    pub fn tenant(&self) -> TenantHandle {
+        TenantHandle { shared: self.shared.clone() }
+    }
+
+    /// The sim clock's current time.
+    pub fn now(&self) -> OffsetDateTime {
+        self.shared.clock.now()
+    }
+
+    /// Move the sim clock forward (replication delays, delta link expiry). Access tokens are not
+    /// affected: they expire on real time, as the product's token cache counts them.
+    pub fn advance_clock(&self, by: Duration) {
+        self.shared.clock.advance(by);
+    }
+
+    /// Stop serving and wait until the server has stopped.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        if let Some(server) = self.server.take() {
+            let _ = server.await;
+        }
+    }
+}
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+        if let Some(server) = self.server.take() {
+            server.abort();
+        }
+    }
+}

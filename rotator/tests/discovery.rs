@@ -1,0 +1,117 @@
+//! Discovery as a user runs it: `entra-sim` holds a tenant, a config points at it, `rotator sync`
+//! reads it over HTTPS with the real clients, `rotator status` shows what the simulator generated,
+//! and a second sync reads only what changed.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+// The rotator process reads the wall clock; the expected counts must be taken at the same time.
+#![allow(clippy::disallowed_methods)]
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use entra_sim::{Sim, SimOptions};
+
+const SECRET_ENV: &str = "ROTATOR_CONTOSO_CLIENT_SECRET";
+
+fn rotator(config: &Path, secret: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_rotator"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env(SECRET_ENV, secret)
+        .output()
+        .expect("rotator runs")
+}
+
+fn json(out: &Output) -> serde_json::Value {
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("JSON on stdout")
+}
+
+fn write_config(dir: &Path, sim: &Sim) -> std::path::PathBuf {
+    let path = dir.join("rotator.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+[integrations.contoso]
+tenant_id = "{}"
+client_id = "{}"
+auth = "client_secret"
+authority_host = "{}"
+graph_base_url = "{}"
+ca_certificate = "{}"
+"#,
+            sim.tenant_id(),
+            sim.management_client_id(),
+            sim.authority_host(),
+            sim.graph_base_url(),
+            sim.ca_path().display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_then_status_show_what_the_tenant_holds_and_a_second_sync_reads_only_the_changes() {
+    let sim = Sim::start(SimOptions { apps: 2000, seed: 11, ..Default::default() }).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &sim);
+    let secret = sim.management_secret();
+
+    let synced = json(&rotator(&config, &secret, &["--json", "sync"]));
+    let first = &synced["syncs"][0];
+    assert_eq!(first["kind"], "full");
+    assert_eq!(first["applications_seen"], 2000);
+    let now = time::OffsetDateTime::now_utc();
+    let truth = sim.truth(now);
+    assert_eq!(first["service_principals_seen"], truth.service_principals as u64);
+    assert_eq!(
+        first["pages"].as_u64().unwrap() as usize,
+        2000usize.div_ceil(999) + truth.service_principals.div_ceil(999)
+    );
+
+    let status = json(&rotator(&config, &secret, &["--json", "status"]));
+    let counts = &status["dashboard"]["counts"];
+    assert_eq!(counts["total"].as_u64().unwrap() as usize, truth.password_credentials + truth.certificates);
+    assert_eq!(counts["expired"].as_u64().unwrap() as usize, truth.expired);
+    assert_eq!(counts["expiring_within_7_days"].as_u64().unwrap() as usize, truth.expiring_within_7_days);
+    assert_eq!(counts["expiring_within_30_days"].as_u64().unwrap() as usize, truth.expiring_within_30_days);
+    assert_eq!(counts["expiring_within_90_days"].as_u64().unwrap() as usize, truth.expiring_within_90_days);
+
+    // 1% of the tenant changes; one application goes away.
+    let tenant = sim.tenant();
+    let ids = tenant.app_object_ids();
+    for id in ids.iter().take(20) {
+        tenant.touch_app(*id).unwrap();
+    }
+    tenant.remove_app(ids[100]).unwrap();
+    sim.clear_requests();
+    let again = json(&rotator(&config, &secret, &["--json", "sync"]));
+    let second = &again["syncs"][0];
+    assert_eq!(second["kind"], "delta");
+    assert_eq!(second["applications_seen"], 21, "20 changed and 1 removed, nothing else read");
+    assert_eq!(second["owners_removed"], 1);
+    let listing: Vec<_> = sim.requests().into_iter().filter(|r| r.is_graph()).collect();
+    assert!(listing.iter().all(|r| r.path.ends_with("/delta")), "only delta requests: {listing:?}");
+
+    let status = json(&rotator(&config, &secret, &["--json", "status"]));
+    let truth = sim.truth(time::OffsetDateTime::now_utc());
+    assert_eq!(
+        status["dashboard"]["counts"]["total"].as_u64().unwrap() as usize,
+        truth.password_credentials + truth.certificates,
+        "the removed application's credentials left the inventory"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_secret_fails_with_a_clear_error_and_never_prints_it() {
+    let sim = Sim::start(SimOptions { apps: 10, seed: 3, ..Default::default() }).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &sim);
+    let out = rotator(&config, "Wr0ng~not-the-secret", &["sync"]);
+    assert!(!out.status.success());
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("contoso"), "{text}");
+    assert!(!text.contains("Wr0ng~not-the-secret"), "{text}");
+}

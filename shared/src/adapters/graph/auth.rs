@@ -1,0 +1,268 @@
+//! How the Graph adapter gets its access tokens: one `azure_identity` credential per integration,
+//! chosen by the configured method, with the adapter's own HTTP client (and so its trusted CA) as the
+//! credential pipeline's transport.
+//!
+//! Client certificates: `azure_identity` 1.x has a `ClientCertificateCredential`, but only behind its
+//! `client_certificate` feature, which links OpenSSL and reads PKCS#12. Linking OpenSSL would put a
+//! second TLS/crypto stack into the Lambda builds, so entra-rotator signs the client assertion itself
+//! (RS256 with aws-lc-rs, the provider rustls already uses) and hands it to `azure_identity`'s
+//! `ClientAssertionCredential`. The certificate file is PEM: the certificate and its unencrypted RSA
+//! private key (PKCS#8 or PKCS#1).
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use aws_lc_rs::digest;
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{RSA_PKCS1_SHA256, RsaKeyPair};
+use azure_core::cloud::{CloudConfiguration, CustomConfiguration};
+use azure_core::credentials::{Secret, TokenCredential};
+use azure_core::http::{ClientMethodOptions, ClientOptions, ExponentialRetryOptions, RetryOptions, Transport};
+use azure_identity::{
+    ClientAssertion, ClientAssertionCredential, ClientAssertionCredentialOptions, ClientSecretCredential,
+    ClientSecretCredentialOptions, ManagedIdentityCredential, ManagedIdentityCredentialOptions, UserAssignedId,
+    WorkloadIdentityCredential, WorkloadIdentityCredentialOptions,
+};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::config::Credentials;
+use crate::ids::{ClientId, TenantId};
+use crate::ports::{Clock, SystemClock};
+use crate::secret::{SecretBytes, SecretValue};
+use crate::{Error, Result};
+
+use super::RetryPolicy;
+
+/// How long a signed client assertion is valid. Entra accepts up to 10 minutes; the credential asks
+/// for a fresh one with every token request, so a short life costs nothing.
+const ASSERTION_LIFETIME_SECS: i64 = 300;
+
+/// How the integration's own app signs in to get Graph tokens. Holds secrets, so its `Debug` shows the
+/// method only.
+pub enum TokenSource {
+    /// A client secret of the integration's app registration.
+    ClientSecret { client_id: ClientId, secret: SecretValue },
+    /// A PEM file's contents: the certificate registered on the app and its RSA private key.
+    ClientCertificate { client_id: ClientId, pem: SecretBytes },
+    /// A federated token (Kubernetes workload identity) read from this file at every token request.
+    WorkloadIdentity { client_id: ClientId, token_file: PathBuf },
+    /// The Azure managed identity of the host: system-assigned, or the user-assigned one with this id.
+    ManagedIdentity { client_id: Option<ClientId> },
+}
+
+impl fmt::Debug for TokenSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::ClientSecret { client_id, .. } => write!(f, "ClientSecret({client_id})"),
+            Self::ClientCertificate { client_id, .. } => write!(f, "ClientCertificate({client_id})"),
+            Self::WorkloadIdentity { client_id, token_file } => {
+                write!(f, "WorkloadIdentity({client_id}, {})", token_file.display())
+            }
+            Self::ManagedIdentity { client_id: Some(id) } => write!(f, "ManagedIdentity({id})"),
+            Self::ManagedIdentity { client_id: None } => f.write_str("ManagedIdentity(system-assigned)"),
+        }
+    }
+}
+
+impl TokenSource {
+    /// The token source an integration's configuration describes. Reads the certificate file.
+    pub fn from_credentials(client_id: ClientId, credentials: &Credentials) -> Result<Self> {
+        Ok(match credentials {
+            Credentials::ClientSecret { secret, .. } => Self::ClientSecret { client_id, secret: secret.clone() },
+            Credentials::ClientCertificate { path, password } => {
+                if password.is_some() {
+                    return Err(Error::Config(format!(
+                        "{}: password-protected certificates (PKCS#12) are not supported; export the certificate \
+                         and its key as PEM (openssl pkcs12 -in cert.pfx -nodes -out cert.pem), protect the file, \
+                         and drop certificate_password_env",
+                        path.display()
+                    )));
+                }
+                let pem = std::fs::read(path)
+                    .map_err(|e| Error::Config(format!("cannot read certificate {}: {e}", path.display())))?;
+                Self::ClientCertificate { client_id, pem: SecretBytes::new(pem) }
+            }
+            Credentials::WorkloadIdentity { token_file } => {
+                Self::WorkloadIdentity { client_id, token_file: token_file.clone() }
+            }
+            Credentials::ManagedIdentity { client_id: user_assigned } => {
+                Self::ManagedIdentity { client_id: *user_assigned }
+            }
+        })
+    }
+
+    /// Says how, never what.
+    pub fn method(&self) -> &'static str {
+        match self {
+            Self::ClientSecret { .. } => "client secret",
+            Self::ClientCertificate { .. } => "client certificate",
+            Self::WorkloadIdentity { .. } => "workload identity",
+            Self::ManagedIdentity { .. } => "managed identity",
+        }
+    }
+}
+
+/// The `azure_identity` credential for `source`, talking to `authority` through `http`. Token
+/// requests are retried by the credential's own pipeline, within the same limits as Graph calls.
+pub(super) fn credential(
+    source: TokenSource,
+    tenant: TenantId,
+    authority: &url::Url,
+    http: reqwest::Client,
+    retry: RetryPolicy,
+) -> Result<Arc<dyn TokenCredential>> {
+    let duration =
+        |d: std::time::Duration| azure_core::time::Duration::try_from(d).unwrap_or(azure_core::time::Duration::MAX);
+    let retry_options = ExponentialRetryOptions {
+        initial_delay: duration(retry.base_delay),
+        max_retries: retry.max_attempts.saturating_sub(1),
+        max_total_elapsed: duration(retry.budget),
+        max_delay: duration(retry.max_delay),
+    };
+    let client_options = || {
+        let mut cloud = CustomConfiguration::default();
+        cloud.authority_host = authority.as_str().trim_end_matches('/').to_owned();
+        ClientOptions {
+            // Our client: it trusts the configured CA and speaks rustls with aws-lc-rs only.
+            transport: Some(Transport::new(Arc::new(http.clone()))),
+            cloud: Some(Arc::new(CloudConfiguration::Custom(cloud))),
+            retry: RetryOptions::exponential(retry_options.clone()),
+            ..Default::default()
+        }
+    };
+    let config_error = |what: &str, e: azure_core::Error| Error::Config(format!("{what}: {e}"));
+    let tenant_text = tenant.to_string();
+    let credential: Arc<dyn TokenCredential> = match source {
+        TokenSource::ClientSecret { client_id, secret } => {
+            // azure_identity keeps its own copy of the secret in its `Secret` type.
+            let secret = Secret::new(secret.expose().to_owned());
+            ClientSecretCredential::new(
+                &tenant_text,
+                client_id.to_string(),
+                secret,
+                Some(ClientSecretCredentialOptions { client_options: client_options() }),
+            )
+            .map_err(|e| config_error("client secret credential", e))?
+        }
+        TokenSource::ClientCertificate { client_id, pem } => {
+            let assertion = CertificateAssertion::from_pem(
+                client_id,
+                pem.expose(),
+                token_endpoint(authority, tenant),
+                Arc::new(SystemClock),
+            )?;
+            ClientAssertionCredential::new(
+                tenant_text,
+                client_id.to_string(),
+                assertion,
+                Some(ClientAssertionCredentialOptions { client_options: client_options() }),
+            )
+            .map_err(|e| config_error("client certificate credential", e))?
+        }
+        TokenSource::WorkloadIdentity { client_id, token_file } => {
+            WorkloadIdentityCredential::new(Some(WorkloadIdentityCredentialOptions {
+                credential_options: ClientAssertionCredentialOptions { client_options: client_options() },
+                client_id: Some(client_id.to_string()),
+                tenant_id: Some(tenant_text),
+                token_file_path: Some(token_file),
+            }))
+            .map_err(|e| config_error("workload identity credential", e))?
+        }
+        TokenSource::ManagedIdentity { client_id } => {
+            // The managed identity endpoint (IMDS or App Service) is local to the host; the authority
+            // host does not apply.
+            ManagedIdentityCredential::new(Some(ManagedIdentityCredentialOptions {
+                user_assigned_id: client_id.map(|id| UserAssignedId::ClientId(id.to_string())),
+                client_options: client_options(),
+            }))
+            .map_err(|e| config_error("managed identity credential", e))?
+        }
+    };
+    Ok(credential)
+}
+
+/// `{authority}/{tenant}/oauth2/v2.0/token`, built as `azure_identity` builds it (the authority's
+/// path is replaced), so the assertion's audience matches the endpoint it is sent to.
+pub(super) fn token_endpoint(authority: &url::Url, tenant: TenantId) -> String {
+    authority
+        .join(&format!("/{tenant}/oauth2/v2.0/token"))
+        .map(|u| u.to_string())
+        .unwrap_or_else(|_| format!("{}/{tenant}/oauth2/v2.0/token", authority.as_str().trim_end_matches('/')))
+}
+
+/// Signs client assertions (RFC 7523 JWTs) with a certificate's private key, as Entra's certificate
+/// credentials expect: `RS256`, header `x5t` = the base64url SHA-1 thumbprint of the certificate.
+pub(super) struct CertificateAssertion {
+    client_id: ClientId,
+    audience: String,
+    key: RsaKeyPair,
+    /// The encoded JWT header; fixed for a certificate.
+    header: String,
+    clock: Arc<dyn Clock>,
+}
+
+impl fmt::Debug for CertificateAssertion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CertificateAssertion")
+            .field("client_id", &self.client_id)
+            .field("audience", &self.audience)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CertificateAssertion {
+    pub(super) fn from_pem(client_id: ClientId, pem: &[u8], audience: String, clock: Arc<dyn Clock>) -> Result<Self> {
+        let refuse = |reason: &str| Error::Config(format!("client certificate: {reason}"));
+        let certificate = CertificateDer::pem_slice_iter(pem)
+            .next()
+            .ok_or_else(|| refuse("no CERTIFICATE block in the PEM file"))?
+            .map_err(|_| refuse("the CERTIFICATE block is not valid PEM"))?;
+        let key = PrivateKeyDer::from_pem_slice(pem)
+            .map_err(|_| refuse("no unencrypted PRIVATE KEY (PKCS#8) or RSA PRIVATE KEY (PKCS#1) block"))?;
+        let key = match &key {
+            PrivateKeyDer::Pkcs8(der) => RsaKeyPair::from_pkcs8(der.secret_pkcs8_der()),
+            PrivateKeyDer::Pkcs1(der) => RsaKeyPair::from_der(der.secret_pkcs1_der()),
+            _ => return Err(refuse("the private key must be RSA: Entra signs client assertions with RS256")),
+        }
+        .map_err(|e| refuse(&format!("the private key cannot be used: {e}")))?;
+        let thumbprint = digest::digest(&digest::SHA1_FOR_LEGACY_USE_ONLY, certificate.as_ref());
+        let header = serde_json::json!({
+            "alg": "RS256",
+            "typ": "JWT",
+            "x5t": URL_SAFE_NO_PAD.encode(thumbprint.as_ref()),
+        });
+        Ok(Self { client_id, audience, key, header: URL_SAFE_NO_PAD.encode(header.to_string()), clock })
+    }
+
+    /// A signed assertion valid from now for [`ASSERTION_LIFETIME_SECS`].
+    pub(super) fn sign(&self) -> Result<String> {
+        let now = self.clock.now().unix_timestamp();
+        let claims = serde_json::json!({
+            "aud": self.audience,
+            "iss": self.client_id.to_string(),
+            "sub": self.client_id.to_string(),
+            "jti": uuid::Uuid::new_v4().to_string(),
+            "nbf": now,
+            "iat": now,
+            "exp": now + ASSERTION_LIFETIME_SECS,
+        });
+        let signing_input = format!("{}.{}", self.header, URL_SAFE_NO_PAD.encode(claims.to_string()));
+        let mut signature = vec![0; self.key.public_modulus_len()];
+        self.key
+            .sign(&RSA_PKCS1_SHA256, &SystemRandom::new(), signing_input.as_bytes(), &mut signature)
+            .map_err(|_| Error::Config("client certificate: signing the client assertion failed".into()))?;
+        Ok(format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(signature)))
+    }
+}
+
+#[async_trait::async_trait]
+impl ClientAssertion for CertificateAssertion {
+    async fn secret(&self, _options: Option<ClientMethodOptions<'_>>) -> azure_core::Result<String> {
+        self.sign()
+            .map_err(|e| azure_core::Error::with_message(azure_core::error::ErrorKind::Credential, e.to_string()))
+    }
+}

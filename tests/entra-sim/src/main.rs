@@ -1,0 +1,135 @@
+//! `entra-sim`: run the simulated tenant on its own, for `make demo` and manual testing.
+//!
+//! Prints one JSON line on stdout — where to reach it and which CA to trust — then serves until
+//! Ctrl-C (or SIGTERM). Logs go to stderr. The management secret is never printed: it comes from
+//! `--client-secret` or `ENTRA_SIM_CLIENT_SECRET`, so whoever starts the sim already knows it.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use entra_sim::{DEFAULT_MANAGEMENT_SECRET, Sim, SimOptions};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(
+    name = "entra-sim",
+    version,
+    about = "A simulated Microsoft Entra tenant: token endpoint and Graph over HTTPS."
+)]
+struct Cli {
+    /// How many applications to generate.
+    #[arg(long, default_value_t = 50)]
+    apps: usize,
+    /// The generator's seed (also fixes the tenant id and the management client id).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// How long before a new secret signs in, e.g. `5s`, `500ms`, `2m`.
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    replication_delay: Duration,
+    /// The largest page the sim serves (1 to 999).
+    #[arg(long, default_value_t = 999)]
+    page_size: usize,
+    /// Where to listen; port 0 picks a free one.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: SocketAddr,
+    /// The management application's client secret.
+    #[arg(long, env = "ENTRA_SIM_CLIENT_SECRET", default_value = DEFAULT_MANAGEMENT_SECRET, hide_env_values = true)]
+    client_secret: String,
+}
+
+/// `250ms`, `5s`, `2m`, `1h`, `7d`; a bare number is seconds.
+fn parse_duration(raw: &str) -> Result<Duration, String> {
+    let raw = raw.trim();
+    let split = raw.find(|c: char| !c.is_ascii_digit()).unwrap_or(raw.len());
+    let (number, unit) = raw.split_at(split);
+    let number: u64 = number.parse().map_err(|_| format!("'{raw}' is not a duration such as 5s or 250ms"))?;
+    let unit_secs = match unit.trim() {
+        "ms" => return Ok(Duration::from_millis(number)),
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        other => return Err(format!("unknown unit '{other}' in '{raw}' (use ms, s, m, h or d)")),
+    };
+    Ok(Duration::from_secs(number.saturating_mul(unit_secs)))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .init();
+    let cli = Cli::parse();
+
+    let sim = Sim::start(SimOptions {
+        apps: cli.apps,
+        seed: cli.seed,
+        replication_delay: cli.replication_delay,
+        page_size: cli.page_size,
+        listen: cli.listen,
+        management_secret: cli.client_secret,
+        ..SimOptions::default()
+    })
+    .await
+    .context("starting the simulated tenant")?;
+
+    let line = serde_json::json!({
+        "base_url": sim.base_url().as_str(),
+        "authority_host": sim.authority_host().as_str(),
+        "graph_base_url": sim.graph_base_url().as_str(),
+        "ca_cert": sim.ca_path().display().to_string(),
+        "tenant_id": sim.tenant_id(),
+        "client_id": sim.management_client_id(),
+    });
+    // One line, flushed at once: whoever started the sim is waiting to read it.
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{line}").context("writing the address line")?;
+    stdout.flush().context("writing the address line")?;
+    drop(stdout);
+
+    wait_for_stop().await;
+    tracing::info!("stopping");
+    sim.shutdown().await;
+    Ok(())
+}
+
+async fn wait_for_stop() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_are_read_with_their_units() {
+        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("s").is_err());
+    }
+}

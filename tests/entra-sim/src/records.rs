@@ -1,0 +1,89 @@
+//! What the simulated tenant saw: one [`RequestRecord`] per request served, for tests to assert on
+//! (how many pages were fetched, whether a retry happened, that a link was followed verbatim).
+//!
+//! Records never hold secrets: the query string of a Graph request carries none, and the token
+//! endpoint's form body (where secrets travel) is not recorded at all.
+
+use uuid::Uuid;
+
+/// Which part of the simulated tenant a request was for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Endpoint {
+    /// Microsoft Graph (`/v1.0/…`).
+    Graph,
+    /// The Entra token endpoint (`/{tenant}/oauth2/v2.0/token`) or its discovery document.
+    Token,
+    /// Anything else (the health check, unknown paths).
+    Other,
+}
+
+impl Endpoint {
+    pub(crate) fn of_path(path: &str) -> Self {
+        if path == "/v1.0" || path.starts_with("/v1.0/") {
+            Self::Graph
+        } else if path.contains("/oauth2/") || path.contains("/.well-known/") {
+            Self::Token
+        } else {
+            Self::Other
+        }
+    }
+}
+
+/// One request the simulated tenant served, and how it answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestRecord {
+    /// `GET`, `POST`, …
+    pub method: String,
+    /// The path, without the query string (percent-encoding kept as received).
+    pub path: String,
+    /// The raw query string, without the `?`, as received; `None` when there was none.
+    pub query: Option<String>,
+    /// The status code answered.
+    pub status: u16,
+    pub endpoint: Endpoint,
+    /// The `request-id` the sim answered with (also in Graph error bodies).
+    pub request_id: Uuid,
+}
+
+impl RequestRecord {
+    pub fn is_graph(&self) -> bool {
+        self.endpoint == Endpoint::Graph
+    }
+
+    pub fn is_token(&self) -> bool {
+        self.endpoint == Endpoint::Token
+    }
+}
+
+/// The ids of the request being served, set by the observing middleware for the duration of the
+/// request so that error bodies deep in a handler carry the same id as the response header.
+#[derive(Debug, Clone)]
+pub(crate) struct RequestIds {
+    pub(crate) request_id: Uuid,
+    /// Echoes the caller's `client-request-id` when it sent one, as Graph does.
+    pub(crate) client_request_id: String,
+}
+
+tokio::task_local! {
+    pub(crate) static REQUEST_IDS: RequestIds;
+}
+
+pub(crate) fn current_request_ids() -> RequestIds {
+    REQUEST_IDS.try_with(Clone::clone).unwrap_or_else(|_| {
+        let request_id = Uuid::new_v4();
+        RequestIds { request_id, client_request_id: request_id.to_string() }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_attributed_to_graph_the_token_endpoint_or_neither() {
+        assert_eq!(Endpoint::of_path("/v1.0/applications"), Endpoint::Graph);
+        assert_eq!(Endpoint::of_path("/abc/oauth2/v2.0/token"), Endpoint::Token);
+        assert_eq!(Endpoint::of_path("/"), Endpoint::Other);
+        assert_eq!(Endpoint::of_path("/v1.0x"), Endpoint::Other);
+    }
+}
