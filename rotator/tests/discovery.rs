@@ -115,3 +115,46 @@ async fn a_wrong_secret_fails_with_a_clear_error_and_never_prints_it() {
     assert!(text.contains("contoso"), "{text}");
     assert!(!text.contains("Wr0ng~not-the-secret"), "{text}");
 }
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_syncs_and_scans_on_its_own_timers() {
+    let sim = Sim::start(SimOptions { apps: 200, seed: 21, ..Default::default() }).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &sim);
+    let secret = sim.management_secret();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let child = Command::new(env!("CARGO_BIN_EXE_rotator"))
+        .arg("--config")
+        .arg(&config)
+        .arg("serve")
+        .env(SECRET_ENV, &secret)
+        .env("ROTATOR_LISTEN", format!("127.0.0.1:{port}"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let truth = sim.truth(time::OffsetDateTime::now_utc());
+    let want = (truth.password_credentials + truth.certificates) as u64;
+    let mut total = 0;
+    for _ in 0..150 {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let out = rotator(&config, &secret, &["--json", "status"]);
+        if out.status.success() {
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+            total = v["dashboard"]["counts"]["total"].as_u64().unwrap_or(0);
+            let scanned = v["queues"]["expiry-scan"]["visible"].as_u64() == Some(0)
+                && v["queues"]["expiry-scan"]["in_flight"].as_u64() == Some(0);
+            if total == want && scanned {
+                break;
+            }
+        }
+    }
+    Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    assert_eq!(total, want, "{log}");
+    assert!(log.contains("full sync done") && log.contains("expiry scan done"), "{log}");
+    assert!(out.status.success(), "{log}");
+    assert!(!log.contains(&secret), "the integration's secret reached the log");
+}

@@ -421,8 +421,8 @@ pub async fn alerts_and_marks_are_recorded_in_batches(s: Arc<dyn Store>) {
     let k30 = AlertKey { credential: c.id.clone(), end: c.end.unwrap(), threshold: AlertThreshold::DaysBefore(30) };
     let k7 = AlertKey { threshold: AlertThreshold::DaysBefore(7), ..k30.clone() };
     assert_eq!(s.alerts_recorded(&[k30.clone(), k7.clone()]).await.unwrap(), vec![false, false]);
-    s.record_alerts(&[k30.clone()], NOW).await.unwrap();
-    s.record_alerts(&[k30.clone()], NOW).await.unwrap();
+    s.record_alerts(std::slice::from_ref(&k30), NOW).await.unwrap();
+    s.record_alerts(std::slice::from_ref(&k30), NOW).await.unwrap();
     assert_eq!(s.alerts_recorded(&[k30.clone(), k7]).await.unwrap(), vec![true, false]);
     assert!(!s.record_alert(&k30, NOW).await.unwrap());
 
