@@ -2,7 +2,7 @@
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: test lint fmt build check-steps bench
+.PHONY: test lint fmt build check-steps bench try-discovery
 
 ## Run every test (unit, contract suites, command-line).
 test:
@@ -28,3 +28,7 @@ check-steps:
 ## measured in the same run. `make bench BENCH_ARGS="--apps 2000"` for a quick look.
 bench:
 	$(CARGO) run --release --locked -p rotator-bench -- $(BENCH_ARGS)
+
+## Discovery against the simulated tenant: sync, status, then a delta sync.
+try-discovery:
+	bash scripts/try-discovery.sh

@@ -46,7 +46,8 @@ const GRAPH: &str = "Microsoft Graph";
 const TOKEN_ENDPOINT: &str = "Entra token endpoint";
 
 const APPLICATION_FIELDS: &str = "id,appId,displayName,signInAudience,passwordCredentials,keyCredentials";
-// `servicePrincipalType` tells managed identities (whose credentials Azure rotates) from the rest.
+// `servicePrincipalType` tells managed identities (whose credentials Azure itself rotates) from the
+// rest; it is asked for so that a later sync can skip them, though the port does not carry it yet.
 const SERVICE_PRINCIPAL_FIELDS: &str = "id,appId,displayName,servicePrincipalType,passwordCredentials,keyCredentials";
 /// The largest page Graph serves for applications and service principals.
 const PAGE_SIZE: u32 = 999;
@@ -424,7 +425,12 @@ impl Directory for GraphClient {
 
     /// Removes one password. Sending it twice is harmless (the second finds nothing), so it is
     /// retried like a read. An unknown key id, or an application that no longer exists, is
-    /// [`Removal::AlreadyGone`]: either way no credential with that key id can sign in.
+    /// [`Removal::AlreadyGone`]: either way no credential with that key id can sign in. Microsoft
+    /// documents only the 204; for an unknown key id Graph answers 404 `Request_ResourceNotFound`
+    /// ("No password credential found with keyId …", as the simulated tenant does), and a 400 with
+    /// such a message is read the same way. A 404 can also be replication lag on an object created
+    /// seconds ago; removals here target credentials past their grace period, or orphans past the
+    /// sweep's safety delay, so that case does not arise.
     async fn remove_password(&self, app: AppObjectId, key_id: KeyId) -> Result<Removal> {
         let url = format!("{}/applications/{app}/removePassword", self.graph_base);
         let body = serde_json::json!({ "keyId": key_id.to_string() });
@@ -734,18 +740,10 @@ fn token_network_error(e: &reqwest::Error) -> Error {
 
 /// A certificate or handshake failure somewhere in the error's causes: permanent, and a matter of
 /// configuration, so it is not retried.
-fn tls_problem(e: &(dyn std::error::Error + 'static)) -> Option<String> {
+pub(super) fn tls_problem(e: &(dyn std::error::Error + 'static)) -> Option<String> {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = cur {
-        if let Some(tls) = err.downcast_ref::<rustls::Error>() {
-            return Some(tls.to_string());
-        }
-        // io::Error hides the error it wraps from `source()`; look inside it.
-        if let Some(tls) = err
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-        {
+        if let Some(tls) = rustls_error(err) {
             return Some(tls.to_string());
         }
         cur = err.source();
@@ -753,9 +751,27 @@ fn tls_problem(e: &(dyn std::error::Error + 'static)) -> Option<String> {
     None
 }
 
+/// `err` as a rustls error, looking through `io::Error` wrappers, which hide the error they carry
+/// from `source()` (the TLS stream nests one inside another).
+fn rustls_error<'a>(mut err: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    loop {
+        if let Some(tls) = err.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        let inner = err.downcast_ref::<std::io::Error>()?.get_ref()?;
+        err = inner;
+    }
+}
+
 /// A token acquisition failure: transient when the endpoint was unreachable, busy or failing.
 fn token_error(e: &azure_core::Error, method: &'static str) -> Error {
     use azure_core::error::ErrorKind;
+    if let Some(tls) = tls_problem(e) {
+        return Error::Config(format!(
+            "the integration could not get a Graph token ({method}): TLS with the token endpoint failed ({tls}); if \
+             it is reached through a private CA, set ca_certificate"
+        ));
+    }
     let mut status = 0u16;
     let mut transient = false;
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
@@ -769,9 +785,6 @@ fn token_error(e: &azure_core::Error, method: &'static str) -> Error {
                 ErrorKind::Connection | ErrorKind::Io => transient = true,
                 _ => {}
             }
-        }
-        if tls_problem(err).is_some() {
-            transient = false;
         }
         cur = err.source();
     }

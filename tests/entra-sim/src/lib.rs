@@ -36,6 +36,7 @@
 //! ```
 
 mod clock;
+mod control;
 mod error;
 mod faults;
 mod generator;
@@ -103,6 +104,9 @@ pub struct SimOptions {
     /// How long a write (addPassword, removePassword) takes. Another write to the same application
     /// arriving meanwhile is refused with 409. Default 20 ms.
     pub write_latency: Duration,
+    /// Serve the unauthenticated control API under `/_sim/` (see [`Sim::control_url`]), for a sim
+    /// run as a separate process. Default off.
+    pub control_api: bool,
 }
 
 impl Default for SimOptions {
@@ -116,6 +120,7 @@ impl Default for SimOptions {
             listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0),
             management_secret: DEFAULT_MANAGEMENT_SECRET.to_owned(),
             write_latency: Duration::from_millis(20),
+            control_api: false,
         }
     }
 }
@@ -127,6 +132,7 @@ pub struct Sim {
     ca_pem: String,
     ca_path: PathBuf,
     management_secret: String,
+    control_api: bool,
     /// Holds the CA file for as long as the sim lives.
     _ca_dir: tempfile::TempDir,
     stop: watch::Sender<bool>,
@@ -199,7 +205,7 @@ impl Sim {
         });
 
         let (stop, stopped) = watch::channel(false);
-        let router = server::router(shared.clone());
+        let router = server::router(shared.clone(), options.control_api);
         let acceptor = TlsAcceptor::from(identity.server_config);
         let server = tokio::spawn(server::serve(listener, acceptor, router, stopped));
         tracing::info!(%base_url, apps = options.apps, seed = options.seed, "simulated tenant listening");
@@ -209,6 +215,7 @@ impl Sim {
             ca_pem: identity.ca_pem,
             ca_path,
             management_secret: options.management_secret,
+            control_api: options.control_api,
             _ca_dir: ca_dir,
             stop,
             server: Some(server),
@@ -254,6 +261,11 @@ impl Sim {
     /// The management application's secret, as given in [`SimOptions::management_secret`].
     pub fn management_secret(&self) -> String {
         self.management_secret.clone()
+    }
+
+    /// `https://127.0.0.1:PORT/_sim` when the control API is on.
+    pub fn control_url(&self) -> Option<Url> {
+        self.control_api.then(|| self.base_url.join("_sim").ok()).flatten()
     }
 
     /// The fault queue.

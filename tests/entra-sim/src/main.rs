@@ -1,10 +1,11 @@
 //! `entra-sim`: run the simulated tenant on its own, for `make demo` and manual testing.
 //!
-//! Prints one JSON line on stdout — where to reach it and which CA to trust — then serves until
+//! Prints one JSON line on stdout — where to reach it, which CA to trust and, with `--control`, the
+//! control API's `control_url` — then serves until
 //! Ctrl-C (or SIGTERM). Logs go to stderr. The management secret is never printed: it comes from
 //! `--client-secret` or `ENTRA_SIM_CLIENT_SECRET`, so whoever starts the sim already knows it.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -35,6 +36,10 @@ struct Cli {
     /// Where to listen; port 0 picks a free one.
     #[arg(long, default_value = "127.0.0.1:0")]
     listen: SocketAddr,
+    /// Serve the control API under `/_sim/` (touch, add, remove apps; advance the clock; faults;
+    /// truth) and print its `control_url`. Unauthenticated: only for a sim on loopback.
+    #[arg(long)]
+    control: bool,
     /// The management application's client secret.
     #[arg(long, env = "ENTRA_SIM_CLIENT_SECRET", default_value = DEFAULT_MANAGEMENT_SECRET, hide_env_values = true)]
     client_secret: String,
@@ -61,6 +66,7 @@ fn parse_duration(raw: &str) -> Result<Duration, String> {
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
         .init();
     let cli = Cli::parse();
@@ -72,12 +78,13 @@ async fn main() -> anyhow::Result<()> {
         page_size: cli.page_size,
         listen: cli.listen,
         management_secret: cli.client_secret,
+        control_api: cli.control,
         ..SimOptions::default()
     })
     .await
     .context("starting the simulated tenant")?;
 
-    let line = serde_json::json!({
+    let mut line = serde_json::json!({
         "base_url": sim.base_url().as_str(),
         "authority_host": sim.authority_host().as_str(),
         "graph_base_url": sim.graph_base_url().as_str(),
@@ -85,6 +92,9 @@ async fn main() -> anyhow::Result<()> {
         "tenant_id": sim.tenant_id(),
         "client_id": sim.management_client_id(),
     });
+    if let Some(control) = sim.control_url() {
+        line["control_url"] = serde_json::json!(control.as_str());
+    }
     // One line, flushed at once: whoever started the sim is waiting to read it.
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "{line}").context("writing the address line")?;

@@ -60,12 +60,20 @@ pub(crate) struct Shared {
 
 pub(crate) type AppState = Arc<Shared>;
 
-pub(crate) fn router(shared: AppState) -> Router {
+/// The most request records kept; beyond it the oldest half is dropped.
+const MAX_RECORDS: usize = 500_000;
+
+/// Where the control API lives (see `control.rs`).
+pub(crate) const CONTROL_PREFIX: &str = "/_sim/";
+
+pub(crate) fn router(shared: AppState, control_api: bool) -> Router {
+    let control = if control_api { crate::control::routes() } else { Router::new() };
     Router::new()
         .route("/", get(health))
         .route("/{tenant}/oauth2/v2.0/token", post(token::token))
         .route("/{tenant}/v2.0/.well-known/openid-configuration", get(token::openid_configuration))
         .merge(graph::routes())
+        .merge(control)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(shared.clone(), observe))
@@ -116,7 +124,8 @@ async fn observe(State(shared): State<AppState>, request: Request, next: Next) -
         .unwrap_or_else(|| request_id.to_string());
     let ids = RequestIds { request_id, client_request_id: client_request_id.clone() };
 
-    let fault = shared.faults.take(&method, &path);
+    // The control API is the tester's own channel: faults meant for the product never block it.
+    let fault = if path.starts_with(CONTROL_PREFIX) { None } else { shared.faults.take(&method, &path) };
     let mut response = REQUEST_IDS
         .scope(ids, async move {
             if let Some(kind) = fault {
@@ -139,7 +148,13 @@ async fn observe(State(shared): State<AppState>, request: Request, next: Next) -
     }
     let status = response.status().as_u16();
     tracing::debug!(%method, %path, status, "served");
-    lock(&shared.records).push(RequestRecord { method, path, query, status, endpoint, request_id });
+    let mut records = lock(&shared.records);
+    if records.len() >= MAX_RECORDS {
+        // A sim left running (the demo) must not grow without bound; tests never get near this.
+        records.drain(..MAX_RECORDS / 2);
+    }
+    records.push(RequestRecord { method, path, query, status, endpoint, request_id });
+    drop(records);
     response
 }
 

@@ -10,6 +10,7 @@ use reqwest::StatusCode;
 use serde_json::Value;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
+use time::macros::datetime;
 
 #[tokio::test]
 async fn paging_with_top_returns_every_app_exactly_once_following_next_links_verbatim() {
@@ -78,7 +79,7 @@ async fn select_trims_the_properties_to_those_named_plus_id() {
     for item in page["value"].as_array().unwrap() {
         let keys: HashSet<&str> = item.as_object().unwrap().keys().map(String::as_str).collect();
         assert_eq!(keys, HashSet::from(["id", "appId", "passwordCredentials"]));
-        for password in item["passwordCredentials"].as_array().unwrap() {
+        for password in item["passwordCredentials"].as_array().expect("passwordCredentials") {
             assert!(password["secretText"].is_null(), "listings never carry secret text");
             assert_eq!(password["hint"].as_str().unwrap().len(), 3);
             assert!(password["customKeyIdentifier"].is_null());
@@ -157,7 +158,7 @@ async fn named(sim: &entra_sim::Sim, token: &str, literal_escaped: &str) -> (Sta
     let (status, body) = get(&http, token, url.as_str()).await;
     let names = body["value"]
         .as_array()
-        .map(|v| v.iter().map(|i| i["displayName"].as_str().unwrap().to_owned()).collect())
+        .map(|v| v.iter().map(|i| i["displayName"].as_str().expect("a display name").to_owned()).collect())
         .unwrap_or_default();
     (status, names)
 }
@@ -185,38 +186,50 @@ async fn hostile_filter_literals_are_matched_as_literals_or_refused_never_wideni
     }
 }
 
-/// Count what a full listing shows, the way the product's dashboard must.
-fn counts(
-    items: &[Value],
-    now: OffsetDateTime,
-    truth: &mut HashMap<&'static str, usize>,
-    thumbprints: &mut HashMap<String, OffsetDateTime>,
-) {
-    let mut count = |end: OffsetDateTime| {
+/// What a full listing shows, counted the way the product's dashboard must count it.
+#[derive(Default)]
+struct Tally {
+    passwords: usize,
+    thumbprints: HashMap<String, OffsetDateTime>,
+    expired: usize,
+    within_7: usize,
+    within_30: usize,
+    within_90: usize,
+}
+
+impl Tally {
+    fn credential(&mut self, end: OffsetDateTime, now: OffsetDateTime) {
         let left = end - now;
         if end <= now {
-            *truth.entry("expired").or_default() += 1;
+            self.expired += 1;
         } else {
-            *truth.entry("7").or_default() += usize::from(left <= time::Duration::days(7));
-            *truth.entry("30").or_default() += usize::from(left <= time::Duration::days(30));
-            *truth.entry("90").or_default() += usize::from(left <= time::Duration::days(90));
+            self.within_7 += usize::from(left <= time::Duration::days(7));
+            self.within_30 += usize::from(left <= time::Duration::days(30));
+            self.within_90 += usize::from(left <= time::Duration::days(90));
         }
-    };
-    for item in items {
-        for password in item["passwordCredentials"].as_array().unwrap() {
-            *truth.entry("passwords").or_default() += 1;
-            count(OffsetDateTime::parse(password["endDateTime"].as_str().unwrap(), &Rfc3339).unwrap());
-        }
-        for key in item["keyCredentials"].as_array().unwrap() {
-            let end = OffsetDateTime::parse(key["endDateTime"].as_str().unwrap(), &Rfc3339).unwrap();
-            thumbprints.insert(key["customKeyIdentifier"].as_str().unwrap().to_owned(), end);
+    }
+
+    fn listing(&mut self, items: &[Value], now: OffsetDateTime) {
+        let end = |v: &Value| {
+            OffsetDateTime::parse(v["endDateTime"].as_str().expect("an end date"), &Rfc3339).expect("an RFC 3339 date")
+        };
+        for item in items {
+            for password in item["passwordCredentials"].as_array().expect("passwordCredentials") {
+                self.passwords += 1;
+                self.credential(end(password), now);
+            }
+            for key in item["keyCredentials"].as_array().expect("keyCredentials") {
+                // Certificates are listed twice (Sign and Verify): count them once, by thumbprint.
+                let thumbprint = key["customKeyIdentifier"].as_str().expect("a thumbprint").to_owned();
+                self.thumbprints.insert(thumbprint, end(key));
+            }
         }
     }
 }
 
 #[tokio::test]
 async fn truth_counts_match_what_a_full_listing_shows() {
-    let now = OffsetDateTime::now_utc();
+    let now = datetime!(2031-03-10 08:30 UTC);
     let sim = start(SimOptions { apps: 1500, seed: 21, now: Some(now), ..Default::default() }).await;
     let http = http(&sim);
     let token = management_token(&http, &sim).await;
@@ -224,31 +237,23 @@ async fn truth_counts_match_what_a_full_listing_shows() {
     let (apps, _, _) = collect_pages(&http, &token, &graph(&sim, &format!("applications?{select}"))).await;
     let (sps, _, _) = collect_pages(&http, &token, &graph(&sim, &format!("servicePrincipals?{select}"))).await;
 
-    let mut seen = HashMap::new();
-    let mut thumbprints = HashMap::new();
-    counts(&apps, now, &mut seen, &mut thumbprints);
-    counts(&sps, now, &mut seen, &mut thumbprints);
-    let certificate_ends: Vec<OffsetDateTime> = thumbprints.values().copied().collect();
+    let mut tally = Tally::default();
+    tally.listing(&apps, now);
+    tally.listing(&sps, now);
+    let certificate_ends: Vec<OffsetDateTime> = tally.thumbprints.values().copied().collect();
     for end in certificate_ends {
-        counts(
-            &[
-                serde_json::json!({ "passwordCredentials": [{ "endDateTime": end.format(&Rfc3339).unwrap() }], "keyCredentials": [] }),
-            ],
-            now,
-            &mut seen,
-            &mut HashMap::new(),
-        );
+        tally.credential(end, now);
     }
 
     let truth = sim.truth(now);
     assert_eq!(truth.applications, apps.len());
     assert_eq!(truth.service_principals, sps.len());
-    assert_eq!(truth.certificates, thumbprints.len());
-    assert_eq!(truth.password_credentials + truth.certificates, seen["passwords"]);
-    assert_eq!(truth.expired, seen["expired"]);
-    assert_eq!(truth.expiring_within_7_days, seen["7"]);
-    assert_eq!(truth.expiring_within_30_days, seen["30"]);
-    assert_eq!(truth.expiring_within_90_days, seen["90"]);
+    assert_eq!(truth.password_credentials, tally.passwords);
+    assert_eq!(truth.certificates, tally.thumbprints.len());
+    assert_eq!(truth.expired, tally.expired);
+    assert_eq!(truth.expiring_within_7_days, tally.within_7);
+    assert_eq!(truth.expiring_within_30_days, tally.within_30);
+    assert_eq!(truth.expiring_within_90_days, tally.within_90);
     // The generated mix spreads over every bucket.
     assert!(truth.expired > 0 && truth.expiring_within_7_days > 0);
     assert!(truth.expiring_within_7_days < truth.expiring_within_30_days);

@@ -18,7 +18,10 @@ use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{RSA_PKCS1_SHA256, RsaKeyPair};
 use azure_core::cloud::{CloudConfiguration, CustomConfiguration};
 use azure_core::credentials::{Secret, TokenCredential};
-use azure_core::http::{ClientMethodOptions, ClientOptions, ExponentialRetryOptions, RetryOptions, Transport};
+use azure_core::http::{
+    AsyncRawResponse, ClientMethodOptions, ClientOptions, ExponentialRetryOptions, HttpClient, Request, RetryOptions,
+    Transport,
+};
 use azure_identity::{
     ClientAssertion, ClientAssertionCredential, ClientAssertionCredentialOptions, ClientSecretCredential,
     ClientSecretCredentialOptions, ManagedIdentityCredential, ManagedIdentityCredentialOptions, UserAssignedId,
@@ -128,7 +131,7 @@ pub(super) fn credential(
         cloud.authority_host = authority.as_str().trim_end_matches('/').to_owned();
         ClientOptions {
             // Our client: it trusts the configured CA and speaks rustls with aws-lc-rs only.
-            transport: Some(Transport::new(Arc::new(http.clone()))),
+            transport: Some(Transport::new(Arc::new(TlsAwareTransport(http.clone())))),
             cloud: Some(Arc::new(CloudConfiguration::Custom(cloud))),
             retry: RetryOptions::exponential(retry_options.clone()),
             ..Default::default()
@@ -183,6 +186,26 @@ pub(super) fn credential(
         }
     };
     Ok(credential)
+}
+
+/// The adapter's reqwest client as the credential pipeline's transport. A TLS failure (an untrusted
+/// certificate) is reported as a non-transport error, which the pipeline does not retry: trying again
+/// cannot fix a missing `ca_certificate`, and the error says so at once.
+#[derive(Debug)]
+struct TlsAwareTransport(reqwest::Client);
+
+#[async_trait::async_trait]
+impl HttpClient for TlsAwareTransport {
+    async fn execute_request(&self, request: &Request) -> azure_core::Result<AsyncRawResponse> {
+        match self.0.execute_request(request).await {
+            Err(e) if super::tls_problem(&e).is_some() => Err(azure_core::Error::with_error(
+                azure_core::error::ErrorKind::Other,
+                e,
+                "TLS with the token endpoint failed",
+            )),
+            other => other,
+        }
+    }
 }
 
 /// `{authority}/{tenant}/oauth2/v2.0/token`, built as `azure_identity` builds it (the authority's
@@ -264,5 +287,72 @@ impl ClientAssertion for CertificateAssertion {
     async fn secret(&self, _options: Option<ClientMethodOptions<'_>>) -> azure_core::Result<String> {
         self.sign()
             .map_err(|e| azure_core::Error::with_message(azure_core::error::ErrorKind::Credential, e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_lc_rs::encoding::{AsDer, Pkcs8V1Der};
+    use aws_lc_rs::signature::{KeyPair, RSA_PKCS1_2048_8192_SHA256, UnparsedPublicKey};
+    use base64::engine::general_purpose::STANDARD;
+    use time::macros::datetime;
+
+    use crate::ports::ManualClock;
+
+    fn pem(label: &str, der: &[u8]) -> String {
+        format!("-----BEGIN {label}-----\n{}\n-----END {label}-----\n", STANDARD.encode(der))
+    }
+
+    #[test]
+    fn the_assertion_is_an_rs256_jwt_with_the_thumbprint_and_a_verifiable_signature() {
+        let key = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
+        let pkcs8: Pkcs8V1Der<'_> = key.as_der().unwrap();
+        let certificate = b"certificate der";
+        let text = format!("{}{}", pem("CERTIFICATE", certificate), pem("PRIVATE KEY", pkcs8.as_ref()));
+        let client = ClientId::parse("cccccccc-0000-0000-0000-000000000003").unwrap();
+        let clock = Arc::new(ManualClock::new(datetime!(2030-01-01 00:00 UTC)));
+        let audience = "https://login.example/t/oauth2/v2.0/token".to_owned();
+
+        let jwt =
+            CertificateAssertion::from_pem(client, text.as_bytes(), audience.clone(), clock).unwrap().sign().unwrap();
+
+        let parts: Vec<&str> = jwt.split('.').collect();
+        assert_eq!(parts.len(), 3);
+        let header: serde_json::Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[0]).unwrap()).unwrap();
+        let claims: serde_json::Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
+        assert_eq!(header["alg"], "RS256");
+        let sha1 = digest::digest(&digest::SHA1_FOR_LEGACY_USE_ONLY, certificate);
+        assert_eq!(header["x5t"], URL_SAFE_NO_PAD.encode(sha1.as_ref()));
+        assert_eq!(claims["aud"], audience);
+        assert_eq!(claims["iss"], client.to_string());
+        assert_eq!(claims["sub"], client.to_string());
+        assert_eq!(claims["nbf"], 1_893_456_000);
+        assert_eq!(claims["exp"], 1_893_456_000 + ASSERTION_LIFETIME_SECS);
+        let public = UnparsedPublicKey::new(&RSA_PKCS1_2048_8192_SHA256, key.public_key().as_ref());
+        let signed = format!("{}.{}", parts[0], parts[1]);
+        public.verify(signed.as_bytes(), &URL_SAFE_NO_PAD.decode(parts[2]).unwrap()).unwrap();
+    }
+
+    #[test]
+    fn a_pem_without_a_key_or_with_a_password_is_a_configuration_error() {
+        let client = ClientId::parse("cccccccc-0000-0000-0000-000000000003").unwrap();
+        let only_cert = pem("CERTIFICATE", b"x");
+        let e = CertificateAssertion::from_pem(client, only_cert.as_bytes(), "aud".into(), Arc::new(SystemClock))
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("PRIVATE KEY"), "{e}");
+        let protected =
+            Credentials::ClientCertificate { path: "cert.pfx".into(), password: Some(SecretValue::new("pw")) };
+        let e = TokenSource::from_credentials(client, &protected).err().unwrap();
+        assert!(e.to_string().contains("PEM"), "{e}");
+    }
+
+    #[test]
+    fn a_token_source_shows_its_method_but_not_its_secret() {
+        let client = ClientId::parse("cccccccc-0000-0000-0000-000000000003").unwrap();
+        let source = TokenSource::ClientSecret { client_id: client, secret: SecretValue::new("hunter2") };
+        assert!(!format!("{source:?}").contains("hunter2"));
+        assert_eq!(source.method(), "client secret");
     }
 }

@@ -165,3 +165,59 @@ impl<Id> CollectionPage<Id> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::AppObjectId;
+
+    const DELTA_PAGE: &str = r#"{
+        "@odata.context": "https://graph.microsoft.com/v1.0/$metadata#applications",
+        "@odata.deltaLink": "https://graph.microsoft.com/v1.0/applications/delta?$deltatoken=abc",
+        "value": [
+            { "id": "11111111-1111-1111-1111-111111111111", "displayName": "renamed only" },
+            { "id": "22222222-2222-2222-2222-222222222222", "@removed": { "reason": "deleted" } },
+            { "id": "33333333-3333-3333-3333-333333333333", "appId": "44444444-4444-4444-4444-444444444444",
+              "passwordCredentials": [ { "keyId": "55555555-5555-5555-5555-555555555555", "hint": "abC",
+                  "displayName": "rotator:1", "startDateTime": "2025-01-01T00:00:00Z",
+                  "endDateTime": "2026-01-01T00:00:00.1234567Z", "secretText": null, "customKeyIdentifier": null } ],
+              "keyCredentials": [] }
+        ]
+    }"#;
+
+    #[test]
+    fn in_a_delta_page_a_missing_collection_means_unchanged_and_removed_objects_are_flagged() {
+        let page: CollectionPage<AppObjectId> = serde_json::from_str(DELTA_PAGE).unwrap();
+        let page = page.into_page(true).unwrap();
+        assert_eq!(
+            page.delta_link.as_deref(),
+            Some("https://graph.microsoft.com/v1.0/applications/delta?$deltatoken=abc")
+        );
+        assert_eq!(page.next_link, None);
+        let [renamed, removed, changed] = page.items.as_slice() else { panic!("three items") };
+        assert_eq!(renamed.display_name.as_deref(), Some("renamed only"));
+        assert_eq!(renamed.password_credentials, None);
+        assert_eq!(renamed.key_credentials, None);
+        assert!(!renamed.removed);
+        assert!(removed.removed);
+        let passwords = changed.password_credentials.as_ref().unwrap();
+        assert_eq!(passwords[0].hint.as_deref(), Some("abC"));
+        assert_eq!(passwords[0].end.unwrap().year(), 2026);
+        assert_eq!(changed.key_credentials, Some(Vec::new()));
+    }
+
+    #[test]
+    fn in_a_plain_listing_a_missing_collection_is_empty() {
+        let page: CollectionPage<AppObjectId> = serde_json::from_str(DELTA_PAGE).unwrap();
+        let page = page.into_page(false).unwrap();
+        assert_eq!(page.items[0].password_credentials, Some(Vec::new()));
+    }
+
+    #[test]
+    fn an_unreadable_date_is_reported_with_its_field() {
+        let text = DELTA_PAGE.replace("2025-01-01T00:00:00Z", "yesterday");
+        let page: CollectionPage<AppObjectId> = serde_json::from_str(&text).unwrap();
+        let error = page.into_page(true).unwrap_err();
+        assert!(error.contains("startDateTime"), "{error}");
+    }
+}

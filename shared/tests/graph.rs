@@ -1,0 +1,773 @@
+//! The Graph adapter against the simulated tenant: paging, delta, faults and retries, passwords,
+//! sign-in checks, OData quoting, and that no secret or token escapes into errors or logs.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use entra_rotator::Error;
+use entra_rotator::adapters::graph::{GraphClient, RetryPolicy, TokenSource, odata_string_literal};
+use entra_rotator::config::Config;
+use entra_rotator::directory::{Cursor, Directory, DirectoryApplication, Page, Removal};
+use entra_rotator::ids::{AppObjectId, ClientId, KeyId, TenantId};
+use entra_rotator::secret::{SecretBytes, SecretValue};
+use entra_sim::{Fault, FaultKind, Match, NewApp, RequestRecord, Sim, SimOptions};
+use time::OffsetDateTime;
+
+/// Tiny waits so fault tests run fast; a budget generous enough for a slow machine.
+fn fast_retry() -> RetryPolicy {
+    RetryPolicy {
+        max_attempts: 6,
+        base_delay: Duration::from_millis(5),
+        max_delay: Duration::from_millis(40),
+        budget: Duration::from_secs(30),
+    }
+}
+
+async fn sim(options: SimOptions) -> Sim {
+    Sim::start(options).await.expect("the simulated tenant starts")
+}
+
+fn management(sim: &Sim) -> TokenSource {
+    TokenSource::ClientSecret {
+        client_id: ClientId::parse(&sim.management_client_id()).expect("the sim's client id is a GUID"),
+        secret: SecretValue::new(sim.management_secret()),
+    }
+}
+
+fn client_with(sim: &Sim, source: TokenSource, retry: RetryPolicy) -> GraphClient {
+    GraphClient::new(
+        sim.graph_base_url(),
+        sim.authority_host(),
+        TenantId::parse(&sim.tenant_id()).expect("the sim's tenant id is a GUID"),
+        source,
+        Some(sim.ca_pem().as_bytes()),
+        retry,
+    )
+    .expect("the client builds")
+}
+
+fn client(sim: &Sim) -> GraphClient {
+    client_with(sim, management(sim), fast_retry())
+}
+
+fn graph_requests(sim: &Sim) -> Vec<RequestRecord> {
+    sim.requests().into_iter().filter(RequestRecord::is_graph).collect()
+}
+
+fn requests_to(sim: &Sim, method: &str, path_suffix: &str) -> Vec<RequestRecord> {
+    graph_requests(sim).into_iter().filter(|r| r.method == method && r.path.ends_with(path_suffix)).collect()
+}
+
+fn statuses(records: &[RequestRecord]) -> Vec<u16> {
+    records.iter().map(|r| r.status).collect()
+}
+
+fn app_id(uuid: uuid::Uuid) -> AppObjectId {
+    AppObjectId::from_uuid(uuid)
+}
+
+fn in_a_year(sim: &Sim) -> OffsetDateTime {
+    sim.now() + time::Duration::days(365)
+}
+
+/// Every page of a listing, following links until none is left.
+async fn all_pages(
+    client: &GraphClient,
+    mut cursor: Cursor,
+) -> entra_rotator::Result<(Vec<DirectoryApplication>, Vec<Page<DirectoryApplication>>)> {
+    let mut items = Vec::new();
+    let mut pages = Vec::new();
+    loop {
+        let page = client.applications(cursor).await?;
+        items.extend(page.items.clone());
+        let next = page.next_link.clone();
+        pages.push(page);
+        match next {
+            Some(link) => cursor = Cursor::Link(link),
+            None => return Ok((items, pages)),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Listing
+
+#[tokio::test]
+async fn a_full_listing_of_2500_apps_takes_three_requests_of_999_and_returns_every_app_once() {
+    let sim = sim(SimOptions { apps: 2500, seed: 7, ..Default::default() }).await;
+    let client = client(&sim);
+
+    let (apps, pages) = all_pages(&client, Cursor::Full).await.unwrap();
+
+    let lists = requests_to(&sim, "GET", "/v1.0/applications");
+    assert_eq!(lists.len(), 3, "{lists:#?}");
+    let first = lists[0].query.as_deref().unwrap_or_default();
+    assert!(first.contains("$top=999"), "{first}");
+    assert!(
+        first.contains("$select=id,appId,displayName,signInAudience,passwordCredentials,keyCredentials"),
+        "{first}"
+    );
+    assert_eq!(pages.iter().map(|p| p.items.len()).collect::<Vec<_>>(), vec![999, 999, 502]);
+    let ids: HashSet<_> = apps.iter().map(|a| a.id).collect();
+    assert_eq!(apps.len(), 2500);
+    assert_eq!(ids.len(), 2500, "no app is listed twice");
+    let truth = sim.truth(sim.now());
+    assert_eq!(ids.len(), truth.applications);
+    let passwords: usize = apps.iter().map(|a| a.password_credentials.as_ref().map_or(0, Vec::len)).sum();
+    let truth_app_passwords: usize = sim.tenant().apps().iter().map(|a| a.passwords).sum();
+    assert_eq!(passwords, truth_app_passwords);
+    assert!(apps.iter().all(|a| a.client_id.is_some() && !a.removed));
+}
+
+#[tokio::test]
+async fn next_links_are_followed_verbatim() {
+    let sim = sim(SimOptions { apps: 9, page_size: 4, ..Default::default() }).await;
+    let client = client(&sim);
+
+    let (_, pages) = all_pages(&client, Cursor::Full).await.unwrap();
+
+    let links: Vec<String> = pages.iter().filter_map(|p| p.next_link.clone()).collect();
+    assert_eq!(links.len(), 2);
+    let origin = sim.base_url().origin().ascii_serialization();
+    let lists = requests_to(&sim, "GET", "/v1.0/applications");
+    for (link, record) in links.iter().zip(&lists[1..]) {
+        let sent = format!("{}?{}", record.path, record.query.as_deref().unwrap_or_default());
+        assert_eq!(link.strip_prefix(&origin), Some(sent.as_str()), "the link is requested exactly as given");
+    }
+}
+
+#[tokio::test]
+async fn service_principals_are_listed_with_their_own_passwords() {
+    let sim = sim(SimOptions { apps: 60, ..Default::default() }).await;
+    let client = client(&sim);
+
+    let page = client.service_principals(Cursor::Full).await.unwrap();
+
+    assert_eq!(page.items.len(), sim.truth(sim.now()).service_principals);
+    let record = &requests_to(&sim, "GET", "/v1.0/servicePrincipals")[0];
+    assert!(record.query.as_deref().unwrap_or_default().contains("servicePrincipalType"));
+    assert!(page.items.iter().all(|sp| sp.password_credentials.is_some() && sp.key_credentials.is_some()));
+}
+
+#[tokio::test]
+async fn a_certificate_is_listed_twice_sign_and_verify_with_one_thumbprint() {
+    let sim = sim(SimOptions { apps: 200, seed: 3, ..Default::default() }).await;
+    let client = client(&sim);
+
+    let (apps, _) = all_pages(&client, Cursor::Full).await.unwrap();
+
+    let paired = apps.iter().find_map(|a| {
+        let keys = a.key_credentials.as_ref()?;
+        let sign = keys.iter().find(|k| k.usage.as_deref() == Some("Sign"))?;
+        keys.iter().find(|k| k.usage.as_deref() == Some("Verify") && k.thumbprint == sign.thumbprint)
+    });
+    assert!(paired.is_some(), "both listings of a certificate are kept for the sync to dedupe");
+    let thumbprints: HashSet<_> =
+        apps.iter().flat_map(|a| a.key_credentials.iter().flatten()).filter_map(|k| k.thumbprint.clone()).collect();
+    assert_eq!(thumbprints.len(), sim.truth(sim.now()).certificates);
+}
+
+#[tokio::test]
+async fn one_application_is_read_by_id_and_a_missing_one_is_none() {
+    let sim = sim(SimOptions { apps: 5, ..Default::default() }).await;
+    let client = client(&sim);
+    let known = sim.tenant().apps()[0].clone();
+
+    let app = client.application(app_id(known.object_id)).await.unwrap().expect("it exists");
+    assert_eq!(app.display_name.as_deref(), Some(known.display_name.as_str()));
+    assert_eq!(app.password_credentials.map(|p| p.len()), Some(known.passwords));
+
+    let missing = client.application(app_id(uuid::Uuid::new_v4())).await.unwrap();
+    assert!(missing.is_none());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Delta
+
+#[tokio::test]
+async fn a_delta_round_ends_in_a_delta_link_that_then_reports_only_the_changes() {
+    let sim = sim(SimOptions { apps: 30, page_size: 12, ..Default::default() }).await;
+    let client = client(&sim);
+
+    let (first_round, pages) = all_pages(&client, Cursor::DeltaStart).await.unwrap();
+    assert_eq!(first_round.len(), 30);
+    let delta_link = pages.last().and_then(|p| p.delta_link.clone()).expect("the last page carries a delta link");
+    assert!(pages[..pages.len() - 1].iter().all(|p| p.delta_link.is_none() && p.next_link.is_some()));
+    let first = requests_to(&sim, "GET", "/v1.0/applications/delta")[0].clone();
+    assert!(first.query.unwrap_or_default().starts_with("$select="));
+
+    let ids = sim.tenant().app_object_ids();
+    let renamed = sim.tenant().touch_app(ids[3]).unwrap();
+    sim.tenant().remove_app(ids[5]).unwrap();
+    let added = sim.tenant().add_app(NewApp::named("added after the round"));
+
+    let (changes, pages) = all_pages(&client, Cursor::Link(delta_link)).await.unwrap();
+
+    assert_eq!(changes.len(), 3, "{changes:#?}");
+    let by_id = |id: uuid::Uuid| changes.iter().find(|a| a.id == app_id(id)).expect("reported");
+    assert_eq!(by_id(ids[3]).display_name.as_deref(), Some(renamed.as_str()));
+    assert!(by_id(ids[5]).removed);
+    assert_eq!(by_id(added.object_id).display_name.as_deref(), Some("added after the round"));
+    assert!(pages.last().unwrap().delta_link.is_some(), "a new delta link for the next sync");
+}
+
+#[tokio::test]
+async fn delta_latest_gives_a_delta_link_without_enumerating() {
+    let sim = sim(SimOptions { apps: 40, ..Default::default() }).await;
+    let client = client(&sim);
+
+    let page = client.applications(Cursor::DeltaLatest).await.unwrap();
+    assert!(page.items.is_empty());
+    let link = page.delta_link.expect("a delta link");
+    let query = requests_to(&sim, "GET", "/v1.0/applications/delta")[0].query.clone().unwrap_or_default();
+    assert!(query.contains("$deltatoken=latest"), "{query}");
+
+    let added = sim.tenant().add_app(NewApp::named("new since latest"));
+    let page = client.applications(Cursor::Link(link)).await.unwrap();
+    assert_eq!(page.items.iter().map(|a| a.id).collect::<Vec<_>>(), vec![app_id(added.object_id)]);
+}
+
+#[tokio::test]
+async fn an_expired_delta_link_is_reported_as_delta_expired() {
+    let sim = sim(SimOptions { apps: 3, ..Default::default() }).await;
+    let client = client(&sim);
+    let link = client.applications(Cursor::DeltaLatest).await.unwrap().delta_link.unwrap();
+
+    sim.advance_clock(Duration::from_secs(8 * 24 * 3600));
+    let result = client.applications(Cursor::Link(link)).await;
+
+    assert!(matches!(result, Err(Error::DeltaExpired)), "{result:?}");
+    let delta_requests = requests_to(&sim, "GET", "/v1.0/applications/delta");
+    assert_eq!(statuses(&delta_requests), vec![200, 400], "not retried");
+}
+
+#[tokio::test]
+async fn a_link_to_another_host_is_refused_before_any_token_leaves() {
+    let sim = sim(SimOptions { apps: 1, ..Default::default() }).await;
+    let client = client(&sim);
+
+    let result =
+        client.applications(Cursor::Link("https://attacker.example/v1.0/applications?$skiptoken=x".into())).await;
+
+    assert!(matches!(&result, Err(Error::Invalid { .. })), "{result:?}");
+    assert!(sim.requests().is_empty());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Faults and retries
+
+#[tokio::test]
+async fn a_429_with_retry_after_is_honoured_before_trying_again() {
+    let sim = sim(SimOptions { apps: 3, ..Default::default() }).await;
+    let client = client(&sim);
+    client.application(app_id(uuid::Uuid::new_v4())).await.unwrap(); // signs in first
+    sim.clear_requests();
+    sim.faults().push(Fault::new(
+        Match::path("/v1.0/applications").method("GET"),
+        FaultKind::TooManyRequests { retry_after: Some(Duration::from_secs(1)) },
+    ));
+
+    let started = Instant::now();
+    let page = client.applications(Cursor::Full).await.unwrap();
+    let elapsed = started.elapsed();
+
+    assert_eq!(page.items.len(), 3);
+    assert_eq!(statuses(&graph_requests(&sim)), vec![429, 200]);
+    // Backoff alone would wait at most 40 ms here; only Retry-After explains a full second.
+    assert!(elapsed >= Duration::from_secs(1), "waited {elapsed:?}");
+    assert!(elapsed < Duration::from_secs(15), "waited {elapsed:?}");
+}
+
+#[tokio::test]
+async fn a_429_without_retry_after_is_retried_with_backoff() {
+    let sim = sim(SimOptions { apps: 3, ..Default::default() }).await;
+    let client = client(&sim);
+    sim.faults().push(
+        Fault::new(Match::path("/v1.0/applications").method("GET"), FaultKind::TooManyRequests { retry_after: None })
+            .times(2),
+    );
+
+    let page = client.applications(Cursor::Full).await.unwrap();
+
+    assert_eq!(page.items.len(), 3);
+    assert_eq!(statuses(&graph_requests(&sim)), vec![429, 429, 200]);
+}
+
+#[tokio::test]
+async fn a_409_concurrency_violation_on_add_password_is_retried_and_creates_one_secret() {
+    let sim = sim(SimOptions { apps: 0, ..Default::default() }).await;
+    let client = client(&sim);
+    let app = sim.tenant().add_app(NewApp::named("payroll"));
+    sim.faults().push(Fault::new(Match::path("addPassword"), FaultKind::Concurrency));
+
+    let added = client.add_password(app_id(app.object_id), "rotator:abc", in_a_year(&sim)).await.unwrap();
+
+    assert_eq!(statuses(&requests_to(&sim, "POST", "/addPassword")), vec![409, 200]);
+    let passwords = sim.tenant().app_passwords(app.object_id).unwrap();
+    assert_eq!(passwords.len(), 1);
+    assert_eq!(KeyId::from_uuid(passwords[0].key_id), added.key_id);
+}
+
+#[tokio::test]
+async fn a_429_on_add_password_is_retried_because_nothing_was_created() {
+    let sim = sim(SimOptions { apps: 0, ..Default::default() }).await;
+    let client = client(&sim);
+    let app = sim.tenant().add_app(NewApp::named("payroll"));
+    sim.faults().push(Fault::new(Match::path("addPassword"), FaultKind::TooManyRequests { retry_after: None }));
+
+    client.add_password(app_id(app.object_id), "rotator:abc", in_a_year(&sim)).await.unwrap();
+
+    assert_eq!(statuses(&requests_to(&sim, "POST", "/addPassword")), vec![429, 200]);
+    assert_eq!(sim.tenant().app_passwords(app.object_id).unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_400_naming_concurrent_requests_is_retried_too() {
+    let sim = sim(SimOptions { apps: 0, ..Default::default() }).await;
+    let client = client(&sim);
+    let app = sim.tenant().add_app(NewApp::named("payroll"));
+    let old = sim.tenant().add_password_to(app.object_id, in_a_year(&sim)).unwrap();
+    sim.faults().push(Fault::new(Match::path("removePassword"), FaultKind::ConcurrencyAs400));
+
+    let removal = client.remove_password(app_id(app.object_id), KeyId::from_uuid(old.key_id)).await.unwrap();
+
+    assert_eq!(removal, Removal::Removed);
+    assert_eq!(statuses(&requests_to(&sim, "POST", "/removePassword")), vec![400, 204]);
+}
+
+#[tokio::test]
+async fn a_503_on_a_read_is_retried() {
+    let sim = sim(SimOptions { apps: 4, ..Default::default() }).await;
+    let client = client(&sim);
+    sim.faults().push(Fault::new(Match::path("/v1.0/applications").method("GET"), FaultKind::ServerError(503)));
+
+    let page = client.applications(Cursor::Full).await.unwrap();
+
+    assert_eq!(page.items.len(), 4);
+    assert_eq!(statuses(&graph_requests(&sim)), vec![503, 200]);
+}
+
+#[tokio::test]
+async fn a_5xx_on_add_password_is_not_retried_and_is_reported_transient() {
+    let sim = sim(SimOptions { apps: 0, ..Default::default() }).await;
+    let client = client(&sim);
+    let app = sim.tenant().add_app(NewApp::named("payroll"));
+    sim.faults().push(Fault::new(Match::path("addPassword"), FaultKind::ServerError(503)));
+
+    let error = client.add_password(app_id(app.object_id), "rotator:abc", in_a_year(&sim)).await.err().unwrap();
+
+    assert_eq!(requests_to(&sim, "POST", "/addPassword").len(), 1, "addPassword is not sent twice");
+    assert!(error.is_transient());
+    assert!(matches!(&error, Error::Directory { status: 503, .. }), "{error:?}");
+    assert!(error.to_string().contains("orphan sweep"), "{error}");
+}
+
+#[tokio::test]
+async fn a_timeout_on_add_password_is_not_retried() {
+    let sim = sim(SimOptions { apps: 0, ..Default::default() }).await;
+    let client = client(&sim).with_request_timeout(Duration::from_millis(300));
+    let app = sim.tenant().add_app(NewApp::named("payroll"));
+    sim.faults().push(Fault::new(Match::path("addPassword"), FaultKind::Slow(Duration::from_secs(2))));
+
+    let error = client.add_password(app_id(app.object_id), "rotator:abc", in_a_year(&sim)).await.err().unwrap();
+
+    assert!(error.is_transient(), "{error:?}");
+    assert!(matches!(&error, Error::Directory { status: 0, code, .. } if code == "Timeout"), "{error:?}");
+    assert!(error.to_string().contains("orphan sweep"), "{error}");
+    // The fault slows one request only: had the call been sent again, the second try would have
+    // succeeded, so the error itself shows there was no second try. (The abandoned request may or
+    // may not complete on the sim's side, hence "at most one" below.)
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(requests_to(&sim, "POST", "/addPassword").len() <= 1);
+    assert!(sim.tenant().app_passwords(app.object_id).unwrap().len() <= 1);
+}
+
+#[tokio::test]
+async fn a_403_is_not_retried_and_names_the_permission_needed() {
+    let sim = sim(SimOptions { apps: 2, ..Default::default() }).await;
+    let client = client(&sim);
+    let app = sim.tenant().add_app(NewApp::named("payroll"));
+    sim.faults().push(Fault::new(Match::path("/v1.0/applications").method("GET"), FaultKind::Forbidden));
+    sim.faults().push(Fault::new(Match::path("addPassword"), FaultKind::Forbidden));
+
+    let read = client.applications(Cursor::Full).await.err().unwrap();
+    let write = client.add_password(app_id(app.object_id), "rotator:abc", in_a_year(&sim)).await.err().unwrap();
+
+    assert_eq!(statuses(&graph_requests(&sim)), vec![403, 403], "each sent once");
+    for error in [&read, &write] {
+        assert!(!error.is_transient());
+        assert!(matches!(error, Error::Directory { status: 403, code, .. } if code == "Authorization_RequestDenied"));
+    }
+    assert!(read.to_string().contains("Application.Read.All"), "{read}");
+    assert!(write.to_string().contains("Application.ReadWrite.All"), "{write}");
+}
+
+#[tokio::test]
+async fn retries_stop_at_max_attempts_with_a_transient_error() {
+    let sim = sim(SimOptions { apps: 2, ..Default::default() }).await;
+    let retry = RetryPolicy { max_attempts: 3, ..fast_retry() };
+    let client = client_with(&sim, management(&sim), retry);
+    sim.faults().push(
+        Fault::new(Match::path("/v1.0/applications").method("GET"), FaultKind::TooManyRequests { retry_after: None })
+            .times(10),
+    );
+
+    let error = client.applications(Cursor::Full).await.err().unwrap();
+
+    assert_eq!(graph_requests(&sim).len(), 3);
+    assert!(error.is_transient());
+    assert!(error.to_string().contains("gave up after 3 tries"), "{error}");
+}
+
+#[tokio::test]
+async fn a_retry_after_longer_than_the_budget_is_not_waited_for() {
+    let sim = sim(SimOptions { apps: 2, ..Default::default() }).await;
+    let retry = RetryPolicy { budget: Duration::from_secs(2), ..fast_retry() };
+    let client = client_with(&sim, management(&sim), retry);
+    sim.faults().push(Fault::new(
+        Match::path("/v1.0/applications").method("GET"),
+        FaultKind::TooManyRequests { retry_after: Some(Duration::from_secs(60)) },
+    ));
+
+    let started = Instant::now();
+    let error = client.applications(Cursor::Full).await.err().unwrap();
+
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(
+        matches!(error, Error::Directory { retry_after: Some(d), transient: true, .. } if d == Duration::from_secs(60))
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Passwords and sign-in
+
+#[tokio::test]
+async fn add_password_returns_the_secret_once_and_it_signs_in_after_replication() {
+    let sim = sim(SimOptions { apps: 0, replication_delay: Duration::from_secs(60), ..Default::default() }).await;
+    let client = client(&sim);
+    let app = sim.tenant().add_app(NewApp::named("payroll"));
+    let end = in_a_year(&sim);
+
+    let added = client.add_password(app_id(app.object_id), "rotator:123 payroll", end).await.unwrap();
+
+    assert_eq!(added.secret.expose().len(), 40);
+    assert_eq!(added.hint.as_deref(), Some(&added.secret.expose()[..3]));
+    assert_eq!(added.display_name.as_deref(), Some("rotator:123 payroll"));
+    assert_eq!(added.end.map(|e| e.unix_timestamp()), Some(end.unix_timestamp()));
+    let listed = client.application(app_id(app.object_id)).await.unwrap().unwrap();
+    let listed = listed.password_credentials.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].key_id, added.key_id);
+
+    let client_id = ClientId::from_uuid(app.app_id);
+    assert!(!client.secret_signs_in(client_id, &added.secret).await.unwrap(), "not replicated yet");
+    sim.advance_clock(Duration::from_secs(61));
+    assert!(client.secret_signs_in(client_id, &added.secret).await.unwrap());
+}
+
+#[tokio::test]
+async fn a_wrong_secret_does_not_sign_in_and_an_unknown_app_neither() {
+    let sim = sim(SimOptions { apps: 0, ..Default::default() }).await;
+    let client = client(&sim);
+    let app = sim.tenant().add_app(NewApp::named("payroll"));
+
+    let wrong = client.secret_signs_in(ClientId::from_uuid(app.app_id), &SecretValue::new("nope")).await.unwrap();
+    let unknown =
+        client.secret_signs_in(ClientId::from_uuid(uuid::Uuid::new_v4()), &SecretValue::new("nope")).await.unwrap();
+
+    assert!(!wrong);
+    assert!(!unknown);
+}
+
+#[tokio::test]
+async fn a_token_endpoint_failure_during_a_sign_in_check_is_transient_not_false() {
+    let sim = sim(SimOptions { apps: 0, ..Default::default() }).await;
+    let client = client(&sim);
+    let app = sim.tenant().add_app(NewApp::named("payroll"));
+    let added = client.add_password(app_id(app.object_id), "rotator:1", in_a_year(&sim)).await.unwrap();
+    sim.faults().push(Fault::new(Match::path("/oauth2/").method("POST"), FaultKind::ServerError(503)));
+
+    let error = client.secret_signs_in(ClientId::from_uuid(app.app_id), &added.secret).await.err().unwrap();
+
+    assert!(error.is_transient(), "{error:?}");
+    assert!(matches!(&error, Error::Directory { status: 503, .. }), "{error:?}");
+    assert!(client.secret_signs_in(ClientId::from_uuid(app.app_id), &added.secret).await.unwrap());
+}
+
+#[tokio::test]
+async fn remove_password_twice_is_removed_then_already_gone() {
+    let sim = sim(SimOptions { apps: 0, ..Default::default() }).await;
+    let client = client(&sim);
+    let app = sim.tenant().add_app(NewApp::named("payroll"));
+    let added = client.add_password(app_id(app.object_id), "rotator:1", in_a_year(&sim)).await.unwrap();
+
+    let first = client.remove_password(app_id(app.object_id), added.key_id).await.unwrap();
+    let second = client.remove_password(app_id(app.object_id), added.key_id).await.unwrap();
+
+    assert_eq!((first, second), (Removal::Removed, Removal::AlreadyGone));
+    assert!(sim.tenant().app_passwords(app.object_id).unwrap().is_empty());
+    assert_eq!(statuses(&requests_to(&sim, "POST", "/removePassword")), vec![204, 404], "the 404 is not retried");
+}
+
+#[tokio::test]
+async fn a_third_password_on_a_personal_account_app_is_refused_with_a_reason() {
+    let sim = sim(SimOptions { apps: 0, ..Default::default() }).await;
+    let client = client(&sim);
+    let app = sim.tenant().add_app(NewApp::named("consumer").sign_in_audience("AzureADandPersonalMicrosoftAccount"));
+    let object = app_id(app.object_id);
+    client.add_password(object, "one", in_a_year(&sim)).await.unwrap();
+    client.add_password(object, "two", in_a_year(&sim)).await.unwrap();
+
+    let error = client.add_password(object, "three", in_a_year(&sim)).await.err().unwrap();
+
+    assert!(!error.is_transient());
+    assert!(matches!(&error, Error::Directory { status: 400, code, .. } if code == "TooManyAppPasswords"));
+    assert!(error.to_string().contains("two when it accepts personal Microsoft accounts"), "{error}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// OData string literals
+
+#[tokio::test]
+async fn hostile_display_names_reach_graph_as_one_literal_and_match_only_themselves() {
+    let hostile = [
+        "O'Brien",
+        "x' or displayName eq 'y",
+        "'",
+        "''",
+        "%27",
+        "Zoë 名前 🚀",
+        "a&$top=1",
+        "line one\nline two",
+        "a+b c#frag",
+    ];
+    let sim = sim(SimOptions { apps: 0, ..Default::default() }).await;
+    let client = client(&sim);
+    for decoy in ["x", "y", "O", "Brien", "a", "line one", "%", "a b c"] {
+        sim.tenant().add_app(NewApp::named(decoy));
+    }
+    for name in hostile {
+        sim.tenant().add_app(NewApp::named(name));
+    }
+
+    for name in hostile {
+        sim.clear_requests();
+        let found = client.applications_named(name).await.unwrap();
+
+        let names: Vec<_> = found.iter().map(|a| a.display_name.clone().unwrap_or_default()).collect();
+        assert_eq!(names, vec![name.to_owned()], "looking up {name:?}");
+        let records = graph_requests(&sim);
+        assert_eq!(records.len(), 1);
+        let query = records[0].query.clone().unwrap_or_default();
+        let filter = query.split('&').find_map(|p| p.strip_prefix("$filter=")).expect("one $filter parameter");
+        let decoded = percent_encoding::percent_decode_str(filter).decode_utf8().unwrap();
+        assert_eq!(decoded, format!("displayName eq '{}'", name.replace('\'', "''")), "the server reads one literal");
+        assert_eq!(query.matches("$top=").count(), 1, "no parameter smuggled in: {query}");
+    }
+}
+
+#[test]
+fn odata_literals_are_quoted_doubled_and_percent_encoded() {
+    assert_eq!(odata_string_literal("O'Brien"), "%27O%27%27Brien%27");
+    assert_eq!(odata_string_literal("''"), "%27%27%27%27%27%27");
+    assert_eq!(odata_string_literal("%27"), "%27%2527%27");
+    assert_eq!(odata_string_literal("a&$top=1"), "%27a%26%24top%3D1%27");
+    assert_eq!(odata_string_literal("x\ny"), "%27x%0Ay%27");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Construction, trust and sign-in methods
+
+#[tokio::test]
+async fn a_client_built_from_the_configuration_trusts_its_ca_file() {
+    let sim = sim(SimOptions { apps: 5, ..Default::default() }).await;
+    let text = format!(
+        "[integrations.sim]\ntenant_id = \"{}\"\nclient_id = \"{}\"\nauth = \"client_secret\"\n\
+         authority_host = \"{}\"\ngraph_base_url = \"{}\"\nca_certificate = \"{}\"\n",
+        sim.tenant_id(),
+        sim.management_client_id(),
+        sim.authority_host(),
+        sim.graph_base_url(),
+        sim.ca_path().display(),
+    );
+    let env = BTreeMap::from([("ROTATOR_SIM_CLIENT_SECRET".to_owned(), sim.management_secret())]);
+    let config = Config::parse(&text, std::path::Path::new("/tmp/rotator.toml"), &env).unwrap();
+
+    let client = GraphClient::from_integration(&config.integrations[0], fast_retry()).unwrap();
+    let page = client.applications(Cursor::Full).await.unwrap();
+
+    assert_eq!(page.items.len(), 5);
+    let shown = format!("{client:?}");
+    assert!(!shown.contains(&sim.management_secret()), "{shown}");
+}
+
+#[tokio::test]
+async fn without_the_ca_the_tls_failure_is_a_configuration_error() {
+    let sim = sim(SimOptions { apps: 1, ..Default::default() }).await;
+    let client = GraphClient::new(
+        sim.graph_base_url(),
+        sim.authority_host(),
+        TenantId::parse(&sim.tenant_id()).unwrap(),
+        management(&sim),
+        None,
+        fast_retry(),
+    )
+    .unwrap();
+
+    let error = client.applications(Cursor::Full).await.err().unwrap();
+
+    assert!(matches!(&error, Error::Config(_)), "{error:?}");
+    assert!(error.to_string().contains("ca_certificate"), "{error}");
+    assert!(graph_requests(&sim).is_empty());
+    let token_requests = sim.requests().into_iter().filter(RequestRecord::is_token).count();
+    assert_eq!(token_requests, 0, "the handshake failed before any request");
+}
+
+#[tokio::test]
+async fn a_client_certificate_signs_in_with_a_signed_assertion() {
+    let sim = sim(SimOptions { apps: 2, ..Default::default() }).await;
+    let source = TokenSource::ClientCertificate {
+        client_id: ClientId::parse(&sim.management_client_id()).unwrap(),
+        pem: SecretBytes::new(test_certificate_pem().into_bytes()),
+    };
+    let client = client_with(&sim, source, fast_retry());
+
+    let page = client.applications(Cursor::Full).await.unwrap();
+
+    assert_eq!(page.items.len(), 2);
+    let token_requests: Vec<_> = sim.requests().into_iter().filter(RequestRecord::is_token).collect();
+    assert_eq!(statuses(&token_requests), vec![200]);
+}
+
+#[tokio::test]
+async fn a_wrong_management_secret_is_a_permanent_error_that_names_the_method() {
+    let sim = sim(SimOptions { apps: 1, ..Default::default() }).await;
+    let source = TokenSource::ClientSecret {
+        client_id: ClientId::parse(&sim.management_client_id()).unwrap(),
+        secret: SecretValue::new("not-the-secret"),
+    };
+    let client = client_with(&sim, source, fast_retry());
+
+    let error = client.applications(Cursor::Full).await.err().unwrap();
+
+    assert!(!error.is_transient(), "{error:?}");
+    assert!(error.to_string().contains("client secret"), "{error}");
+    assert!(error.to_string().contains("AADSTS7000215"), "{error}");
+    assert!(graph_requests(&sim).is_empty());
+}
+
+/// An RSA key (PKCS#8) and a stand-in certificate block. The sim checks the assertion's claims but
+/// not its signature, and the adapter only hashes the certificate for `x5t`.
+fn test_certificate_pem() -> String {
+    use aws_lc_rs::encoding::AsDer;
+    use base64::Engine;
+    let key = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).expect("an RSA key");
+    let pkcs8 = AsDer::<aws_lc_rs::encoding::Pkcs8V1Der>::as_der(&key).expect("PKCS#8");
+    let b64 = |der: &[u8]| {
+        let text = base64::engine::general_purpose::STANDARD.encode(der);
+        text.as_bytes().chunks(64).map(|c| String::from_utf8_lossy(c).into_owned()).collect::<Vec<_>>().join("\n")
+    };
+    format!(
+        "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
+        b64(b"stand-in certificate der"),
+        b64(pkcs8.as_ref())
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Secrets stay in their lane
+
+/// A tracing writer into a shared buffer.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Captured;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+/// The longest run of base64url characters: access tokens and secrets are long ones; ids, paths and
+/// words are short (or hyphenated GUIDs, 36 characters).
+fn longest_token_like_run(text: &str) -> usize {
+    text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '~' || c == '.'))
+        .map(str::len)
+        .max()
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn no_secret_or_token_appears_in_errors_or_logs() {
+    let captured = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(captured.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let management_secret = "mgmt-Secret-Value-do-not-log-9f8e7d6c5b4a3210fedcba9876543210";
+    let sim = sim(SimOptions {
+        apps: 3,
+        management_secret: management_secret.to_owned(),
+        replication_delay: Duration::from_secs(30),
+        ..Default::default()
+    })
+    .await;
+    let client = client(&sim);
+    let app = sim.tenant().add_app(NewApp::named("payroll"));
+    let object = app_id(app.object_id);
+    let client_id = ClientId::from_uuid(app.app_id);
+
+    let mut errors: Vec<Error> = Vec::new();
+    let added = client.add_password(object, "rotator:1", in_a_year(&sim)).await.unwrap();
+    assert!(!client.secret_signs_in(client_id, &added.secret).await.unwrap());
+    sim.advance_clock(Duration::from_secs(31));
+    assert!(client.secret_signs_in(client_id, &added.secret).await.unwrap());
+    for kind in [FaultKind::ServerError(503), FaultKind::Forbidden, FaultKind::Concurrency] {
+        sim.faults().push(Fault::new(Match::path("addPassword"), kind).times(10));
+        errors.extend(client.add_password(object, "rotator:2", in_a_year(&sim)).await.err());
+        sim.faults().clear();
+    }
+    sim.faults().push(
+        Fault::new(Match::path("/v1.0/applications").method("GET"), FaultKind::TooManyRequests { retry_after: None })
+            .times(10),
+    );
+    errors.extend(client.applications(Cursor::Full).await.err());
+    sim.faults().clear();
+    let wrong = TokenSource::ClientSecret {
+        client_id: ClientId::parse(&sim.management_client_id()).unwrap(),
+        secret: SecretValue::new(management_secret.replace("do-not", "wrong")),
+    };
+    errors.extend(client_with(&sim, wrong, fast_retry()).applications(Cursor::Full).await.err());
+    assert_eq!(errors.len(), 5, "{errors:?}");
+
+    drop(_guard);
+    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert!(logs.contains("trying again"), "the retries were logged");
+    let texts: Vec<String> = errors.iter().flat_map(|e| [e.to_string(), format!("{e:?}"), e.chain()]).collect();
+    for (what, text) in std::iter::once(("logs", &logs)).chain(texts.iter().map(|t| ("error", t))) {
+        assert!(!text.contains(added.secret.expose()), "the new secret leaked into {what}");
+        assert!(!text.contains(management_secret), "the management secret leaked into {what}");
+        assert!(!text.contains(&management_secret.replace("do-not", "wrong")), "a wrong secret leaked into {what}");
+        assert!(!text.to_ascii_lowercase().contains("bearer "), "a bearer token leaked into {what}");
+        assert!(!text.contains("secretText"), "addPassword's answer leaked into {what}");
+    }
+    for text in &texts {
+        assert!(longest_token_like_run(text) < 60, "something token-like in an error: {text}");
+    }
+    let suspicious: Vec<&str> = logs.lines().filter(|l| longest_token_like_run(l) >= 60).collect();
+    assert!(suspicious.is_empty(), "token-like text in the logs: {suspicious:#?}");
+}

@@ -1,0 +1,140 @@
+//! The control API: what [`crate::TenantHandle`] and [`crate::Faults`] offer in-process, over HTTP, for
+//! a sim running as a separate process (`entra-sim --control`, scripts, `make demo`).
+//!
+//! Served under `/_sim/` only when [`crate::SimOptions::control_api`] is on. It has no authentication:
+//! it is a test tool's back door, listening on loopback by default; never switch it on for a sim that
+//! others can reach.
+//!
+//! - `POST /_sim/touch?count=N` — rename N applications, spread over the tenant
+//! - `POST /_sim/add?count=N` — add N applications
+//! - `POST /_sim/remove?count=N` — delete N applications, spread over the tenant
+//! - `POST /_sim/advance?seconds=N` — move the sim clock forward
+//! - `POST /_sim/faults` — queue a fault: `{"path_contains": "addPassword", "method": "POST",
+//!   "kind": "too_many_requests" | "concurrency" | "concurrency_as_400" | "server_error" | "slow" |
+//!   "forbidden", "retry_after_secs": 2, "status": 503, "delay_ms": 500, "times": 1}`
+//! - `GET /_sim/truth` — the tenant's counts now (sim clock)
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::error::GraphError;
+use crate::server::AppState;
+use crate::tenant::{NewApp, TenantHandle};
+use crate::{Fault, FaultKind, Match, lock, truth};
+
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/_sim/touch", post(touch))
+        .route("/_sim/add", post(add))
+        .route("/_sim/remove", post(remove))
+        .route("/_sim/advance", post(advance))
+        .route("/_sim/faults", post(push_fault))
+        .route("/_sim/truth", get(current_truth))
+}
+
+#[derive(Debug, Deserialize)]
+struct Count {
+    count: usize,
+}
+
+/// `count` application ids spread evenly over the tenant (deterministic, so runs repeat).
+fn spread(tenant: &TenantHandle, count: usize) -> Vec<uuid::Uuid> {
+    let ids = tenant.app_object_ids();
+    if count == 0 || ids.is_empty() {
+        return Vec::new();
+    }
+    let step = (ids.len() / count.min(ids.len())).max(1);
+    ids.into_iter().step_by(step).take(count).collect()
+}
+
+async fn touch(State(shared): State<AppState>, Query(q): Query<Count>) -> Response {
+    let tenant = TenantHandle { shared };
+    let touched = spread(&tenant, q.count).into_iter().filter(|id| tenant.touch_app(*id).is_ok()).count();
+    axum::Json(json!({ "touched": touched })).into_response()
+}
+
+async fn remove(State(shared): State<AppState>, Query(q): Query<Count>) -> Response {
+    let tenant = TenantHandle { shared };
+    let removed = spread(&tenant, q.count).into_iter().filter(|id| tenant.remove_app(*id).is_ok()).count();
+    axum::Json(json!({ "removed": removed })).into_response()
+}
+
+async fn add(State(shared): State<AppState>, Query(q): Query<Count>) -> Response {
+    let tenant = TenantHandle { shared };
+    let added: Vec<String> = (0..q.count)
+        .map(|i| tenant.add_app(NewApp::named(format!("Added through control {}", i + 1))).object_id.to_string())
+        .collect();
+    axum::Json(json!({ "added": added })).into_response()
+}
+
+#[derive(Debug, Deserialize)]
+struct Seconds {
+    seconds: u64,
+}
+
+async fn advance(State(shared): State<AppState>, Query(q): Query<Seconds>) -> Response {
+    shared.clock.advance(Duration::from_secs(q.seconds));
+    axum::Json(json!({ "now": crate::odata::format_time(shared.clock.now()) })).into_response()
+}
+
+async fn current_truth(State(shared): State<AppState>) -> Response {
+    let t = truth::compute(&lock(&shared.directory), shared.clock.now());
+    axum::Json(json!({
+        "applications": t.applications,
+        "service_principals": t.service_principals,
+        "password_credentials": t.password_credentials,
+        "certificates": t.certificates,
+        "expired": t.expired,
+        "expiring_within_7_days": t.expiring_within_7_days,
+        "expiring_within_30_days": t.expiring_within_30_days,
+        "expiring_within_90_days": t.expiring_within_90_days,
+    }))
+    .into_response()
+}
+
+#[derive(Debug, Deserialize)]
+struct FaultRequest {
+    #[serde(default)]
+    path_contains: String,
+    method: Option<String>,
+    kind: String,
+    retry_after_secs: Option<u64>,
+    status: Option<u16>,
+    delay_ms: Option<u64>,
+    #[serde(default = "one")]
+    times: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+async fn push_fault(State(shared): State<AppState>, body: Bytes) -> Response {
+    let request: FaultRequest = match serde_json::from_slice(&body) {
+        Ok(request) => request,
+        Err(e) => return GraphError::bad_request(format!("Invalid fault: {e}")).into_response(),
+    };
+    let kind = match request.kind.as_str() {
+        "too_many_requests" => {
+            FaultKind::TooManyRequests { retry_after: request.retry_after_secs.map(Duration::from_secs) }
+        }
+        "concurrency" => FaultKind::Concurrency,
+        "concurrency_as_400" => FaultKind::ConcurrencyAs400,
+        "server_error" => FaultKind::ServerError(request.status.unwrap_or(503)),
+        "slow" => FaultKind::Slow(Duration::from_millis(request.delay_ms.unwrap_or(1000))),
+        "forbidden" => FaultKind::Forbidden,
+        other => return GraphError::bad_request(format!("Unknown fault kind '{other}'.")).into_response(),
+    };
+    let mut matcher = Match::path(request.path_contains);
+    matcher.method = request.method;
+    shared.faults.push(Fault::new(matcher, kind).times(request.times));
+    (StatusCode::CREATED, axum::Json(json!({ "pending": shared.faults.pending() }))).into_response()
+}

@@ -1,0 +1,80 @@
+//! The `entra-sim` binary: one JSON line on stdout, then it serves.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+/// Kills the sim when the test ends, passed or failed.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn the_binary_prints_one_json_line_with_everything_needed_to_reach_it() {
+    let mut child = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_entra-sim"))
+            .args(["--apps", "12", "--seed", "4", "--replication-delay", "5s", "--listen", "127.0.0.1:0", "--control"])
+            .env("ENTRA_SIM_CLIENT_SECRET", "from-the-environment")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the binary starts"),
+    );
+    let stdout = child.0.stdout.take().unwrap();
+    let line = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).map(|_| line)
+    })
+    .await
+    .unwrap()
+    .unwrap();
+
+    {
+        let info: serde_json::Value = serde_json::from_str(line.trim()).expect("one JSON line");
+        assert!(!line.contains("from-the-environment"), "the secret is not printed");
+        let base_url = info["base_url"].as_str().unwrap();
+        assert!(base_url.starts_with("https://127.0.0.1:"));
+        assert_eq!(info["authority_host"], base_url);
+        assert_eq!(info["graph_base_url"].as_str().unwrap(), format!("{base_url}v1.0"));
+        let ca = std::fs::read(info["ca_cert"].as_str().unwrap()).expect("the CA file exists");
+
+        // It serves, with the secret from the environment.
+        let http =
+            reqwest::Client::builder().tls_certs_only([reqwest::Certificate::from_pem(&ca).unwrap()]).build().unwrap();
+        let token_url = format!("{base_url}{}/oauth2/v2.0/token", info["tenant_id"].as_str().unwrap());
+        let response = http
+            .post(token_url)
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", info["client_id"].as_str().unwrap()),
+                ("client_secret", "from-the-environment"),
+                ("scope", "https://graph.microsoft.com/.default"),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), reqwest::StatusCode::OK);
+        let token: serde_json::Value = response.json().await.unwrap();
+        let page: serde_json::Value = http
+            .get(format!("{}/applications?$select=id", info["graph_base_url"].as_str().unwrap()))
+            .bearer_auth(token["access_token"].as_str().unwrap())
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(page["value"].as_array().unwrap().len(), 12);
+
+        // With --control, the control API changes the tenant from outside.
+        let control = info["control_url"].as_str().expect("a control URL with --control");
+        let response = http.post(format!("{control}/remove?count=2")).send().await.unwrap();
+        assert_eq!(response.status(), reqwest::StatusCode::OK);
+        let truth: serde_json::Value = http.get(format!("{control}/truth")).send().await.unwrap().json().await.unwrap();
+        assert_eq!(truth["applications"], 10);
+    }
+}
