@@ -163,3 +163,19 @@ async fn a_redelivered_sync_message_asks_for_one_scan() {
     assert_eq!(scans.len(), 1, "one ScanRequested for one sync message");
     assert!(matches!(Envelope::parse(&scans[0].body).unwrap().message, Message::ScanRequested { .. }));
 }
+
+#[tokio::test]
+async fn a_full_sync_makes_exactly_one_listing_request_per_page_of_999() {
+    let w = World::new(2500).await;
+    w.sim.clear_requests();
+    let report = w.sync(SyncMode::Full).await;
+    let listing = w
+        .sim
+        .requests()
+        .into_iter()
+        .filter(|r| r.is_graph() && !r.query.as_deref().unwrap_or("").contains("deltatoken=latest"))
+        .count();
+    let minimum = 2500usize.div_ceil(999) + report.service_principals_seen.div_ceil(999);
+    assert_eq!(listing, minimum);
+    assert_eq!(report.pages, minimum);
+}

@@ -44,6 +44,81 @@ pub struct SyncReport {
     pub pages: usize,
 }
 
+impl SyncReport {
+    fn new(integration: &IntegrationId, kind: SyncKind) -> Self {
+        Self {
+            integration: integration.clone(),
+            kind,
+            fell_back_to_full: false,
+            applications_seen: 0,
+            service_principals_seen: 0,
+            owners_removed: 0,
+            counts: SyncCounts::default(),
+            pages: 0,
+        }
+    }
+
+    fn log(&self) {
+        tracing::info!(
+            kind = ?self.kind,
+            applications = self.applications_seen,
+            service_principals = self.service_principals_seen,
+            removed = self.owners_removed,
+            pages = self.pages,
+            "{} sync done",
+            match self.kind {
+                SyncKind::Full => "full",
+                SyncKind::Delta => "delta",
+            }
+        );
+    }
+}
+
+/// What one walk through the pages found.
+struct Walked {
+    seen: HashSet<Uuid>,
+    delta_link: Option<String>,
+}
+
+/// The two kinds of owner a sync reads, each from its own listing.
+trait Listing: Sized {
+    const KIND: OwnerKind;
+    async fn page(directory: &dyn Directory, cursor: Cursor) -> Result<Page<DirectoryObject<Self>>>;
+    async fn snapshots(
+        syncer: &Syncer<'_>,
+        integration: &IntegrationId,
+        page: Page<DirectoryObject<Self>>,
+    ) -> Result<(Vec<OwnerSnapshot>, Vec<Uuid>)>;
+}
+
+impl Listing for AppObjectId {
+    const KIND: OwnerKind = OwnerKind::Application;
+    async fn page(directory: &dyn Directory, cursor: Cursor) -> Result<Page<DirectoryObject<Self>>> {
+        directory.applications(cursor).await
+    }
+    async fn snapshots(
+        syncer: &Syncer<'_>,
+        integration: &IntegrationId,
+        page: Page<DirectoryObject<Self>>,
+    ) -> Result<(Vec<OwnerSnapshot>, Vec<Uuid>)> {
+        syncer.application_snapshots(integration, page).await
+    }
+}
+
+impl Listing for ServicePrincipalId {
+    const KIND: OwnerKind = OwnerKind::ServicePrincipal;
+    async fn page(directory: &dyn Directory, cursor: Cursor) -> Result<Page<DirectoryObject<Self>>> {
+        directory.service_principals(cursor).await
+    }
+    async fn snapshots(
+        syncer: &Syncer<'_>,
+        integration: &IntegrationId,
+        page: Page<DirectoryObject<Self>>,
+    ) -> Result<(Vec<OwnerSnapshot>, Vec<Uuid>)> {
+        syncer.service_principal_snapshots(integration, page).await
+    }
+}
+
 /// Progress, for a terminal to show during long syncs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SyncProgress {
@@ -86,62 +161,10 @@ impl Syncer<'_> {
         // delta round (applying a change twice is harmless), so nothing falls between the two.
         let apps_link = self.directory.applications(Cursor::DeltaLatest).await?.delta_link;
         let sps_link = self.directory.service_principals(Cursor::DeltaLatest).await?.delta_link;
-        let mut report = SyncReport {
-            integration: integration.clone(),
-            kind: SyncKind::Full,
-            fell_back_to_full: false,
-            applications_seen: 0,
-            service_principals_seen: 0,
-            owners_removed: 0,
-            counts: SyncCounts::default(),
-            pages: 0,
-        };
-
-        let mut seen: HashSet<Uuid> = HashSet::new();
-        let mut cursor = Cursor::Full;
-        loop {
-            let page = self.directory.applications(cursor).await?;
-            report.pages += 1;
-            let next = page.next_link.clone();
-            let (snapshots, removed) = self.application_snapshots(integration, page).await?;
-            seen.extend(snapshots.iter().map(|s| s.owner.id()));
-            report.applications_seen += snapshots.len();
-            report.counts += self.store.sync_owners(integration, &snapshots).await?;
-            debug_assert!(removed.is_empty(), "a full listing has no removals");
-            (self.progress)(SyncProgress {
-                kind: SyncKind::Full,
-                owner: OwnerKind::Application,
-                pages: report.pages,
-                objects: report.applications_seen,
-            });
-            match next {
-                Some(link) => cursor = Cursor::Link(link),
-                None => break,
-            }
-        }
+        let mut report = SyncReport::new(integration, SyncKind::Full);
+        let seen = self.walk::<AppObjectId>(integration, Cursor::Full, &mut report).await?.seen;
         report.owners_removed += self.remove_unseen(integration, OwnerKind::Application, &seen).await?;
-
-        seen.clear();
-        let mut cursor = Cursor::Full;
-        loop {
-            let page = self.directory.service_principals(cursor).await?;
-            report.pages += 1;
-            let next = page.next_link.clone();
-            let (snapshots, _) = self.service_principal_snapshots(integration, page).await?;
-            seen.extend(snapshots.iter().map(|s| s.owner.id()));
-            report.service_principals_seen += snapshots.len();
-            report.counts += self.store.sync_owners(integration, &snapshots).await?;
-            (self.progress)(SyncProgress {
-                kind: SyncKind::Full,
-                owner: OwnerKind::ServicePrincipal,
-                pages: report.pages,
-                objects: report.service_principals_seen,
-            });
-            match next {
-                Some(link) => cursor = Cursor::Link(link),
-                None => break,
-            }
-        }
+        let seen = self.walk::<ServicePrincipalId>(integration, Cursor::Full, &mut report).await?.seen;
         report.owners_removed += self.remove_unseen(integration, OwnerKind::ServicePrincipal, &seen).await?;
 
         let now = self.clock.now();
@@ -154,13 +177,7 @@ impl Syncer<'_> {
                 last_delta_sync: state.and_then(|s| s.last_delta_sync),
             })
             .await?;
-        tracing::info!(
-            applications = report.applications_seen,
-            service_principals = report.service_principals_seen,
-            removed = report.owners_removed,
-            pages = report.pages,
-            "full sync done"
-        );
+        report.log();
         Ok(report)
     }
 
@@ -171,68 +188,13 @@ impl Syncer<'_> {
         apps_link: String,
         sps_link: String,
     ) -> Result<SyncReport> {
-        let mut report = SyncReport {
-            integration: integration.clone(),
-            kind: SyncKind::Delta,
-            fell_back_to_full: false,
-            applications_seen: 0,
-            service_principals_seen: 0,
-            owners_removed: 0,
-            counts: SyncCounts::default(),
-            pages: 0,
-        };
+        let mut report = SyncReport::new(integration, SyncKind::Delta);
         // The new links are kept only once both rounds are applied: a crash half-way repeats the
         // round from the old links, which is harmless.
-        let mut cursor = Cursor::Link(apps_link);
-        let new_apps_link = loop {
-            let page = self.directory.applications(cursor).await?;
-            report.pages += 1;
-            let (next, delta_link) = (page.next_link.clone(), page.delta_link.clone());
-            let (snapshots, removed) = self.application_snapshots(integration, page).await?;
-            report.applications_seen += snapshots.len() + removed.len();
-            report.counts += self.store.sync_owners(integration, &snapshots).await?;
-            for id in removed {
-                report.counts.credentials_removed +=
-                    self.store.remove_owner(integration, OwnerKind::Application, id).await?;
-                report.owners_removed += 1;
-            }
-            (self.progress)(SyncProgress {
-                kind: SyncKind::Delta,
-                owner: OwnerKind::Application,
-                pages: report.pages,
-                objects: report.applications_seen,
-            });
-            match (next, delta_link) {
-                (Some(link), _) => cursor = Cursor::Link(link),
-                (None, link) => break link,
-            }
-        };
-        let mut cursor = Cursor::Link(sps_link);
-        let new_sps_link = loop {
-            let page = self.directory.service_principals(cursor).await?;
-            report.pages += 1;
-            let (next, delta_link) = (page.next_link.clone(), page.delta_link.clone());
-            let (snapshots, removed) = self.service_principal_snapshots(integration, page).await?;
-            report.service_principals_seen += snapshots.len() + removed.len();
-            report.counts += self.store.sync_owners(integration, &snapshots).await?;
-            for id in removed {
-                report.counts.credentials_removed +=
-                    self.store.remove_owner(integration, OwnerKind::ServicePrincipal, id).await?;
-                report.owners_removed += 1;
-            }
-            (self.progress)(SyncProgress {
-                kind: SyncKind::Delta,
-                owner: OwnerKind::ServicePrincipal,
-                pages: report.pages,
-                objects: report.service_principals_seen,
-            });
-            match (next, delta_link) {
-                (Some(link), _) => cursor = Cursor::Link(link),
-                (None, link) => break link,
-            }
-        };
+        let apps = self.walk::<AppObjectId>(integration, Cursor::Link(apps_link), &mut report).await?;
+        let sps = self.walk::<ServicePrincipalId>(integration, Cursor::Link(sps_link), &mut report).await?;
         let now = self.clock.now();
-        let previous = state.unwrap_or(SyncState {
+        let previous = state.unwrap_or_else(|| SyncState {
             integration: integration.clone(),
             applications_delta_link: None,
             service_principals_delta_link: None,
@@ -241,20 +203,52 @@ impl Syncer<'_> {
         });
         self.store
             .put_sync_state(&SyncState {
-                applications_delta_link: new_apps_link.or(previous.applications_delta_link.clone()),
-                service_principals_delta_link: new_sps_link.or(previous.service_principals_delta_link.clone()),
+                applications_delta_link: apps.delta_link.or(previous.applications_delta_link.clone()),
+                service_principals_delta_link: sps.delta_link.or(previous.service_principals_delta_link.clone()),
                 last_delta_sync: Some(now),
                 ..previous
             })
             .await?;
-        tracing::info!(
-            applications = report.applications_seen,
-            service_principals = report.service_principals_seen,
-            removed = report.owners_removed,
-            pages = report.pages,
-            "delta sync done"
-        );
+        report.log();
         Ok(report)
+    }
+
+    /// Reads every page from `cursor` on, writing each page before reading the next; owners a
+    /// delta page reports removed are removed with their credentials.
+    async fn walk<L: Listing>(
+        &self,
+        integration: &IntegrationId,
+        mut cursor: Cursor,
+        report: &mut SyncReport,
+    ) -> Result<Walked> {
+        let mut walked = Walked { seen: HashSet::new(), delta_link: None };
+        let mut objects = 0;
+        loop {
+            let page = L::page(self.directory, cursor).await?;
+            report.pages += 1;
+            let (next, delta_link) = (page.next_link.clone(), page.delta_link.clone());
+            let (snapshots, removed) = L::snapshots(self, integration, page).await?;
+            objects += snapshots.len() + removed.len();
+            walked.seen.extend(snapshots.iter().map(|s| s.owner.id()));
+            report.counts += self.store.sync_owners(integration, &snapshots).await?;
+            for id in removed {
+                report.counts.credentials_removed += self.store.remove_owner(integration, L::KIND, id).await?;
+                report.owners_removed += 1;
+            }
+            (self.progress)(SyncProgress { kind: report.kind, owner: L::KIND, pages: report.pages, objects });
+            match (next, delta_link) {
+                (Some(link), _) => cursor = Cursor::Link(link),
+                (None, link) => {
+                    walked.delta_link = link;
+                    break;
+                }
+            }
+        }
+        match L::KIND {
+            OwnerKind::Application => report.applications_seen += objects,
+            OwnerKind::ServicePrincipal => report.service_principals_seen += objects,
+        }
+        Ok(walked)
     }
 
     async fn remove_unseen(&self, integration: &IntegrationId, kind: OwnerKind, seen: &HashSet<Uuid>) -> Result<usize> {
