@@ -254,7 +254,7 @@ async fn status_and_history_show_what_the_store_holds() {
         soon.app.unwrap(),
         PolicyId::parse("default").unwrap(),
         Trigger::Manual { by: "alice".into(), reason: Some("expiring".into()) },
-        3,
+        vec![],
         now,
     );
     e.status = ExecutionStatus::Running;

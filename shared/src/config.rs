@@ -72,6 +72,9 @@ impl Env for BTreeMap<String, String> {
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     data_dir: Option<PathBuf>,
+    /// A CA certificate (PEM) that rollout steps (webhooks, Spring, health checks) trust besides
+    /// the system's roots.
+    ca_certificate: Option<PathBuf>,
     listen: Option<String>,
     #[serde(default)]
     schedules: RawSchedules,
@@ -81,6 +84,24 @@ struct RawConfig {
     policies: BTreeMap<String, RawPolicy>,
     #[serde(default)]
     alerts: RawAlerts,
+    #[serde(default)]
+    http: RawHttp,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawHttp {
+    #[serde(default)]
+    tokens: Vec<RawToken>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawToken {
+    name: String,
+    /// SHA-256 of the bearer token, hex: the file never holds the token itself.
+    sha256: String,
+    roles: Vec<Role>,
 }
 
 #[derive(Deserialize, Default)]
@@ -249,6 +270,46 @@ pub struct Config {
     pub integrations: Vec<IntegrationConfig>,
     pub policies: Vec<PolicyConfig>,
     pub webhooks: Vec<WebhookSink>,
+    /// Bearer tokens of the HTTP API, stored hashed.
+    pub api_tokens: Vec<ApiToken>,
+    /// Trusted by rollout steps besides the system's roots.
+    pub ca_certificate: Option<PathBuf>,
+    /// The values of the environment variables that steps name (`signing_secret_env`,
+    /// `bearer_token_env`), read once here.
+    pub step_secrets: BTreeMap<String, SecretValue>,
+}
+
+/// What a caller of the HTTP API may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
+pub enum Role {
+    /// Dashboard, executions, history.
+    #[serde(rename = "entra:read")]
+    Read,
+    /// Operator decisions, such as confirming the cleanup of a rollout that needs attention.
+    #[serde(rename = "entra:write")]
+    Write,
+    /// Start a rotation (or a dry run).
+    #[serde(rename = "entra:rotate")]
+    Rotate,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Read => "entra:read",
+            Self::Write => "entra:write",
+            Self::Rotate => "entra:rotate",
+        }
+    }
+}
+
+/// An HTTP API token: its name (who is calling, for the audit trail), the SHA-256 of the token, its
+/// roles. The token itself is never stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiToken {
+    pub name: String,
+    pub sha256: [u8; 32],
+    pub roles: Vec<Role>,
 }
 
 impl Config {
@@ -377,10 +438,62 @@ impl Config {
             }
         }
 
+        let mut step_secrets = BTreeMap::new();
+        for p in &policies {
+            for step in &p.policy.steps {
+                let names = match &step.config {
+                    crate::domain::steps::StepConfig::Webhook(w) => w.signing_secret_env.iter().collect::<Vec<_>>(),
+                    crate::domain::steps::StepConfig::SpringActuatorRefresh(s) => s.bearer_token_env.iter().collect(),
+                    _ => Vec::new(),
+                };
+                for name in names {
+                    match env.var(name) {
+                        Some(v) => {
+                            step_secrets.insert(name.clone(), SecretValue::new(v));
+                        }
+                        None => errors.push(format!(
+                            "policies.{}: step \"{}\" reads ${name}, which is not set",
+                            p.policy.id,
+                            step.display_name()
+                        )),
+                    }
+                }
+            }
+        }
+
+        let mut api_tokens = Vec::new();
+        for (i, t) in raw.http.tokens.into_iter().enumerate() {
+            let at = format!("http.tokens[{i}]");
+            let hex = t.sha256.trim().to_ascii_lowercase();
+            let bytes: Option<Vec<u8>> = (hex.len() == 64)
+                .then(|| (0..32).map(|k| u8::from_str_radix(&hex[2 * k..2 * k + 2], 16).ok()).collect())
+                .flatten();
+            match bytes.and_then(|b| <[u8; 32]>::try_from(b).ok()) {
+                Some(sha256) if !t.roles.is_empty() && !t.name.trim().is_empty() => {
+                    api_tokens.push(ApiToken { name: t.name, sha256, roles: t.roles })
+                }
+                Some(_) => errors.push(format!("{at}: give a name and at least one role")),
+                None => errors.push(format!(
+                    "{at}.sha256: must be 64 hex digits, the SHA-256 of the token (printf %s TOKEN | sha256sum)"
+                )),
+            }
+        }
+
         if !errors.is_empty() {
             return Err(Error::Config(format!("{}:\n  {}", path.display(), errors.join("\n  "))));
         }
-        Ok(Config { source: path.to_path_buf(), data_dir, listen, schedules, integrations, policies, webhooks })
+        Ok(Config {
+            source: path.to_path_buf(),
+            data_dir,
+            listen,
+            schedules,
+            integrations,
+            policies,
+            webhooks,
+            api_tokens,
+            ca_certificate: raw.ca_certificate.map(|p| resolve(&p)),
+            step_secrets,
+        })
     }
 }
 
@@ -638,7 +751,11 @@ auth = "client_secret"
     #[test]
     fn the_example_configuration_is_valid() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/rotator.toml");
-        let c = Config::load(&path, &env(&[("ROTATOR_CONTOSO_CLIENT_SECRET", "s3cr3t-value")])).unwrap();
+        let c = Config::load(
+            &path,
+            &env(&[("ROTATOR_CONTOSO_CLIENT_SECRET", "s3cr3t-value"), ("ROTATION_WEBHOOK_KEY", "whsec_abc")]),
+        )
+        .unwrap();
         assert_eq!(c.integrations.len(), 1);
         assert_eq!(c.policies.len(), 2);
         let payroll = c.policies.iter().find(|p| p.policy.id.as_str() == "payroll").unwrap();
@@ -744,6 +861,32 @@ auth = "client_secret"
         let ok = text.replace("ulr", "url");
         let c = parse(&ok, &env(&[("ROTATOR_CONTOSO_CLIENT_SECRET", "x")])).unwrap();
         assert_eq!(c.policies[0].policy.steps.len(), 1);
+    }
+
+    #[test]
+    fn a_step_naming_an_unset_variable_is_refused_and_a_set_one_is_read_once() {
+        let text = format!(
+            "{MINIMAL}\n[[policies.default.steps]]\ntype = \"webhook\"\norder = 10\non_failure = \"continue\"\nconfig = {{ url = \"https://hooks.example.com/x\", signing_secret_env = \"HOOK_KEY\" }}\n"
+        );
+        let e = err(&text, &env(&[("ROTATOR_CONTOSO_CLIENT_SECRET", "x")]));
+        assert!(e.contains("$HOOK_KEY") && e.contains("not set"), "{e}");
+        let c = parse(&text, &env(&[("ROTATOR_CONTOSO_CLIENT_SECRET", "x"), ("HOOK_KEY", "k")])).unwrap();
+        assert_eq!(c.step_secrets.get("HOOK_KEY").map(|s| s.expose().to_owned()), Some("k".to_owned()));
+    }
+
+    #[test]
+    fn api_tokens_are_kept_hashed_with_their_roles() {
+        let hash = "a".repeat(64);
+        let text = format!(
+            "{MINIMAL}\n[[http.tokens]]\nname = \"ops\"\nsha256 = \"{hash}\"\nroles = [\"entra:read\", \"entra:rotate\"]\n"
+        );
+        let c = parse(&text, &env(&[("ROTATOR_CONTOSO_CLIENT_SECRET", "x")])).unwrap();
+        assert_eq!(c.api_tokens[0].roles, vec![Role::Read, Role::Rotate]);
+        assert_eq!(c.api_tokens[0].sha256, [0xaa; 32]);
+        let bad = text.replace(&hash, "not-hex");
+        assert!(err(&bad, &env(&[("ROTATOR_CONTOSO_CLIENT_SECRET", "x")])).contains("http.tokens[0].sha256"));
+        let bad_role = text.replace("entra:rotate", "entra:admin");
+        assert!(err(&bad_role, &env(&[("ROTATOR_CONTOSO_CLIENT_SECRET", "x")])).contains("entra:admin"));
     }
 
     #[test]

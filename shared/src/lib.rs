@@ -12,6 +12,7 @@ pub mod handlers;
 pub mod ids;
 pub mod messages;
 pub mod ports;
+pub mod rollout;
 pub mod runtime;
 pub mod seal;
 pub mod secret;

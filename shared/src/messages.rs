@@ -48,8 +48,16 @@ pub enum Message {
     SyncRequested { integration: IntegrationId, full: bool },
     /// Derive lifecycle states, alert and request due rotations (one integration, or all).
     ScanRequested { integration: Option<IntegrationId> },
-    /// Rotate one credential.
-    RotateRequested { credential: CredentialId, app: AppObjectId, trigger: Trigger, dry_run: bool },
+    /// Rotate one credential. `execution` is set when the requester already claimed the
+    /// credential (the HTTP trigger answers with the execution id); otherwise rotate claims it.
+    RotateRequested {
+        credential: CredentialId,
+        app: AppObjectId,
+        trigger: Trigger,
+        dry_run: bool,
+        #[serde(default)]
+        execution: Option<ExecutionId>,
+    },
     /// Run step `step` of an execution. `attempt` counts tries of that step across messages.
     StepRequested { execution: ExecutionId, credential: CredentialId, app: AppObjectId, step: u32, attempt: u32 },
     /// Remove old credentials whose grace ended, and sweep orphans.

@@ -186,7 +186,7 @@ pub struct QueueDepth {
 // Store
 
 /// What `create_execution` found.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Claim {
     /// The execution was written and now holds the credential.
     Created,

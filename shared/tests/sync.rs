@@ -93,7 +93,7 @@ async fn a_removed_application_takes_its_rotation_entries_with_it() {
         app,
         PolicyId::parse("default").unwrap(),
         Trigger::Manual { by: "ops".into(), reason: None },
-        3,
+        vec![],
         w.clock.now(),
     );
     running.status = ExecutionStatus::Running;

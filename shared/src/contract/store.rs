@@ -55,7 +55,7 @@ fn execution(cred: &Credential) -> Execution {
         cred.app.expect("app credential"),
         PolicyId::parse("default").expect("valid"),
         Trigger::Manual { by: "alice".into(), reason: Some("test".into()) },
-        3,
+        vec![],
         NOW,
     )
 }

@@ -3,6 +3,8 @@
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+use super::Span;
+use super::steps::{OnFailure, StepDefinition};
 use crate::ids::{AppObjectId, CredentialId, ExecutionId, KeyId, PolicyId};
 
 /// Who or what started a rotation.
@@ -85,6 +87,55 @@ pub struct StepRecord {
     pub error: Option<String>,
 }
 
+/// One step of an execution's plan, fixed when the execution is created so that a policy edited
+/// mid-rotation does not change a rollout under way.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlannedStep {
+    /// `verify`, a step type such as `webhook`, or `finalize`.
+    pub kind: String,
+    pub name: String,
+    pub on_failure: OnFailure,
+    /// Tries of this step before `on_failure` applies.
+    pub attempts: u32,
+    pub retry_delay: Span,
+    /// The rollout step's definition; `None` for `verify` and `finalize`.
+    pub definition: Option<StepDefinition>,
+}
+
+pub const VERIFY: &str = "verify";
+pub const FINALIZE: &str = "finalize";
+
+/// The plan of a rotation: verify the new secret, the policy's steps in order, finalize.
+pub fn plan(steps: &[StepDefinition]) -> Vec<PlannedStep> {
+    let mut plan = vec![PlannedStep {
+        kind: VERIFY.into(),
+        name: "Verify the new secret signs in".into(),
+        on_failure: OnFailure::Abort,
+        attempts: 1,
+        retry_delay: Span::from_secs(2),
+        definition: None,
+    }];
+    let mut sorted: Vec<&StepDefinition> = steps.iter().collect();
+    sorted.sort_by_key(|s| s.order);
+    plan.extend(sorted.into_iter().map(|s| PlannedStep {
+        kind: s.kind().as_str().into(),
+        name: s.display_name(),
+        on_failure: s.on_failure,
+        attempts: s.retries + 1,
+        retry_delay: s.retry_delay,
+        definition: Some(s.clone()),
+    }));
+    plan.push(PlannedStep {
+        kind: FINALIZE.into(),
+        name: "Finalize: the old secret enters its grace period".into(),
+        on_failure: OnFailure::Abort,
+        attempts: 3,
+        retry_delay: Span::from_secs(5),
+        definition: None,
+    });
+    plan
+}
+
 /// Where grace cleanup stands for the old credential of a finalized execution.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "state", rename_all = "snake_case")]
@@ -103,7 +154,7 @@ pub enum Cleanup {
 }
 
 /// One rotation of one credential.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Execution {
     pub id: ExecutionId,
     /// The credential being rotated away from.
@@ -131,6 +182,12 @@ pub struct Execution {
     pub cleanup: Cleanup,
     /// A one-line rollout summary, e.g. "5 of 5 steps succeeded".
     pub summary: Option<String>,
+    /// The steps, fixed at creation.
+    #[serde(default)]
+    pub plan: Vec<PlannedStep>,
+    /// A `continue` step failed: never reported as a healthy rollout.
+    #[serde(default)]
+    pub needs_attention: bool,
     /// The last error, in words; never a secret.
     pub error: Option<String>,
     /// Bumped on every write; writes are conditional on it so two writers cannot both win.
@@ -143,9 +200,10 @@ impl Execution {
         app: AppObjectId,
         policy: PolicyId,
         trigger: Trigger,
-        step_count: u32,
+        plan: Vec<PlannedStep>,
         now: OffsetDateTime,
     ) -> Self {
+        let step_count = u32::try_from(plan.len()).unwrap_or(u32::MAX);
         Self {
             id: ExecutionId::new(),
             credential,
@@ -163,9 +221,16 @@ impl Execution {
             grace_until: None,
             cleanup: Cleanup::NotDue,
             summary: None,
+            plan,
+            needs_attention: false,
             error: None,
             version: 0,
         }
+    }
+
+    /// The record id of the sealed new secret.
+    pub fn secret_record(&self) -> String {
+        format!("{}/new-secret", self.id)
     }
 
     /// How long it ran, once finished.

@@ -193,7 +193,7 @@ mod tests {
             app,
             PolicyId::parse("p").unwrap(),
             Trigger::Manual { by: "ops".into(), reason: None },
-            3,
+            vec![],
             NOW,
         );
         let state = |e: &Execution| lifecycle_state(&LifecycleFacts::of(&cred, std::slice::from_ref(e), 30), NOW);

@@ -144,6 +144,7 @@ impl Scanner<'_> {
                             ),
                         },
                         dry_run: false,
+                        execution: None,
                     };
                     // The key is also the queue's deduplication id; sent before marked, so a crash in
                     // between asks twice, which the rotate handler's claim absorbs.
@@ -308,7 +309,7 @@ mod tests {
             rotating.app.unwrap(),
             PolicyId::parse("default").unwrap(),
             Trigger::Manual { by: "ops".into(), reason: None },
-            3,
+            vec![],
             START,
         );
         e.status = ExecutionStatus::Running;
@@ -318,7 +319,7 @@ mod tests {
             superseded.app.unwrap(),
             PolicyId::parse("default").unwrap(),
             Trigger::Manual { by: "ops".into(), reason: None },
-            3,
+            vec![],
             START,
         );
         done.status = ExecutionStatus::Completed;
