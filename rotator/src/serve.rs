@@ -10,7 +10,7 @@ use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
 use entra_rotator::adapters::sqlite::LocalData;
-use entra_rotator::handlers::{ScanHandler, SyncHandler};
+use entra_rotator::handlers::{CleanupHandler, RotateHandler, ScanHandler, StepHandler, SyncHandler};
 use entra_rotator::messages::{Message, queues};
 use entra_rotator::ports::{Clock, Queue, QueueName, Store, SystemClock};
 use entra_rotator::runtime::{BatchHandler, EmbeddedRuntime, EnvelopeHandler, Scheduler, Timer, Worker, WorkerOptions};
@@ -30,12 +30,12 @@ pub async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let data = LocalData::open(&config.database_path(), clock.clone())
         .with_context(|| format!("opening {}", config.database_path().display()))?;
-    let _keys = LocalKeyRing::open_or_create(&config.key_file_path())
+    let keys = LocalKeyRing::open_or_create(&config.key_file_path())
         .with_context(|| format!("opening key file {}", config.key_file_path().display()))?;
 
     let store: Arc<dyn Store> = Arc::new(data.store.clone());
     let queue: Arc<dyn Queue> = Arc::new(data.queue.clone());
-    let services = wiring::services(&config, store, queue.clone(), clock.clone())?;
+    let services = wiring::services(&config, store, queue.clone(), clock.clone(), Arc::new(keys))?;
     let worker = |name: &str, handler: Arc<dyn BatchHandler>| {
         Worker::new(queue.clone(), QueueName::new(name), handler, WorkerOptions::default())
     };
@@ -52,11 +52,17 @@ pub async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
         every: config.schedules.expiry_scan.as_duration(),
         message: Message::ScanRequested { integration: None },
     });
-    // rotate, run-step and grace-cleanup register here when the rotation chain arrives; their
-    // queues are kept meanwhile.
+    timers.push(Timer {
+        name: "grace-cleanup".into(),
+        every: config.schedules.grace_cleanup.as_duration(),
+        message: Message::CleanupRequested { integration: None },
+    });
     let runtime = EmbeddedRuntime::new()
         .with_worker(worker(queues::SYNC, Arc::new(EnvelopeHandler(SyncHandler(services.clone())))))
         .with_worker(worker(queues::SCAN, Arc::new(EnvelopeHandler(ScanHandler(services.clone())))))
+        .with_worker(worker(queues::ROTATE, Arc::new(EnvelopeHandler(RotateHandler(services.clone())))))
+        .with_worker(worker(queues::STEP, Arc::new(EnvelopeHandler(StepHandler(services.clone())))))
+        .with_worker(worker(queues::CLEANUP, Arc::new(EnvelopeHandler(CleanupHandler(services.clone())))))
         .with_scheduler(Scheduler::new(queue.clone(), clock.clone(), timers));
 
     let shutdown = CancellationToken::new();

@@ -709,6 +709,7 @@ fn policy(
                 grace_period: r.grace_period.unwrap_or(DEFAULT_GRACE_PERIOD),
                 secret_lifetime,
                 alert_thresholds: thresholds,
+                step_notes: plan.warnings.iter().map(|w| w.to_string()).collect(),
                 steps: plan.steps,
             },
             applications,

@@ -13,7 +13,9 @@ use crate::domain::policy::PolicySet;
 use crate::ids::IntegrationId;
 use crate::messages::{Envelope, Message};
 use crate::ports::{Clock, Queue, ReceivedMessage, Store};
+use crate::rollout::StepRunner;
 use crate::runtime::MessageHandler;
+use crate::seal::KeyRing;
 use crate::usecases::scan::Scanner;
 use crate::usecases::sync::{SyncMode, Syncer};
 use crate::{Error, Result};
@@ -30,6 +32,25 @@ pub struct Services {
     pub directories: Arc<Directories>,
     pub policies: Arc<PolicySet>,
     pub sinks: Arc<Vec<Arc<dyn AlertSink>>>,
+    pub keys: Arc<dyn KeyRing>,
+    pub rollout: Arc<dyn StepRunner>,
+    pub settings: RotationSettings,
+}
+
+/// Timings of the rotation chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RotationSettings {
+    /// How long `verify` keeps trying a new secret that has not replicated yet.
+    pub verify_budget: Duration,
+    /// Marked credentials that no execution owns are removed only once they are this old, so a
+    /// rotation whose record is still being written is never mistaken for an orphan.
+    pub orphan_safety_delay: Duration,
+}
+
+impl Default for RotationSettings {
+    fn default() -> Self {
+        Self { verify_budget: Duration::from_secs(120), orphan_safety_delay: Duration::from_secs(3600) }
+    }
 }
 
 impl Services {
@@ -95,5 +116,60 @@ impl MessageHandler for ScanHandler {
         .scan(integration.as_ref())
         .await?;
         Ok(())
+    }
+}
+
+/// rotate: `RotateRequested` → claim, create the new secret, seal it, start the steps.
+pub struct RotateHandler(pub Services);
+
+#[async_trait]
+impl MessageHandler for RotateHandler {
+    fn name(&self) -> &'static str {
+        "rotate"
+    }
+
+    async fn handle(&self, envelope: Envelope, _: &ReceivedMessage) -> Result<()> {
+        let Message::RotateRequested { credential, trigger, dry_run, execution, .. } = envelope.message else {
+            return Err(unexpected(self.name(), &envelope.message));
+        };
+        if dry_run {
+            // Dry runs are answered where they are asked; one that reaches the queue changes nothing.
+            return Ok(());
+        }
+        crate::usecases::rotation::rotate(&self.0, &credential, trigger, execution).await
+    }
+}
+
+/// run-step: `StepRequested` → exactly one step of one execution.
+pub struct StepHandler(pub Services);
+
+#[async_trait]
+impl MessageHandler for StepHandler {
+    fn name(&self) -> &'static str {
+        "run-step"
+    }
+
+    async fn handle(&self, envelope: Envelope, received: &ReceivedMessage) -> Result<()> {
+        let Message::StepRequested { execution, step, attempt, .. } = envelope.message else {
+            return Err(unexpected(self.name(), &envelope.message));
+        };
+        crate::usecases::rotation::run_step(&self.0, execution, step, attempt, received.receive_count).await
+    }
+}
+
+/// grace-cleanup: `CleanupRequested` → remove old secrets whose grace ended, sweep orphans.
+pub struct CleanupHandler(pub Services);
+
+#[async_trait]
+impl MessageHandler for CleanupHandler {
+    fn name(&self) -> &'static str {
+        "grace-cleanup"
+    }
+
+    async fn handle(&self, envelope: Envelope, _: &ReceivedMessage) -> Result<()> {
+        let Message::CleanupRequested { integration } = &envelope.message else {
+            return Err(unexpected(self.name(), &envelope.message));
+        };
+        crate::usecases::cleanup::cleanup(&self.0, integration.as_ref()).await.map(drop)
     }
 }

@@ -119,6 +119,9 @@ impl ExecutionId {
             got: s.chars().take(64).collect(),
         })
     }
+    pub fn from_uuid(u: Uuid) -> Self {
+        Self(u)
+    }
     /// The short marker written into the display name of a secret this execution created, so an
     /// orphaned secret can be found again in the tenant.
     pub fn marker(&self) -> String {

@@ -146,21 +146,20 @@ impl Rollout {
             return Err(StepFailure::permanent("not a health check"));
         };
         let deadline = tokio::time::Instant::now() + cfg.timeout.as_duration();
-        let mut last = String::from("no answer");
         loop {
             let attempt = self.http.get(cfg.url.as_str()).timeout(Duration::from_secs(10)).send().await;
-            match attempt {
+            let last = match attempt {
                 Ok(r) if r.status().as_u16() == cfg.expected_status => {
                     let Some(needle) = &cfg.contains else { return Ok(()) };
                     let text = r.text().await.unwrap_or_default();
                     if text.contains(needle.as_str()) {
                         return Ok(());
                     }
-                    last = "the answer did not contain the expected text".into();
+                    "the answer did not contain the expected text".to_owned()
                 }
-                Ok(r) => last = format!("answered {} (expected {})", r.status(), cfg.expected_status),
-                Err(e) => last = Self::transport(&e).message,
-            }
+                Ok(r) => format!("answered {} (expected {})", r.status(), cfg.expected_status),
+                Err(e) => Self::transport(&e).message,
+            };
             if tokio::time::Instant::now() + cfg.interval.as_duration() > deadline {
                 return Err(StepFailure::retryable(format!(
                     "not healthy within {}: {last}",

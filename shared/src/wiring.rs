@@ -11,6 +11,8 @@ use crate::config::Config;
 use crate::directory::Directory;
 use crate::handlers::{Directories, Services};
 use crate::ports::{Clock, Queue, Store};
+use crate::rollout::Rollout;
+use crate::seal::KeyRing;
 
 /// A Graph client for every enabled integration.
 pub fn directories(config: &Config) -> Result<Directories> {
@@ -37,11 +39,35 @@ pub fn alert_sinks(config: &Config) -> Result<Vec<Arc<dyn AlertSink>>> {
     Ok(sinks)
 }
 
+/// The HTTP client of rollout steps: the system's roots, the configured `ca_certificate`, and each
+/// integration's (so one simulated tenant serves the demo's targets too).
+pub fn rollout(config: &Config) -> Result<Rollout> {
+    let mut builder = reqwest::Client::builder().connect_timeout(std::time::Duration::from_secs(10));
+    let mut pems = Vec::new();
+    pems.extend(config.ca_certificate.iter().cloned());
+    pems.extend(config.integrations.iter().filter_map(|i| i.ca_certificate.clone()));
+    let mut certs = Vec::new();
+    for path in pems {
+        let pem = std::fs::read(&path)
+            .map_err(|e| crate::Error::Config(format!("cannot read CA certificate {}: {e}", path.display())))?;
+        certs.extend(
+            reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| crate::Error::Config(format!("CA certificate {}: {e}", path.display())))?,
+        );
+    }
+    if !certs.is_empty() {
+        builder = builder.tls_certs_merge(certs);
+    }
+    let http = builder.build().map_err(|e| crate::Error::Config(format!("cannot build the rollout client: {e}")))?;
+    Ok(Rollout::new(http, config.step_secrets.clone()))
+}
+
 pub fn services(
     config: &Config,
     store: Arc<dyn Store>,
     queue: Arc<dyn Queue>,
     clock: Arc<dyn Clock>,
+    keys: Arc<dyn KeyRing>,
 ) -> Result<Services> {
     Ok(Services {
         store,
@@ -50,5 +76,8 @@ pub fn services(
         directories: Arc::new(directories(config)?),
         policies: Arc::new(config.policy_set()),
         sinks: Arc::new(alert_sinks(config)?),
+        keys,
+        rollout: Arc::new(rollout(config)?),
+        settings: Default::default(),
     })
 }

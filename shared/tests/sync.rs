@@ -149,6 +149,9 @@ async fn a_redelivered_sync_message_asks_for_one_scan() {
         directories: Arc::new(directories),
         policies: Arc::new(Default::default()),
         sinks: Arc::new(vec![]),
+        keys: Arc::new(entra_rotator::seal::LocalKeyRing::fixed("k1", [9; 32])),
+        rollout: Arc::new(entra_rotator::rollout::Rollout::new(reqwest::Client::new(), Default::default())),
+        settings: Default::default(),
     };
     let sync_q = QueueName::new(queues::SYNC);
     let envelope = Message::SyncRequested { integration: w.integration.clone(), full: false }.envelope("timer:sync:1");

@@ -30,6 +30,9 @@ pub struct RotationPolicy {
     pub alert_thresholds: Vec<u32>,
     /// The rollout, sorted by `order`.
     pub steps: Vec<StepDefinition>,
+    /// Warnings and manual-review notes about the steps, for preflight to repeat.
+    #[serde(default)]
+    pub step_notes: Vec<String>,
 }
 
 impl RotationPolicy {
@@ -42,6 +45,7 @@ impl RotationPolicy {
             secret_lifetime: DEFAULT_SECRET_LIFETIME,
             alert_thresholds: DEFAULT_ALERT_THRESHOLDS.to_vec(),
             steps: Vec::new(),
+            step_notes: Vec::new(),
         }
     }
 

@@ -1,0 +1,147 @@
+//! Preflight and dry run: every global check and every step answers ok, warning, manual review or
+//! failed, with a reason. Nothing changes.
+
+use serde::Serialize;
+
+use crate::Result;
+use crate::domain::inventory::Credential;
+use crate::domain::policy::RotationPolicy;
+use crate::domain::steps::{AgentTarget, Phase};
+use crate::handlers::Services;
+use crate::ids::{AppObjectId, CredentialId};
+use crate::rollout::Rollout;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckOutcome {
+    Ok,
+    Warning,
+    ManualReview,
+    Failed,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Check {
+    pub name: String,
+    pub outcome: CheckOutcome,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PreflightReport {
+    pub credential: CredentialId,
+    pub policy: String,
+    pub checks: Vec<Check>,
+    /// No check failed.
+    pub ok: bool,
+}
+
+fn check(name: impl Into<String>, outcome: CheckOutcome, reason: impl Into<String>) -> Check {
+    Check { name: name.into(), outcome, reason: reason.into() }
+}
+
+pub async fn preflight(
+    s: &Services,
+    credential: &Credential,
+    app: AppObjectId,
+    policy: &RotationPolicy,
+) -> Result<PreflightReport> {
+    use CheckOutcome::{Failed, ManualReview, Warning};
+    let mut checks = Vec::new();
+    match s.directory(&credential.id.integration) {
+        Err(e) => checks.push(check("Entra authentication", Failed, e.to_string())),
+        Ok(directory) => match directory.application(app).await {
+            Ok(Some(found)) => {
+                checks.push(check(
+                    "Entra authentication",
+                    CheckOutcome::Ok,
+                    "the background sign-in of the integration works and reads the application",
+                ));
+                let passwords = found.password_credentials.unwrap_or_default();
+                let personal =
+                    found.sign_in_audience.as_deref().is_some_and(|a| a.contains("PersonalMicrosoftAccount"));
+                let has_key = passwords.iter().any(|p| p.key_id == credential.id.key_id);
+                checks.push(if has_key {
+                    check("credential present", CheckOutcome::Ok, "the secret to rotate is on the application")
+                } else {
+                    check("credential present", Failed, "the secret to rotate is no longer on the application")
+                });
+                checks.push(match (personal, passwords.len()) {
+                    (true, n) if n >= 2 => check(
+                        "room for one more password",
+                        Failed,
+                        format!("the application allows personal accounts, which permits 2 passwords, and has {n}"),
+                    ),
+                    (_, n) => check(
+                        "room for one more password",
+                        CheckOutcome::Ok,
+                        format!("{n} password(s) now, one more fits"),
+                    ),
+                });
+            }
+            Ok(None) => checks.push(check("Entra authentication", Failed, "the application no longer exists")),
+            Err(e) => checks.push(check("Entra authentication", Failed, e.chain())),
+        },
+    }
+    checks.push(check(
+        "write permission",
+        ManualReview,
+        "Graph cannot say whether a write would succeed without writing: the integration needs \
+         Application.ReadWrite.All, or to own the application",
+    ));
+    checks.push(check(
+        "secret lifetime",
+        CheckOutcome::Ok,
+        format!("asks for a secret valid {}; a tenant lifetime policy may shorten it", policy.secret_lifetime),
+    ));
+
+    // The rollout: order, support, targets.
+    let mut last_publish = None;
+    let mut first_reload = None;
+    for (i, step) in policy.steps.iter().enumerate() {
+        match step.phase() {
+            Phase::Publish => last_publish = Some(i),
+            Phase::Reload if first_reload.is_none() => first_reload = Some(i),
+            _ => {}
+        }
+    }
+    if let (Some(p), Some(r)) = (last_publish, first_reload)
+        && r < p
+    {
+        checks.push(check(
+            "step order",
+            Warning,
+            format!(
+                "\"{}\" reloads before \"{}\" publishes the new secret: consumers would reload the old one",
+                policy.steps[r].display_name(),
+                policy.steps[p].display_name()
+            ),
+        ));
+    } else {
+        checks.push(check("step order", CheckOutcome::Ok, "publish steps come before reload steps"));
+    }
+    for note in &policy.step_notes {
+        checks.push(check("step definitions", Warning, note.clone()));
+    }
+    for step in &policy.steps {
+        let name = format!("step {}: {}", step.order, step.display_name());
+        if !Rollout::supports(step.kind()) {
+            checks.push(check(
+                name,
+                Failed,
+                format!("{} steps are not supported by this build yet", step.kind().as_str()),
+            ));
+            continue;
+        }
+        match step.agent() {
+            Some(AgentTarget::LegacyUrl(_)) => checks.push(check(
+                name,
+                ManualReview,
+                "legacy direct agent_url cannot be probed; confirm reachability and permissions",
+            )),
+            _ => checks.push(check(name, CheckOutcome::Ok, "target configured; reached at rollout time")),
+        }
+    }
+    let ok = !checks.iter().any(|c| c.outcome == Failed);
+    Ok(PreflightReport { credential: credential.id.clone(), policy: policy.id.to_string(), checks, ok })
+}
