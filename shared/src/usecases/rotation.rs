@@ -239,11 +239,21 @@ pub async fn run_step(s: &Services, id: ExecutionId, step: u32, attempt: u32, re
     let Some(mut e) = s.store.get_execution(&id).await? else {
         return Err(Error::not_found("execution", id));
     };
-    if e.status.is_terminal() || step != e.current_step {
-        // Done, or a message about a step that is already behind us: a duplicate.
+    if e.status.is_terminal() || step > e.current_step {
         return Ok(());
     }
-    if e.status == ExecutionStatus::Failed {
+    if step < e.current_step {
+        // A message about a step already done: a duplicate, or a redelivery because the message of
+        // the next step may not have been sent (a crash right after moving on). Sending it again is
+        // harmless: the queue drops a duplicate, and so does the attempt check below.
+        if step + 1 == e.current_step && (e.current_step as usize) < e.plan.len() {
+            let current = s.store.list_step_records(&id).await?.into_iter().find(|r| r.index == e.current_step);
+            send_step(s, &e, e.current_step, current.map_or(1, |r| r.attempts.max(1)), Duration::ZERO).await?;
+        }
+        return Ok(());
+    }
+    let redriven = e.status == ExecutionStatus::Failed;
+    if redriven {
         if receive_count > 1 {
             // Redelivery of the message that failed: keep failing until it is dead-lettered.
             return Err(Error::invalid("step", e.error.clone().unwrap_or_else(|| "the step failed".into())));
@@ -267,12 +277,15 @@ pub async fn run_step(s: &Services, id: ExecutionId, step: u32, attempt: u32, re
         ended_at: None,
         error: None,
     });
-    if record.outcome == StepOutcome::Succeeded || record.attempts > attempt {
-        // Its effect is recorded (a crash came before moving on), or this attempt was superseded.
+    if record.outcome == StepOutcome::Succeeded {
+        // Its effect is recorded; a crash came before moving on.
         return advance(s, e, step).await;
     }
-    if record.attempts == attempt && record.outcome != StepOutcome::Running {
-        return Ok(()); // this attempt already ran
+    let duplicate = attempt < record.attempts || (attempt == record.attempts && record.outcome != StepOutcome::Running);
+    if duplicate && !redriven {
+        // This attempt already ran (its retry, if any, is queued): a duplicate. An attempt left
+        // Running was cut short by a crash and runs again.
+        return Ok(());
     }
     let now = s.clock.now();
     record.attempts = attempt;
@@ -357,9 +370,9 @@ async fn execute(
             None => return Err(StepError::Failed(StepFailure::permanent("the credential left the inventory"))),
         };
         let directory = s.directory(&e.credential.integration).map_err(internal)?.clone();
-        match directory.secret_signs_in(client_id, &secret).await {
-            Ok(true) => return Ok(()),
-            Ok(false) | Err(_) => {}
+        // A transient failure of the token endpoint counts as "not yet", within the same budget.
+        if let Ok(true) = directory.secret_signs_in(client_id, &secret).await {
+            return Ok(());
         }
         // New secrets take seconds to minutes to replicate: try again with backoff, within budget.
         let started = record.started_at.unwrap_or(now);
