@@ -2,6 +2,7 @@
 
 mod commands;
 mod output;
+mod rotate;
 mod serve;
 mod sync;
 
@@ -48,6 +49,22 @@ enum Command {
     },
     /// The dashboard: credentials by lifecycle state, the most urgent, and the queues.
     Status,
+    /// Rotate a client secret now: the new one first, rolled out, the old one kept for the grace period.
+    Rotate {
+        /// The credential: <integration>/app/<object-id>/<key-id> (see `rotator status`).
+        credential: String,
+        /// Run preflight only and print what it found; nothing changes.
+        #[arg(long)]
+        dry_run: bool,
+        /// Wait until the rotation finishes, showing each step.
+        #[arg(long)]
+        wait: bool,
+        /// Why, for the audit trail.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Confirm that the old secret of a rollout that needs attention may be removed after its grace period.
+    Confirm { execution: String },
     /// Rotations of one credential, newest first, with their steps.
     History(HistoryArgs),
     /// Dead-letter queues: what failed, and sending it back.
@@ -121,6 +138,10 @@ fn main() -> ExitCode {
             Command::Steps(StepsCommand::Check { file }) => commands::steps_check(&file, out),
             Command::Sync { integration, full } => sync::run(&cli.config, integration.as_deref(), full, out).await,
             Command::Status => commands::status(&cli.config, out).await,
+            Command::Rotate { credential, dry_run, wait, reason } => {
+                rotate::rotate(&cli.config, &credential, dry_run, wait, reason, out).await
+            }
+            Command::Confirm { execution } => rotate::confirm(&cli.config, &execution, out).await,
             Command::History(a) => commands::history(&cli.config, &a.credential, a.limit, out).await,
             Command::Dlq(DlqCommand::List { queue }) => commands::dlq_list(&cli.config, queue.as_deref(), out).await,
             Command::Dlq(DlqCommand::Show { id }) => commands::dlq_show(&cli.config, &id, out).await,

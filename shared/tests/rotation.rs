@@ -467,3 +467,173 @@ async fn a_dry_run_changes_nothing_and_warns_of_a_reload_before_its_publish() {
     assert_eq!(c.passwords().len(), 1);
     assert_eq!(c.queue.depth(&QueueName::new(queues::ROTATE)).await.unwrap().visible, 0);
 }
+
+/// The steps of the rollout tests: a Spring refresh, a health check and a signed webhook, all at
+/// the simulated tenant's target endpoints.
+fn rollout_steps(sim_base: &str, spring_on_failure: &str) -> Vec<StepDefinition> {
+    steps(&format!(
+        r#"[{{"type":"spring_actuator_refresh","order":10,"on_failure":"{spring_on_failure}","retries":1,"retry_delay":"5s",
+              "config":{{"url":"{sim_base}apps/payroll/actuator/refresh"}}}},
+            {{"type":"http_health_check","order":20,"on_failure":"abort",
+              "config":{{"url":"{sim_base}apps/payroll/health","timeout":"3s","interval":"1s"}}}},
+            {{"type":"webhook","order":30,"on_failure":"abort","retries":1,"retry_delay":"5s",
+              "config":{{"url":"{sim_base}hooks/ops"}}}}]"#
+    ))
+}
+
+async fn chain_with_rollout(spring_on_failure: &str) -> Chain {
+    let mut c = Chain::new(Duration::ZERO, vec![]).await;
+    let base = c.sim.target_url("/").to_string();
+    let policy = RotationPolicy {
+        grace_period: Span::from_secs(3600),
+        steps: rollout_steps(&base, spring_on_failure),
+        ..RotationPolicy::with_defaults(PolicyId::parse("default").unwrap())
+    };
+    c.services.policies = Arc::new(PolicySet::new(vec![(policy, vec![])]));
+    c.workers = vec![
+        Worker::new(
+            c.queue.clone(),
+            QueueName::new(queues::ROTATE),
+            Arc::new(EnvelopeHandler(RotateHandler(c.services.clone()))),
+            WorkerOptions::default(),
+        ),
+        Worker::new(
+            c.queue.clone(),
+            QueueName::new(queues::STEP),
+            Arc::new(EnvelopeHandler(StepHandler(c.services.clone()))),
+            WorkerOptions::default(),
+        ),
+        Worker::new(
+            c.queue.clone(),
+            QueueName::new(queues::CLEANUP),
+            Arc::new(EnvelopeHandler(CleanupHandler(c.services.clone()))),
+            WorkerOptions::default(),
+        ),
+    ];
+    c
+}
+
+#[tokio::test]
+async fn a_healthy_rollout_runs_each_step_once_in_order() {
+    let c = chain_with_rollout("abort").await;
+    let e = c.request().await;
+    c.pump(Duration::from_secs(120)).await;
+    let done = c.execution(&e).await;
+    assert_eq!(done.status, ExecutionStatus::Completed, "{done:?}");
+    let t = c.sim.targets();
+    assert_eq!(t.spring_refreshes("payroll"), 1);
+    assert!(t.health_requests("payroll") >= 1);
+    let hooks = t.webhooks("ops");
+    assert_eq!(hooks.len(), 1);
+    assert_eq!(hooks[0].body["type"], "entra-rotator.secret.rotated");
+    assert_eq!(hooks[0].body["new_key_id"], done.new_key_id.unwrap().to_string());
+    let records = c.store.list_step_records(&e.id).await.unwrap();
+    let names: Vec<_> = records.iter().map(|r| r.kind.as_str()).collect();
+    assert_eq!(names, vec!["verify", "spring_actuator_refresh", "http_health_check", "webhook", "finalize"]);
+    assert!(done.summary.unwrap().contains("3 of 3 rollout steps succeeded"));
+}
+
+#[tokio::test]
+async fn an_abort_step_failing_lands_in_the_dead_letter_queue_and_a_redrive_after_the_fix_completes() {
+    let c = chain_with_rollout("abort").await;
+    c.sim.targets().set_webhook_failures("ops", 1000, 503);
+    let e = c.request().await;
+    c.pump(Duration::from_secs(600)).await;
+    let failed = c.execution(&e).await;
+    assert_eq!(failed.status, ExecutionStatus::Failed, "{failed:?}");
+    assert!(c.passwords().iter().any(|p| p.key_id == c.old.key_id.as_uuid()), "the old secret stays valid");
+    let step_q = QueueName::new(queues::STEP);
+    let dead = c.queue.dead_letters(&step_q, 10).await.unwrap();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    let body: serde_json::Value = serde_json::from_str(&dead[0].body).unwrap();
+    assert_eq!(body["type"], "StepRequested");
+    assert_eq!(body["execution"], e.id.to_string());
+    assert_eq!(body["credential"], c.old.to_string());
+    assert_eq!(body["app"], c.app.to_string());
+    assert_eq!(body["step"], 3);
+    let error = dead[0].last_error.clone().unwrap();
+    assert!(error.contains("Webhook") && error.contains("503"), "{error}");
+
+    // The receiver is fixed; the operator redrives.
+    c.sim.targets().set_webhook_failures("ops", 0, 200);
+    assert_eq!(c.queue.redrive(&step_q, None).await.unwrap(), 1);
+    c.pump(Duration::from_secs(60)).await;
+    assert_eq!(c.execution(&e).await.status, ExecutionStatus::Completed);
+    assert_eq!(c.sim.targets().spring_refreshes("payroll"), 1, "the steps before it did not run again");
+}
+
+#[tokio::test]
+async fn a_continue_step_failing_needs_attention_and_cleanup_waits_for_confirmation() {
+    let c = chain_with_rollout("continue").await;
+    c.sim.targets().set_spring_failures("payroll", 1000, 500);
+    let e = c.request().await;
+    c.pump(Duration::from_secs(120)).await;
+    let done = c.execution(&e).await;
+    assert_eq!(done.status, ExecutionStatus::NeedsAttention, "{done:?}");
+    assert!(done.needs_attention);
+    assert_eq!(c.sim.targets().webhooks("ops").len(), 1, "the chain went on");
+    c.advance(Duration::from_secs(3601));
+    c.cleanup().await;
+    assert_eq!(c.passwords().len(), 2, "never removed without an operator");
+    entra_rotator::usecases::rotation::confirm_cleanup(&c.services, e.id, "alice").await.unwrap();
+    c.cleanup().await;
+    assert_eq!(c.passwords().len(), 1);
+}
+
+#[tokio::test]
+async fn the_new_secret_appears_in_no_log_message_dead_letter_or_webhook() {
+    use std::io::Write;
+    #[derive(Clone, Default)]
+    struct Buf(Arc<Mutex<Vec<u8>>>);
+    impl Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let logs = Buf::default();
+    let writer = logs.clone();
+    let subscriber =
+        tracing_subscriber::fmt().with_max_level(tracing::Level::TRACE).with_writer(move || writer.clone()).finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let c = chain_with_rollout("abort").await;
+    // One failure on the way, so a retry and its log lines are part of what is searched.
+    c.sim.targets().set_webhook_failures("ops", 1, 503);
+    let e = c.request().await;
+    c.pump(Duration::from_secs(120)).await;
+    let done = c.execution(&e).await;
+    assert_eq!(done.status, ExecutionStatus::Completed, "{done:?}");
+    let sealed = c.store.get_sealed(&done.secret_record()).await.unwrap().unwrap();
+    let secret =
+        c.keys.unseal(&sealed.sealed, &SealContext::new(done.secret_record(), "new_client_secret")).await.unwrap();
+    let secret = secret.expose().to_owned();
+    assert!(secret.len() > 10);
+
+    let mut haystacks: Vec<(String, String)> = Vec::new();
+    haystacks.push(("logs".into(), String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned()));
+    for body in c.queue.sent.lock().unwrap().iter() {
+        haystacks.push(("queue message".into(), body.clone()));
+    }
+    for q in queues::ALL {
+        for d in c.queue.dead_letters(&QueueName::new(q), 100).await.unwrap() {
+            haystacks.push(("dead letter".into(), format!("{d:?}")));
+        }
+    }
+    for (name, hooks) in c.sim.targets().all_webhooks() {
+        for h in hooks {
+            haystacks.push((format!("webhook {name}"), h.raw_body.clone()));
+        }
+    }
+    for a in c.store.list_audit(&Default::default()).await.unwrap() {
+        haystacks.push(("audit".into(), format!("{a:?}")));
+    }
+    haystacks.push(("execution".into(), serde_json::to_string(&done).unwrap()));
+    for (what, text) in &haystacks {
+        assert!(!text.contains(&secret), "the new secret appeared in a {what}");
+    }
+    assert!(haystacks.iter().any(|(w, _)| w == "logs") && haystacks.len() > 5);
+}

@@ -13,6 +13,13 @@
 //!   "kind": "too_many_requests" | "concurrency" | "concurrency_as_400" | "server_error" | "slow" |
 //!   "forbidden", "retry_after_secs": 2, "status": 503, "delay_ms": 500, "times": 1}`
 //! - `GET /_sim/truth` — the tenant's counts now (sim clock)
+//! - `GET /_sim/targets` — what the rollout targets received: per application `spring_refreshes`,
+//!   `spring_requests`, `health_requests`; per hook `received`, `verified` and every delivery (`id`,
+//!   `timestamp`, `signature`, `verified`, `status`, `received_at`, `body`)
+//! - `POST /_sim/health?name=orders&failures=K&status=N` — application `orders`' health check answers
+//!   N (default 503) for the next K requests, then 200; without `failures`, N from now on
+//! - `POST /_sim/webhook-failures?name=…&failures=K&status=N`, `POST /_sim/spring-failures?…` — the
+//!   same for a webhook receiver and an actuator refresh
 
 use std::time::Duration;
 
@@ -27,6 +34,7 @@ use serde_json::json;
 
 use crate::error::GraphError;
 use crate::server::AppState;
+use crate::targets::{HealthScript, Targets};
 use crate::tenant::{NewApp, TenantHandle};
 use crate::{Fault, FaultKind, Match, lock, truth};
 
@@ -38,6 +46,10 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/_sim/advance", post(advance))
         .route("/_sim/faults", post(push_fault))
         .route("/_sim/truth", get(current_truth))
+        .route("/_sim/targets", get(targets_summary))
+        .route("/_sim/health", post(script_health))
+        .route("/_sim/webhook-failures", post(script_webhook))
+        .route("/_sim/spring-failures", post(script_spring))
 }
 
 #[derive(Debug, Deserialize)]
@@ -137,4 +149,55 @@ async fn push_fault(State(shared): State<AppState>, body: Bytes) -> Response {
     matcher.method = request.method;
     shared.faults.push(Fault::new(matcher, kind).times(request.times));
     (StatusCode::CREATED, axum::Json(json!({ "pending": shared.faults.pending() }))).into_response()
+}
+
+async fn targets_summary(State(shared): State<AppState>) -> Response {
+    axum::Json(Targets { shared }.summary_json()).into_response()
+}
+
+#[derive(Debug, Deserialize)]
+struct ScriptRequest {
+    name: String,
+    /// Absent: fail from now on.
+    failures: Option<u32>,
+    #[serde(default = "service_unavailable")]
+    status: u16,
+}
+
+fn service_unavailable() -> u16 {
+    503
+}
+
+impl ScriptRequest {
+    fn script(&self) -> HealthScript {
+        match self.failures {
+            Some(failures) => HealthScript::failing(failures, self.status),
+            None => HealthScript::always(self.status),
+        }
+    }
+
+    fn answer(&self) -> Response {
+        let failures = match self.failures {
+            Some(failures) => json!(failures),
+            None => json!("always"),
+        };
+        axum::Json(json!({ "name": self.name, "failures": failures, "status": self.status })).into_response()
+    }
+}
+
+async fn script_health(State(shared): State<AppState>, Query(q): Query<ScriptRequest>) -> Response {
+    Targets { shared }.set_health(&q.name, q.script());
+    q.answer()
+}
+
+async fn script_webhook(State(shared): State<AppState>, Query(q): Query<ScriptRequest>) -> Response {
+    let script = q.script();
+    Targets { shared }.set_webhook_failures(&q.name, script.failures, script.status);
+    q.answer()
+}
+
+async fn script_spring(State(shared): State<AppState>, Query(q): Query<ScriptRequest>) -> Response {
+    let script = q.script();
+    Targets { shared }.set_spring_failures(&q.name, script.failures, script.status);
+    q.answer()
 }

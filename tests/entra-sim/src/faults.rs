@@ -141,9 +141,11 @@ fn retry_after_secs(d: Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }
 
-/// The response a fault produces instead of the normal answer; `None` for [`FaultKind::Slow`], which
-/// only delays the normal answer.
-pub(crate) fn fault_response(kind: &FaultKind, endpoint: Endpoint) -> Option<Response> {
+/// The response a fault produces instead of the normal answer to a request for `path`; `None` for
+/// [`FaultKind::Slow`], which only delays the normal answer. Graph and the token endpoint answer in
+/// their own shapes; a rollout target answers with the status alone, in Spring Boot's error shape,
+/// since it stands for a customer application that knows nothing of Graph's error codes.
+pub(crate) fn fault_response(kind: &FaultKind, endpoint: Endpoint, path: &str) -> Option<Response> {
     let graph = match kind {
         FaultKind::Slow(_) => return None,
         FaultKind::TooManyRequests { retry_after } => {
@@ -165,15 +167,17 @@ pub(crate) fn fault_response(kind: &FaultKind, endpoint: Endpoint) -> Option<Res
         }
         FaultKind::Forbidden => GraphError::forbidden(),
     };
-    if endpoint != Endpoint::Token {
-        return Some(graph.into_response());
-    }
-    // The token endpoint answers in its own (OAuth) shape.
     let status = graph.status();
     let retry_after = match kind {
         FaultKind::TooManyRequests { retry_after } => retry_after.map(retry_after_secs),
         _ => None,
     };
+    match endpoint {
+        Endpoint::Token => {}
+        Endpoint::Target => return Some(crate::targets::error_response(status.as_u16(), path, retry_after)),
+        Endpoint::Graph | Endpoint::Other => return Some(graph.into_response()),
+    }
+    // The token endpoint answers in its own (OAuth) shape.
     let token = match status.as_u16() {
         429 => TokenError::new(status, "temporarily_unavailable", 50196, "The server is throttling requests."),
         403 => TokenError::new(status, "unauthorized_client", 7000112, "Application is disabled."),

@@ -2,8 +2,9 @@
 //!
 //! A server that imitates, over real HTTPS, what entra-rotator talks to in Microsoft Entra ID: the
 //! token endpoint (client credentials, with a secret or a client assertion) and Microsoft Graph v1.0
-//! for applications and service principals. The product's real clients (azure_identity for tokens,
-//! reqwest for Graph) are pointed at it in tests and in `make demo`; nothing else uses it.
+//! for applications and service principals; and, on the same server, the customer applications a
+//! rollout reaches ([`Targets`]). The product's real clients (azure_identity for tokens, reqwest for
+//! Graph and the rollout) are pointed at it in tests and in `make demo`; nothing else uses it.
 //!
 //! What it imitates, and where it is strict on purpose:
 //!
@@ -18,6 +19,10 @@
 //!   overlapping writes to one application get `409 Directory_ConcurrencyViolation`.
 //! - **Faults** on demand ([`Faults`]): 429 with or without `Retry-After`, 409, the concurrency error
 //!   as 400, 5xx, slowness, 403.
+//! - **Rollout targets** ([`Sim::targets`], URLs from [`Sim::target_url`]): a Spring Actuator
+//!   (`/apps/{name}/actuator/refresh`), a health check (`/apps/{name}/health`) that can be scripted to
+//!   fail, and a webhook receiver (`/hooks/{name}`) that checks Standard Webhooks signatures and keeps
+//!   every body, so tests can assert the new secret never travels in one.
 //!
 //! The inventory is generated from a seed ([`SimOptions::apps`], [`SimOptions::seed`]); [`Sim::truth`]
 //! counts what the tenant holds so tests can compare the product's view with it, and
@@ -45,6 +50,7 @@ mod odata;
 mod records;
 mod server;
 mod state;
+mod targets;
 mod tenant;
 mod tls;
 mod token;
@@ -67,6 +73,7 @@ use url::Url;
 pub use error::{Error, TenantError};
 pub use faults::{Fault, FaultKind, Faults, Match};
 pub use records::{Endpoint, RequestRecord};
+pub use targets::{HealthScript, ReceivedWebhook, SPRING_REFRESHED_KEYS, Targets, webhook_signature};
 pub use tenant::{AddedPassword, AppSummary, NewApp, PasswordSummary, TenantHandle};
 pub use truth::Truth;
 
@@ -202,6 +209,7 @@ impl Sim {
             page_size: options.page_size,
             write_latency: options.write_latency,
             graph_base,
+            targets: Mutex::default(),
         });
 
         let (stop, stopped) = watch::channel(false);
@@ -266,6 +274,20 @@ impl Sim {
     /// `https://127.0.0.1:PORT/_sim` when the control API is on.
     pub fn control_url(&self) -> Option<Url> {
         self.control_api.then(|| self.base_url.join("_sim").ok()).flatten()
+    }
+
+    /// The URL of a rollout target on this sim: `path` (e.g. `/apps/orders/actuator/refresh`,
+    /// `/hooks/rotations`) on [`Sim::base_url`]. A leading `/` is optional.
+    pub fn target_url(&self, path: &str) -> Url {
+        // Always a path-absolute reference, so a `:` or a leading `//` in `path` cannot turn it into
+        // another scheme or host; resolving one against an https base does not fail.
+        let absolute = format!("/{}", path.trim_start_matches('/'));
+        self.base_url.join(&absolute).unwrap_or_else(|_| self.base_url.clone())
+    }
+
+    /// The rollout targets: what they received, and how they answer.
+    pub fn targets(&self) -> Targets {
+        Targets { shared: self.shared.clone() }
     }
 
     /// The fault queue.

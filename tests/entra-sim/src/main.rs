@@ -1,9 +1,11 @@
 //! `entra-sim`: run the simulated tenant on its own, for `make demo` and manual testing.
 //!
-//! Prints one JSON line on stdout — where to reach it, which CA to trust and, with `--control`, the
-//! control API's `control_url` — then serves until
-//! Ctrl-C (or SIGTERM). Logs go to stderr. The management secret is never printed: it comes from
-//! `--client-secret` or `ENTRA_SIM_CLIENT_SECRET`, so whoever starts the sim already knows it.
+//! Prints one JSON line on stdout — where to reach it (`base_url`, `authority_host`, `graph_base_url`,
+//! and `targets_base` for the rollout targets under `apps/…` and `hooks/…`), which CA to trust
+//! (`ca_cert`), `tenant_id`, `client_id` and, with `--control`, the control API's `control_url` —
+//! then serves until Ctrl-C (or SIGTERM). Logs go to stderr. Secrets are never printed: the
+//! management secret comes from `--client-secret` or `ENTRA_SIM_CLIENT_SECRET`, the webhook key from
+//! the variable `--webhook-key-env` names, so whoever starts the sim already knows them.
 
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
@@ -18,7 +20,7 @@ use tracing_subscriber::EnvFilter;
 #[command(
     name = "entra-sim",
     version,
-    about = "A simulated Microsoft Entra tenant: token endpoint and Graph over HTTPS."
+    about = "A simulated Microsoft Entra tenant: token endpoint, Graph and rollout targets over HTTPS."
 )]
 struct Cli {
     /// How many applications to generate.
@@ -43,6 +45,20 @@ struct Cli {
     /// The management application's client secret.
     #[arg(long, env = "ENTRA_SIM_CLIENT_SECRET", default_value = DEFAULT_MANAGEMENT_SECRET, hide_env_values = true)]
     client_secret: String,
+    /// The environment variable holding the key every webhook receiver (`/hooks/{name}`) verifies
+    /// Standard Webhooks signatures against (`whsec_<base64>` or raw). When it is unset or empty,
+    /// deliveries are kept but not verified.
+    #[arg(long, value_name = "VAR", default_value = "ENTRA_SIM_WEBHOOK_KEY")]
+    webhook_key_env: String,
+}
+
+/// The webhook key from the variable `name`, if set and not empty.
+#[expect(
+    clippy::disallowed_methods,
+    reason = "the variable's name is only known at run time; the rule guards the product's configuration, and this is a test tool"
+)]
+fn webhook_key(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|key| !key.is_empty())
 }
 
 /// `250ms`, `5s`, `2m`, `1h`, `7d`; a bare number is seconds.
@@ -83,11 +99,16 @@ async fn main() -> anyhow::Result<()> {
     })
     .await
     .context("starting the simulated tenant")?;
+    if let Some(key) = webhook_key(&cli.webhook_key_env) {
+        sim.targets().set_default_webhook_key(&key);
+        tracing::info!(variable = %cli.webhook_key_env, "webhook receivers verify signatures with the key from the environment");
+    }
 
     let mut line = serde_json::json!({
         "base_url": sim.base_url().as_str(),
         "authority_host": sim.authority_host().as_str(),
         "graph_base_url": sim.graph_base_url().as_str(),
+        "targets_base": sim.target_url("/").as_str(),
         "ca_cert": sim.ca_path().display().to_string(),
         "tenant_id": sim.tenant_id(),
         "client_id": sim.management_client_id(),

@@ -2,7 +2,9 @@
 //! (how many pages were fetched, whether a retry happened, that a link was followed verbatim).
 //!
 //! Records never hold secrets: the query string of a Graph request carries none, and the token
-//! endpoint's form body (where secrets travel) is not recorded at all.
+//! endpoint's form body (where secrets travel) is not recorded at all. A rollout target's query string
+//! is recorded as the caller sent it; what the targets received is kept apart, in
+//! [`crate::Targets`].
 
 use uuid::Uuid;
 
@@ -13,7 +15,10 @@ pub enum Endpoint {
     Graph,
     /// The Entra token endpoint (`/{tenant}/oauth2/v2.0/token`) or its discovery document.
     Token,
-    /// Anything else (the health check, unknown paths).
+    /// A rollout target standing for a customer application: the Spring Actuator and health check
+    /// under `/apps/…`, the webhook receiver under `/hooks/…`.
+    Target,
+    /// Anything else (the sim's own health check, the control API, unknown paths).
     Other,
 }
 
@@ -21,6 +26,8 @@ impl Endpoint {
     pub(crate) fn of_path(path: &str) -> Self {
         if path == "/v1.0" || path.starts_with("/v1.0/") {
             Self::Graph
+        } else if path.starts_with("/apps/") || path.starts_with("/hooks/") {
+            Self::Target
         } else if path.contains("/oauth2/") || path.contains("/.well-known/") {
             Self::Token
         } else {
@@ -53,6 +60,10 @@ impl RequestRecord {
     pub fn is_token(&self) -> bool {
         self.endpoint == Endpoint::Token
     }
+
+    pub fn is_target(&self) -> bool {
+        self.endpoint == Endpoint::Target
+    }
 }
 
 /// The ids of the request being served, set by the observing middleware for the duration of the
@@ -80,10 +91,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn paths_are_attributed_to_graph_the_token_endpoint_or_neither() {
+    fn paths_are_attributed_to_graph_the_token_endpoint_a_target_or_none_of_them() {
         assert_eq!(Endpoint::of_path("/v1.0/applications"), Endpoint::Graph);
         assert_eq!(Endpoint::of_path("/abc/oauth2/v2.0/token"), Endpoint::Token);
         assert_eq!(Endpoint::of_path("/"), Endpoint::Other);
         assert_eq!(Endpoint::of_path("/v1.0x"), Endpoint::Other);
+        assert_eq!(Endpoint::of_path("/apps/orders/actuator/refresh"), Endpoint::Target);
+        assert_eq!(Endpoint::of_path("/hooks/rotations"), Endpoint::Target);
+        assert_eq!(Endpoint::of_path("/appsx"), Endpoint::Other);
     }
 }

@@ -27,7 +27,8 @@ use crate::error::GraphError;
 use crate::faults::{Faults, fault_response};
 use crate::records::{Endpoint, REQUEST_IDS, RequestIds, RequestRecord};
 use crate::state::Directory;
-use crate::{graph, lock, token};
+use crate::targets::TargetState;
+use crate::{graph, lock, targets, token};
 
 /// An access token the sim issued.
 #[derive(Debug, Clone)]
@@ -56,6 +57,9 @@ pub(crate) struct Shared {
     pub(crate) write_latency: Duration,
     /// `https://127.0.0.1:PORT/v1.0`, the base of every link the sim hands out.
     pub(crate) graph_base: Url,
+    /// The rollout targets (Spring Actuator, health check, webhook receiver): what they received and
+    /// how they are scripted to answer.
+    pub(crate) targets: Mutex<TargetState>,
 }
 
 pub(crate) type AppState = Arc<Shared>;
@@ -73,6 +77,7 @@ pub(crate) fn router(shared: AppState, control_api: bool) -> Router {
         .route("/{tenant}/oauth2/v2.0/token", post(token::token))
         .route("/{tenant}/v2.0/.well-known/openid-configuration", get(token::openid_configuration))
         .merge(graph::routes())
+        .merge(targets::routes())
         .merge(control)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -126,12 +131,13 @@ async fn observe(State(shared): State<AppState>, request: Request, next: Next) -
 
     // The control API is the tester's own channel: faults meant for the product never block it.
     let fault = if path.starts_with(CONTROL_PREFIX) { None } else { shared.faults.take(&method, &path) };
+    let fault_path = path.as_str();
     let mut response = REQUEST_IDS
         .scope(ids, async move {
             if let Some(kind) = fault {
                 if let crate::FaultKind::Slow(delay) = kind {
                     tokio::time::sleep(delay).await;
-                } else if let Some(response) = fault_response(&kind, endpoint) {
+                } else if let Some(response) = fault_response(&kind, endpoint, fault_path) {
                     return response;
                 }
             }
