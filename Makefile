@@ -2,7 +2,12 @@
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: test lint fmt build check-steps bench try-discovery
+.PHONY: test lint fmt build check-steps bench try-discovery demo
+
+## The product's main job: one rotation end to end against the simulated tenant, on the embedded
+## default, with a line of explanation per stage. Ends by itself; leaves no process behind.
+demo:
+	bash scripts/demo.sh
 
 ## Run every test (unit, contract suites, command-line).
 test:

@@ -637,3 +637,53 @@ async fn the_new_secret_appears_in_no_log_message_dead_letter_or_webhook() {
     }
     assert!(haystacks.iter().any(|(w, _)| w == "logs") && haystacks.len() > 5);
 }
+
+impl Chain {
+    /// Puts a store that fails on request between the handlers and the real one.
+    fn with_flaky_store(&mut self) -> Arc<entra_rotator::contract::faults::FlakyStore> {
+        let flaky = Arc::new(entra_rotator::contract::faults::FlakyStore::new(self.store.clone()));
+        self.services.store = flaky.clone();
+        let worker = |name: &str, h: Arc<dyn entra_rotator::runtime::BatchHandler>| {
+            Worker::new(self.queue.clone(), QueueName::new(name), h, WorkerOptions::default())
+        };
+        self.workers = vec![
+            worker(queues::ROTATE, Arc::new(EnvelopeHandler(RotateHandler(self.services.clone())))),
+            worker(queues::STEP, Arc::new(EnvelopeHandler(StepHandler(self.services.clone())))),
+            worker(queues::CLEANUP, Arc::new(EnvelopeHandler(CleanupHandler(self.services.clone())))),
+        ];
+        flaky
+    }
+}
+
+#[tokio::test]
+async fn a_crash_after_a_step_took_effect_but_before_it_was_recorded_repeats_it_under_the_same_webhook_id() {
+    let mut c = chain_with_rollout("abort").await;
+    let flaky = c.with_flaky_store();
+    flaky.fail("put_step_record", 1, |r| r.contains("kind: \"webhook\"") && r.contains("outcome: Succeeded"));
+    let e = c.request().await;
+    c.pump(Duration::from_secs(1200)).await;
+    assert_eq!(c.execution(&e).await.status, ExecutionStatus::Completed);
+    let hooks = c.sim.targets().webhooks("ops");
+    assert_eq!(hooks.len(), 2, "delivered again after the crash");
+    assert_eq!(hooks[0].id, hooks[1].id, "under the same webhook-id, so the receiver can drop the repeat");
+    assert_eq!(c.sim.targets().spring_refreshes("payroll"), 1, "the recorded steps did not run again");
+}
+
+#[tokio::test]
+async fn a_crash_after_the_old_secret_was_removed_but_before_it_was_recorded_completes_on_the_next_run() {
+    let mut c = Chain::new(Duration::ZERO, vec![]).await;
+    let flaky = c.with_flaky_store();
+    let e = c.request().await;
+    c.pump(Duration::from_secs(60)).await;
+    let done = c.execution(&e).await;
+    flaky.fail("put_credential", 1, |cred| cred.contains("removed_at: Some"));
+    c.advance(Duration::from_secs(3601));
+    c.cleanup().await;
+    assert_eq!(c.passwords().len(), 1, "removed in the tenant");
+    assert!(!matches!(c.execution(&e).await.cleanup, Cleanup::Done { .. }), "but not recorded");
+    // The failed cleanup message comes back after its visibility timeout.
+    c.pump(Duration::from_secs(600)).await;
+    assert!(matches!(c.execution(&e).await.cleanup, Cleanup::Done { .. }));
+    assert_eq!(c.state_of(&c.old).await, LifecycleState::CleanedUp);
+    assert_eq!(c.passwords()[0].key_id, done.new_key_id.unwrap().as_uuid(), "the new secret is untouched");
+}

@@ -8,5 +8,6 @@
 // Contract cases are tests: a failed expectation panics with what was expected.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod faults;
 pub mod queue;
 pub mod store;

@@ -19,6 +19,7 @@ async fn the_binary_prints_one_json_line_with_everything_needed_to_reach_it() {
         Command::new(env!("CARGO_BIN_EXE_entra-sim"))
             .args(["--apps", "12", "--seed", "4", "--replication-delay", "5s", "--listen", "127.0.0.1:0", "--control"])
             .env("ENTRA_SIM_CLIENT_SECRET", "from-the-environment")
+            .env("ENTRA_SIM_WEBHOOK_KEY", "webhook-key-from-the-environment")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -35,7 +36,7 @@ async fn the_binary_prints_one_json_line_with_everything_needed_to_reach_it() {
 
     {
         let info: serde_json::Value = serde_json::from_str(line.trim()).expect("one JSON line");
-        assert!(!line.contains("from-the-environment"), "the secret is not printed");
+        assert!(!line.contains("from-the-environment"), "the secrets are not printed");
         let base_url = info["base_url"].as_str().unwrap();
         assert!(base_url.starts_with("https://127.0.0.1:"));
         assert_eq!(info["authority_host"], base_url);
@@ -76,5 +77,28 @@ async fn the_binary_prints_one_json_line_with_everything_needed_to_reach_it() {
         assert_eq!(response.status(), reqwest::StatusCode::OK);
         let truth: serde_json::Value = http.get(format!("{control}/truth")).send().await.unwrap().json().await.unwrap();
         assert_eq!(truth["applications"], 10);
+
+        // The rollout targets, with every hook verifying against the key from the environment.
+        let targets = info["targets_base"].as_str().expect("a targets base");
+        assert_eq!(targets, base_url);
+        let refreshed: serde_json::Value =
+            http.post(format!("{targets}apps/orders/actuator/refresh")).send().await.unwrap().json().await.unwrap();
+        assert!(refreshed.is_array());
+        let body = r#"{"type":"entra-rotator.secret.rotated"}"#;
+        let signature = entra_sim::webhook_signature("webhook-key-from-the-environment", "evt-1", "1700000000", body);
+        let response = http
+            .post(format!("{targets}hooks/anything"))
+            .header("webhook-id", "evt-1")
+            .header("webhook-timestamp", "1700000000")
+            .header("webhook-signature", signature)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), reqwest::StatusCode::OK);
+        let seen: serde_json::Value =
+            http.get(format!("{control}/targets")).send().await.unwrap().json().await.unwrap();
+        assert_eq!(seen["apps"]["orders"]["spring_refreshes"], 1);
+        assert_eq!(seen["hooks"]["anything"]["deliveries"][0]["verified"], true);
     }
 }
