@@ -15,11 +15,14 @@ use crate::ports::{
 };
 use crate::{Error, Result};
 
+/// How many more calls fail, and which.
+type Fault = (u32, Box<dyn Fn(&str) -> bool + Send>);
+
 /// Wraps a store; `fail(method, n, when)` makes the next `n` calls of `method` that satisfy `when`
 /// fail before reaching the store.
 pub struct FlakyStore {
     inner: Arc<dyn Store>,
-    faults: Mutex<HashMap<&'static str, (u32, Box<dyn Fn(&str) -> bool + Send>)>>,
+    faults: Mutex<HashMap<&'static str, Fault>>,
 }
 
 impl FlakyStore {
