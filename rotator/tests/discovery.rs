@@ -158,3 +158,48 @@ async fn serve_syncs_and_scans_on_its_own_timers() {
     assert!(out.status.success(), "{log}");
     assert!(!log.contains(&secret), "the integration's secret reached the log");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotate_dry_run_warns_of_a_reload_before_its_publish_and_changes_nothing() {
+    let sim = Sim::start(SimOptions { apps: 30, seed: 4, ..Default::default() }).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &sim);
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(
+        r#"
+[policies.default]
+[[policies.default.steps]]
+type = "spring_actuator_refresh"
+order = 10
+on_failure = "continue"
+config = { url = "https://orders.example.com/actuator/refresh" }
+[[policies.default.steps]]
+type = "azure_key_vault"
+order = 20
+on_failure = "abort"
+config = { vault_url = "https://kv-orders.vault.azure.net", secret_name = "ClientSecret" }
+"#,
+    );
+    std::fs::write(&config, text).unwrap();
+    let secret = sim.management_secret();
+    json(&rotator(&config, &secret, &["--json", "sync"]));
+    let status = json(&rotator(&config, &secret, &["--json", "status"]));
+    let credential = status["dashboard"]["most_urgent"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["credential"].as_str().unwrap().to_owned())
+        .find(|c| c.contains("/app/"))
+        .expect("an application secret");
+    let before: Vec<_> = sim.tenant().apps().iter().map(|a| a.passwords).collect();
+
+    let out = rotator(&config, &secret, &["rotate", &credential, "--dry-run"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(text.contains("reloads before"), "{text}");
+    assert!(text.contains("warning"), "{text}");
+    assert!(text.contains("nothing was changed"), "{text}");
+    let after: Vec<_> = sim.tenant().apps().iter().map(|a| a.passwords).collect();
+    assert_eq!(before, after, "no secret was created");
+    let history = json(&rotator(&config, &secret, &["--json", "history", &credential]));
+    assert!(history["executions"].as_array().unwrap().is_empty());
+}
