@@ -6,17 +6,14 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
-use axum::extract::State;
-use axum::routing::get;
-use axum::{Json, Router};
 use entra_rotator::adapters::sqlite::LocalData;
+use entra_rotator::api::ApiState;
 use entra_rotator::handlers::{CleanupHandler, RotateHandler, ScanHandler, StepHandler, SyncHandler};
 use entra_rotator::messages::{Message, queues};
 use entra_rotator::ports::{Clock, Queue, QueueName, Store, SystemClock};
 use entra_rotator::runtime::{BatchHandler, EmbeddedRuntime, EnvelopeHandler, Scheduler, Timer, Worker, WorkerOptions};
 use entra_rotator::seal::LocalKeyRing;
 use entra_rotator::wiring;
-use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
@@ -76,7 +73,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
         policies = config.policies.len(),
         "entra-rotator serving"
     );
-    let app = Router::new().route("/healthz", get(health)).with_state(Arc::new(data.clone()));
+    let app = entra_rotator::api::router(ApiState { services, tokens: Arc::new(config.api_tokens.clone()) });
     let http_shutdown = shutdown.clone();
     let http = tokio::spawn(async move {
         axum::serve(listener, app).with_graceful_shutdown(async move { http_shutdown.cancelled().await }).await
@@ -90,15 +87,4 @@ pub async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
     http.await.context("HTTP server task")?.context("HTTP server")?;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
-}
-
-/// Liveness and queue depths; no secrets, no identifiers.
-async fn health(State(data): State<Arc<LocalData>>) -> Json<serde_json::Value> {
-    let mut depths = serde_json::Map::new();
-    for q in queues::ALL {
-        if let Ok(d) = data.queue.depth(&QueueName::new(q)).await {
-            depths.insert(q.to_string(), serde_json::to_value(d).unwrap_or_default());
-        }
-    }
-    Json(json!({ "status": "ok", "queues": depths }))
 }

@@ -4,6 +4,7 @@
 
 pub mod adapters;
 pub mod alerts;
+pub mod api;
 pub mod config;
 pub mod directory;
 pub mod domain;

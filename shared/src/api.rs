@@ -1,0 +1,256 @@
+//! The HTTP API: the trigger for manual rotations and the read side (executions, history,
+//! dashboard). `rotator serve` serves this router; the Lambda will serve it unchanged.
+//!
+//! Callers present `Authorization: Bearer <token>`; the configuration holds only the SHA-256 of each
+//! token with its roles (`entra:read`, `entra:write`, `entra:rotate`). Without a known token: 401;
+//! without the route's role: 403. No response ever carries a secret or the token.
+
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::Error;
+use crate::config::{ApiToken, Role};
+use crate::domain::execution::{Execution, StepOutcome, StepRecord, Trigger};
+use crate::handlers::Services;
+use crate::ids::{CredentialId, ExecutionId};
+use crate::messages::queues;
+use crate::ports::{AuditQuery, QueueName};
+use crate::usecases::dashboard::dashboard;
+use crate::usecases::rotation::{RotationAccepted, confirm_cleanup, request_rotation};
+
+/// What the router needs.
+#[derive(Clone)]
+pub struct ApiState {
+    pub services: Services,
+    pub tokens: Arc<Vec<ApiToken>>,
+}
+
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/healthz", get(health))
+        .route("/v1/dashboard", get(get_dashboard))
+        .route("/v1/executions/{id}", get(get_execution))
+        .route("/v1/executions/{id}/confirm", post(confirm))
+        // The credential id holds slashes: accepted URL-encoded in one segment, or as it is.
+        .route("/v1/credentials/{*rest}", get(credential_get).post(credential_post))
+        .layer(DefaultBodyLimit::max(64 * 1024))
+        .with_state(state)
+}
+
+/// An error answer: `{"error": {"code", "message"}}`.
+struct ApiError(StatusCode, &'static str, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = (self.0, Json(json!({ "error": { "code": self.1, "message": self.2 } }))).into_response();
+        if self.0 == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        match &e {
+            Error::Invalid { .. } => ApiError(StatusCode::BAD_REQUEST, "invalid", e.to_string()),
+            Error::NotFound { .. } => ApiError(StatusCode::NOT_FOUND, "not_found", e.to_string()),
+            Error::Conflict { .. } => ApiError(StatusCode::CONFLICT, "conflict", e.to_string()),
+            _ if e.is_transient() => {
+                tracing::warn!(error = %e.chain(), "request failed, worth retrying");
+                ApiError(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "try again shortly".into())
+            }
+            _ => {
+                tracing::error!(error = %e.chain(), "request failed");
+                ApiError(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error".into())
+            }
+        }
+    }
+}
+
+type ApiResult<T = Response> = Result<T, ApiError>;
+
+/// The caller, by the token presented, if it holds `role`.
+fn authorize(state: &ApiState, headers: &HeaderMap, role: Role) -> ApiResult<String> {
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| ApiError(StatusCode::UNAUTHORIZED, "unauthorized", "a bearer token is required".into()))?;
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, presented.as_bytes());
+    // Every configured hash is compared, in constant time, so timing says nothing of which is close.
+    let mut found = None;
+    for t in state.tokens.iter() {
+        let same = t.sha256.iter().zip(digest.as_ref()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0;
+        if same {
+            found = Some(t);
+        }
+    }
+    let token = found
+        .ok_or_else(|| ApiError(StatusCode::UNAUTHORIZED, "unauthorized", "the bearer token is not known".into()))?;
+    if !token.roles.contains(&role) {
+        return Err(ApiError(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("this route needs the role {}", role.as_str()),
+        ));
+    }
+    Ok(token.name.clone())
+}
+
+async fn health(State(state): State<ApiState>) -> Json<Value> {
+    let mut depths = serde_json::Map::new();
+    for q in queues::ALL {
+        if let Ok(d) = state.services.queue.depth(&QueueName::new(q)).await {
+            depths.insert(q.to_string(), serde_json::to_value(d).unwrap_or_default());
+        }
+    }
+    Json(json!({ "status": "ok", "queues": depths }))
+}
+
+async fn get_dashboard(State(state): State<ApiState>, headers: HeaderMap) -> ApiResult {
+    authorize(&state, &headers, Role::Read)?;
+    let s = &state.services;
+    let now = s.clock.now();
+    Ok(Json(dashboard(s.store.as_ref(), now, 30, 10).await?).into_response())
+}
+
+/// An execution as the API shows it: the record and each planned step with its status.
+async fn execution_view(state: &ApiState, e: &Execution) -> ApiResult<Value> {
+    let records = state.services.store.list_step_records(&e.id).await?;
+    let steps: Vec<Value> = e
+        .plan
+        .iter()
+        .enumerate()
+        .map(|(i, planned)| {
+            let r: Option<&StepRecord> = records.iter().find(|r| r.index as usize == i);
+            json!({
+                "index": i,
+                "name": planned.name,
+                "kind": planned.kind,
+                "on_failure": planned.on_failure,
+                "outcome": r.map(|r| r.outcome).unwrap_or(StepOutcome::Pending),
+                "attempts": r.map(|r| r.attempts).unwrap_or(0),
+                "started_at": r.and_then(|r| r.started_at).map(rfc3339),
+                "ended_at": r.and_then(|r| r.ended_at).map(rfc3339),
+                "error": r.and_then(|r| r.error.clone()),
+            })
+        })
+        .collect();
+    Ok(json!({
+        "id": e.id,
+        "credential": e.credential,
+        "app": e.app,
+        "policy": e.policy,
+        "status": e.status,
+        "trigger": e.trigger,
+        "new_key_id": e.new_key_id,
+        "created_at": rfc3339(e.created_at),
+        "finished_at": e.finished_at.map(rfc3339),
+        "duration_seconds": e.duration().map(|d| d.whole_seconds()),
+        "grace_until": e.grace_until.map(rfc3339),
+        "cleanup": e.cleanup,
+        "needs_attention": e.needs_attention,
+        "summary": e.summary,
+        "error": e.error,
+        "steps": steps,
+    }))
+}
+
+fn rfc3339(t: time::OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+}
+
+fn execution_id(raw: &str) -> ApiResult<ExecutionId> {
+    ExecutionId::parse(raw).map_err(|e| ApiError(StatusCode::BAD_REQUEST, "invalid", e.to_string()))
+}
+
+async fn get_execution(State(state): State<ApiState>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult {
+    authorize(&state, &headers, Role::Read)?;
+    let id = execution_id(&id)?;
+    let e = state.services.store.get_execution(&id).await?.ok_or_else(|| Error::not_found("execution", id))?;
+    Ok(Json(execution_view(&state, &e).await?).into_response())
+}
+
+async fn confirm(State(state): State<ApiState>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult {
+    let caller = authorize(&state, &headers, Role::Write)?;
+    let id = execution_id(&id)?;
+    let e = confirm_cleanup(&state.services, id, &format!("http:{caller}")).await?;
+    Ok(Json(execution_view(&state, &e).await?).into_response())
+}
+
+/// Splits `<credential id>/<action>` from the rest of the path.
+fn credential_and_action(rest: &str) -> ApiResult<(CredentialId, &str)> {
+    let (id, action) = rest.rsplit_once('/').ok_or_else(|| {
+        ApiError(StatusCode::NOT_FOUND, "not_found", "expected /v1/credentials/{id}/rotate or /history".into())
+    })?;
+    let id = CredentialId::parse(id).map_err(|e| ApiError(StatusCode::BAD_REQUEST, "invalid", e.to_string()))?;
+    Ok((id, action))
+}
+
+async fn credential_get(State(state): State<ApiState>, headers: HeaderMap, Path(rest): Path<String>) -> ApiResult {
+    authorize(&state, &headers, Role::Read)?;
+    let (credential, action) = credential_and_action(&rest)?;
+    if action != "history" {
+        return Err(ApiError(StatusCode::NOT_FOUND, "not_found", format!("no GET route for {action}")));
+    }
+    let s = &state.services;
+    let mut executions = Vec::new();
+    for e in s.store.list_executions(&credential).await? {
+        executions.push(execution_view(&state, &e).await?);
+    }
+    let audit = s
+        .store
+        .list_audit(&AuditQuery { credential: Some(credential.clone()), limit: 200, ..Default::default() })
+        .await?;
+    Ok(Json(json!({ "credential": credential, "executions": executions, "audit": audit })).into_response())
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RotateBody {
+    reason: Option<String>,
+    #[serde(default)]
+    dry_run: bool,
+}
+
+async fn credential_post(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path(rest): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult {
+    let caller = authorize(&state, &headers, Role::Rotate)?;
+    let (credential, action) = credential_and_action(&rest)?;
+    if action != "rotate" {
+        return Err(ApiError(StatusCode::NOT_FOUND, "not_found", format!("no POST route for {action}")));
+    }
+    let body: RotateBody = if body.is_empty() {
+        RotateBody::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| ApiError(StatusCode::BAD_REQUEST, "invalid", format!("body: {e}")))?
+    };
+    let trigger = Trigger::Manual { by: format!("http:{caller}"), reason: body.reason };
+    Ok(match request_rotation(&state.services, &credential, trigger, body.dry_run).await? {
+        RotationAccepted::Started { execution } => (
+            StatusCode::ACCEPTED,
+            Json(json!({ "execution_id": execution.id, "status": execution.status, "already_running": false })),
+        )
+            .into_response(),
+        RotationAccepted::AlreadyRunning { execution } => (
+            StatusCode::ACCEPTED,
+            Json(json!({ "execution_id": execution.id, "status": execution.status, "already_running": true })),
+        )
+            .into_response(),
+        RotationAccepted::DryRun { report } => (StatusCode::OK, Json(json!({ "dry_run": report }))).into_response(),
+    })
+}

@@ -1,0 +1,197 @@
+//! The HTTP API over a real socket: authentication and roles on every route, the rotation trigger,
+//! executions, history and the dashboard.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+
+use entra_rotator::adapters::sqlite::{SqliteQueue, SqliteStore};
+use entra_rotator::api::{ApiState, router};
+use entra_rotator::config::{ApiToken, Role};
+use entra_rotator::domain::inventory::{Credential, CredentialKind};
+use entra_rotator::domain::policy::{PolicySet, RotationPolicy};
+use entra_rotator::handlers::{Directories, Services};
+use entra_rotator::ids::{AppObjectId, ClientId, CredentialId, IntegrationId, KeyId, PolicyId};
+use entra_rotator::messages::{default_queue_specs, queues};
+use entra_rotator::ports::{ManualClock, Queue, QueueName, Store};
+use entra_rotator::rollout::Rollout;
+use entra_rotator::seal::LocalKeyRing;
+use reqwest::StatusCode;
+use serde_json::Value;
+use time::macros::datetime;
+use uuid::Uuid;
+
+const READER: &str = "reader-token-Zq8";
+const ROTATOR: &str = "rotator-token-Xy7";
+const WRITER: &str = "writer-token-Wv6";
+
+fn token(name: &str, secret: &str, roles: Vec<Role>) -> ApiToken {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, secret.as_bytes());
+    ApiToken { name: name.into(), sha256: digest.as_ref().try_into().unwrap(), roles }
+}
+
+struct Api {
+    base: String,
+    http: reqwest::Client,
+    store: Arc<SqliteStore>,
+    queue: Arc<SqliteQueue>,
+    credential: CredentialId,
+}
+
+impl Api {
+    async fn start() -> Self {
+        let clock = ManualClock::new(datetime!(2026-11-22 12:00 UTC));
+        let store = Arc::new(SqliteStore::in_memory(Arc::new(clock.clone())).unwrap());
+        let queue = Arc::new(SqliteQueue::in_memory(default_queue_specs(), Arc::new(clock.clone())).unwrap());
+        let integration = IntegrationId::parse("contoso").unwrap();
+        let app = AppObjectId::from_uuid(Uuid::new_v4());
+        let credential = Credential {
+            id: CredentialId::for_application(integration, app, KeyId::from_uuid(Uuid::new_v4())),
+            kind: CredentialKind::Password,
+            app: Some(app),
+            client_id: ClientId::from_uuid(Uuid::new_v4()),
+            display_name: Some("prod".into()),
+            hint: Some("abc".into()),
+            start: Some(datetime!(2026-06-01 00:00 UTC)),
+            end: Some(datetime!(2026-12-01 00:00 UTC)),
+            thumbprint: None,
+            removed_at: None,
+        };
+        store.put_credential(&credential).await.unwrap();
+        let policy = RotationPolicy::with_defaults(PolicyId::parse("default").unwrap());
+        let services = Services {
+            store: store.clone(),
+            queue: queue.clone(),
+            clock: Arc::new(clock),
+            directories: Arc::new(Directories::new()),
+            policies: Arc::new(PolicySet::new(vec![(policy, vec![])])),
+            sinks: Arc::new(vec![]),
+            keys: Arc::new(LocalKeyRing::fixed("k1", [7; 32])),
+            rollout: Arc::new(Rollout::new(reqwest::Client::new(), Default::default())),
+            settings: Default::default(),
+        };
+        let tokens = vec![
+            token("reader", READER, vec![Role::Read]),
+            token("rotator", ROTATOR, vec![Role::Rotate, Role::Read]),
+            token("writer", WRITER, vec![Role::Write]),
+        ];
+        let app = router(ApiState { services, tokens: Arc::new(tokens) });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Self { base, http: reqwest::Client::new(), store, queue, credential: credential.id }
+    }
+
+    fn encoded(&self) -> String {
+        self.credential.to_string().replace('/', "%2F")
+    }
+
+    async fn call(&self, method: &str, path: &str, token: Option<&str>, body: Option<&str>) -> (StatusCode, String) {
+        let mut req = self.http.request(method.parse().unwrap(), format!("{}{path}", self.base));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.header("content-type", "application/json").body(b.to_owned());
+        }
+        let res = req.send().await.unwrap();
+        let status = res.status();
+        (status, res.text().await.unwrap())
+    }
+
+    async fn json(&self, method: &str, path: &str, token: &str, body: Option<&str>) -> (StatusCode, Value) {
+        let (status, text) = self.call(method, path, Some(token), body).await;
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+}
+
+#[tokio::test]
+async fn every_route_refuses_a_missing_or_unknown_token_and_a_token_without_its_role() {
+    let api = Api::start().await;
+    let e = "exe-11111111-1111-1111-1111-111111111111";
+    let c = api.encoded();
+    let routes: Vec<(&str, String, &str)> = vec![
+        ("POST", format!("/v1/credentials/{c}/rotate"), WRITER),
+        ("GET", format!("/v1/executions/{e}"), WRITER),
+        ("POST", format!("/v1/executions/{e}/confirm"), READER),
+        ("GET", format!("/v1/credentials/{c}/history"), WRITER),
+        ("GET", "/v1/dashboard".to_owned(), WRITER),
+    ];
+    for (method, path, lacking_role) in &routes {
+        let (status, body) = api.call(method, path, None, None).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {path} without a token: {body}");
+        let (status, _) = api.call(method, path, Some("not-a-known-token"), None).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {path} with an unknown token");
+        let (status, body) = api.call(method, path, Some(lacking_role), None).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{method} {path} without its role: {body}");
+        assert!(body.contains("entra:"), "names the role needed: {body}");
+        assert!(!body.contains(lacking_role), "never echoes the token");
+    }
+    let (status, _) = api.call("GET", "/healthz", None, None).await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_rotation_request_answers_202_with_an_execution_that_can_be_followed() {
+    let api = Api::start().await;
+    let path = format!("/v1/credentials/{}/rotate", api.encoded());
+    let (status, body) = api.json("POST", &path, ROTATOR, Some(r#"{"reason":"expiring"}"#)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["already_running"], false);
+    let id = body["execution_id"].as_str().unwrap().to_owned();
+    let rotate = api.queue.receive(&QueueName::new(queues::ROTATE), 10, None).await.unwrap();
+    assert_eq!(rotate.len(), 1, "a RotateRequested is queued");
+    assert!(rotate[0].body.contains(&id));
+
+    let (status, execution) = api.json("GET", &format!("/v1/executions/{id}"), ROTATOR, None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(execution["status"], "pending");
+    assert_eq!(execution["trigger"]["by"], "http:rotator");
+    assert_eq!(execution["trigger"]["reason"], "expiring");
+    let steps = execution["steps"].as_array().unwrap();
+    assert_eq!(steps.first().unwrap()["kind"], "verify");
+    assert_eq!(steps.last().unwrap()["kind"], "finalize");
+
+    // The raw form of the id works as well, and a second request gets the running execution.
+    let raw = format!("/v1/credentials/{}/rotate", api.credential);
+    let (status, again) = api.json("POST", &raw, ROTATOR, None).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(again["already_running"], true);
+    assert_eq!(again["execution_id"], id.as_str());
+
+    let (_, history) = api.json("GET", &format!("/v1/credentials/{}/history", api.encoded()), READER, None).await;
+    assert_eq!(history["executions"][0]["id"], id.as_str());
+    assert!(history["audit"].as_array().unwrap().iter().any(|a| a["action"] == "rotation.requested"));
+    let (_, dash) = api.json("GET", "/v1/dashboard", READER, None).await;
+    assert_eq!(dash["counts"]["rotating"], 1);
+}
+
+#[tokio::test]
+async fn bad_requests_get_clear_errors_and_change_nothing() {
+    let api = Api::start().await;
+    let unknown = format!(
+        "/v1/credentials/{}/rotate",
+        format!("contoso/app/{}/{}", Uuid::new_v4(), Uuid::new_v4()).replace('/', "%2F")
+    );
+    let (status, body) = api.json("POST", &unknown, ROTATOR, None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    let (status, body) = api.json("POST", "/v1/credentials/not-an-id/rotate", ROTATOR, None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let path = format!("/v1/credentials/{}/rotate", api.encoded());
+    let (status, body) = api.json("POST", &path, ROTATOR, Some(r#"{"reason":"x","force":true}"#)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("force"));
+    let (status, _) = api.json("GET", "/v1/executions/garbage", READER, None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(api.store.list_executions(&api.credential).await.unwrap().is_empty(), "nothing recorded");
+    assert_eq!(api.queue.depth(&QueueName::new(queues::ROTATE)).await.unwrap().visible, 0);
+}
+
+#[tokio::test]
+async fn confirming_an_execution_that_has_not_finished_is_a_conflict() {
+    let api = Api::start().await;
+    let path = format!("/v1/credentials/{}/rotate", api.encoded());
+    let (_, body) = api.json("POST", &path, ROTATOR, None).await;
+    let id = body["execution_id"].as_str().unwrap();
+    let (status, body) = api.json("POST", &format!("/v1/executions/{id}/confirm"), WRITER, None).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+}
