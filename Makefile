@@ -14,9 +14,11 @@ test:
 	$(CARGO) test --workspace --locked
 
 ## Formatting and clippy, warnings as errors.
+## Then the AWS deployment's offline checks (cfn-lint, SAM transform, checkov, infra/checks.py).
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+	bash scripts/lint-infra.sh
 
 fmt:
 	$(CARGO) fmt --all
@@ -24,6 +26,12 @@ fmt:
 ## Build the `rotator` command (target/release/rotator).
 build:
 	$(CARGO) build --release --locked -p rotator
+
+## The six Lambda packages for infra/template.yaml: target/lambda/<function>/{bootstrap,rotator.toml}.
+## `make build-lambdas LAMBDA_CONFIG=path/to/rotator.toml` (LAMBDA_ARCH=arm64|x86_64; see infra/DEPLOY.md).
+.PHONY: build-lambdas
+build-lambdas:
+	CARGO="$(CARGO)" bash scripts/build-lambdas.sh
 
 ## Validate the seed's example rollout and print its plan.
 check-steps:
