@@ -1,4 +1,4 @@
-# entra-rotator. `make test` is what CI runs; it needs nothing but the pinned Rust toolchain.
+# entra-rotator. `make test` is what CI runs; it needs the pinned Rust toolchain and python3 (for moto).
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
@@ -9,9 +9,11 @@ export CARGO_TERM_COLOR ?= never
 demo:
 	bash scripts/demo.sh
 
-## Run every test (unit, contract suites, command-line).
+## Run every test (unit, contract suites on the embedded and the AWS adapters, end to end, command
+## line). Installs the moto server (the local AWS emulator, from PyPI) under target/ once, starts it
+## on loopback for the run and stops it afterwards.
 test:
-	$(CARGO) test --workspace --locked
+	bash scripts/with-moto.sh $(CARGO) test --workspace --locked
 
 ## Formatting and clippy, warnings as errors.
 ## Then the AWS deployment's offline checks (cfn-lint, SAM transform, checkov, infra/checks.py).
@@ -37,10 +39,13 @@ build-lambdas:
 check-steps:
 	$(CARGO) run --quiet --locked -p rotator -- steps check examples/steps/iis-app.json
 
-## Benchmarks: full and delta sync of a simulated tenant, expiry scan; ratios against baselines
-## measured in the same run. `make bench BENCH_ARGS="--apps 2000"` for a quick look.
+## Benchmarks: full and delta sync of a simulated tenant, expiry scan; then each Lambda function's
+## package size, start-up time and memory up to its first poll of a local fake Runtime API, against a
+## minimal lambda_runtime function; ratios against baselines measured in the same run.
+## `make bench BENCH_ARGS="--apps 2000" LAMBDA_BENCH_ARGS="--runs 3"` for a quick look.
 bench:
 	$(CARGO) run --release --locked -p rotator-bench -- $(BENCH_ARGS)
+	CARGO="$(CARGO)" bash bench/lambda-startup.sh $(LAMBDA_BENCH_ARGS)
 
 ## Discovery against the simulated tenant: sync, status, then a delta sync.
 try-discovery:

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use entra_rotator::adapters::sqlite::LocalData;
-use entra_rotator::config::{Config, ProcessEnv};
+use entra_rotator::config::{Config, Env, ProcessEnv};
 use entra_rotator::domain::steps::{Severity, parse_steps};
 use entra_rotator::ids::CredentialId;
 use entra_rotator::messages::queues;
@@ -319,13 +319,38 @@ fn queue_names(queue: Option<&str>) -> anyhow::Result<Vec<QueueName>> {
     }
 }
 
+/// The queues the `dlq` commands work on: the AWS deployment's when its environment is set
+/// (`ROTATOR_AWS_TABLE`, `ROTATOR_AWS_KMS_KEY`, `ROTATOR_AWS_QUEUE_PREFIX`, and AWS credentials), else
+/// this machine's local database. `Err(code)` when there is nothing to look at yet.
+async fn dead_letter_queues(config_path: &Path, out: Output) -> anyhow::Result<Result<Arc<dyn Queue>, ExitCode>> {
+    if ProcessEnv.var(entra_rotator_aws::settings::QUEUE_PREFIX_VAR).is_some() {
+        let settings = entra_rotator_aws::AwsSettings::from_env(&ProcessEnv)?;
+        let sdk = settings.sdk_config().await;
+        let queue = entra_rotator_aws::SqsQueue::new(
+            aws_sdk_sqs::Client::new(&sdk),
+            aws_sdk_dynamodb::Client::new(&sdk),
+            settings.table.clone(),
+            settings.queue_prefix.clone(),
+            entra_rotator::messages::default_queue_specs(),
+        );
+        return Ok(Ok(Arc::new(queue)));
+    }
+    let config = load_config(config_path)?;
+    match open_data(&config)? {
+        Some(data) => Ok(Ok(Arc::new(data.queue))),
+        None => Ok(Err(no_data(&config, out)?)),
+    }
+}
+
 pub async fn dlq_list(config_path: &Path, queue: Option<&str>, out: Output) -> anyhow::Result<ExitCode> {
     let names = queue_names(queue)?;
-    let config = load_config(config_path)?;
-    let Some(data) = open_data(&config)? else { return no_data(&config, out) };
+    let dlq = match dead_letter_queues(config_path, out).await? {
+        Ok(q) => q,
+        Err(code) => return Ok(code),
+    };
     let mut all = Vec::new();
     for q in &names {
-        all.extend(data.queue.dead_letters(q, 1000).await?);
+        all.extend(dlq.dead_letters(q, 1000).await?);
     }
     if out.json {
         out.print_json(&json!({ "dead_letters": all }))?;
@@ -374,9 +399,11 @@ fn describe_body(body: &str) -> String {
 }
 
 pub async fn dlq_show(config_path: &Path, id: &str, out: Output) -> anyhow::Result<ExitCode> {
-    let config = load_config(config_path)?;
-    let Some(data) = open_data(&config)? else { return no_data(&config, out) };
-    let Some(d) = data.queue.dead_letter(&MessageId(id.to_owned())).await? else {
+    let dlq = match dead_letter_queues(config_path, out).await? {
+        Ok(q) => q,
+        Err(code) => return Ok(code),
+    };
+    let Some(d) = dlq.dead_letter(&MessageId(id.to_owned())).await? else {
         bail!("no dead letter with id {id}");
     };
     if out.json {
@@ -402,21 +429,23 @@ pub async fn dlq_redrive(
     ids: &[String],
     out: Output,
 ) -> anyhow::Result<ExitCode> {
-    let config = load_config(config_path)?;
-    let Some(data) = open_data(&config)? else { return no_data(&config, out) };
+    let dlq = match dead_letter_queues(config_path, out).await? {
+        Ok(q) => q,
+        Err(code) => return Ok(code),
+    };
     let mut moved = 0;
     if ids.is_empty() {
         for q in queue_names(queue)? {
-            moved += data.queue.redrive(&q, None).await?;
+            moved += dlq.redrive(&q, None).await?;
         }
     } else {
         for id in ids {
             let id = MessageId(id.clone());
-            let Some(d) = data.queue.dead_letter(&id).await? else { bail!("no dead letter with id {id}") };
+            let Some(d) = dlq.dead_letter(&id).await? else { bail!("no dead letter with id {id}") };
             if queue.is_some_and(|q| q != d.source_queue.as_str()) {
                 bail!("dead letter {id} belongs to queue {}, not {}", d.source_queue, queue.unwrap_or_default());
             }
-            moved += data.queue.redrive(&d.source_queue, Some(std::slice::from_ref(&id))).await?;
+            moved += dlq.redrive(&d.source_queue, Some(std::slice::from_ref(&id))).await?;
         }
     }
     if out.json {

@@ -9,9 +9,9 @@ use anyhow::Context;
 use entra_rotator::adapters::sqlite::LocalData;
 use entra_rotator::api::ApiState;
 use entra_rotator::handlers::{CleanupHandler, RotateHandler, ScanHandler, StepHandler, SyncHandler};
-use entra_rotator::messages::{Message, queues};
+use entra_rotator::messages::queues;
 use entra_rotator::ports::{Clock, Queue, QueueName, Store, SystemClock};
-use entra_rotator::runtime::{BatchHandler, EmbeddedRuntime, EnvelopeHandler, Scheduler, Timer, Worker, WorkerOptions};
+use entra_rotator::runtime::{BatchHandler, EmbeddedRuntime, EnvelopeHandler, Scheduler, Worker, WorkerOptions};
 use entra_rotator::seal::LocalKeyRing;
 use entra_rotator::wiring;
 use tokio_util::sync::CancellationToken;
@@ -36,24 +36,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
     let worker = |name: &str, handler: Arc<dyn BatchHandler>| {
         Worker::new(queue.clone(), QueueName::new(name), handler, WorkerOptions::default())
     };
-    let mut timers = Vec::new();
-    for i in config.integrations.iter().filter(|i| i.enabled) {
-        timers.push(Timer {
-            name: format!("sync:{}", i.id),
-            every: config.schedules.sync.as_duration(),
-            message: Message::SyncRequested { integration: i.id.clone(), full: false },
-        });
-    }
-    timers.push(Timer {
-        name: "expiry-scan".into(),
-        every: config.schedules.expiry_scan.as_duration(),
-        message: Message::ScanRequested { integration: None },
-    });
-    timers.push(Timer {
-        name: "grace-cleanup".into(),
-        every: config.schedules.grace_cleanup.as_duration(),
-        message: Message::CleanupRequested { integration: None },
-    });
+    let timers = wiring::timers(&config);
     let runtime = EmbeddedRuntime::new()
         .with_worker(worker(queues::SYNC, Arc::new(EnvelopeHandler(SyncHandler(services.clone())))))
         .with_worker(worker(queues::SCAN, Arc::new(EnvelopeHandler(ScanHandler(services.clone())))))
@@ -73,7 +56,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
         policies = config.policies.len(),
         "entra-rotator serving"
     );
-    let app = entra_rotator::api::router(ApiState { services, tokens: Arc::new(config.api_tokens.clone()) });
+    let app = entra_rotator::api::router(ApiState::with_tokens(services, config.api_tokens.clone()));
     let http_shutdown = shutdown.clone();
     let http = tokio::spawn(async move {
         axum::serve(listener, app).with_graceful_shutdown(async move { http_shutdown.cancelled().await }).await

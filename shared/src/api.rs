@@ -1,13 +1,15 @@
 //! The HTTP API: the trigger for manual rotations and the read side (executions, history,
 //! dashboard). `rotator serve` serves this router; the Lambda will serve it unchanged.
 //!
-//! Callers present `Authorization: Bearer <token>`; the configuration holds only the SHA-256 of each
-//! token with its roles (`entra:read`, `entra:write`, `entra:rotate`). Without a known token: 401;
+//! On one machine callers present `Authorization: Bearer <token>`; the configuration holds only the
+//! SHA-256 of each token with its roles (`entra:read`, `entra:write`, `entra:rotate`). Behind API
+//! Gateway the JWT authorizer has already verified an Entra-issued token, and the Lambda glue hands
+//! the router a [`VerifiedCaller`] with the token's app roles instead. Without a known caller: 401;
 //! without the route's role: 403. No response ever carries a secret or the token.
 
 use std::sync::Arc;
 
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -29,7 +31,46 @@ use crate::usecases::rotation::{RotationAccepted, confirm_cleanup, request_rotat
 #[derive(Clone)]
 pub struct ApiState {
     pub services: Services,
-    pub tokens: Arc<Vec<ApiToken>>,
+    pub auth: ApiAuth,
+}
+
+impl ApiState {
+    /// Callers authenticate with configured bearer tokens (`rotator serve`).
+    pub fn with_tokens(services: Services, tokens: Vec<ApiToken>) -> Self {
+        Self { services, auth: ApiAuth::Tokens(Arc::new(tokens)) }
+    }
+}
+
+/// How callers are known.
+#[derive(Clone)]
+pub enum ApiAuth {
+    /// By a bearer token whose SHA-256 is configured.
+    Tokens(Arc<Vec<ApiToken>>),
+    /// By a [`VerifiedCaller`] request extension that the front door (API Gateway's JWT authorizer,
+    /// through the Lambda glue) put there; any `Authorization` header is then ignored.
+    Verified,
+}
+
+/// A caller whose identity something in front of the router has already verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedCaller {
+    /// Recorded as who asked, e.g. the token's `preferred_username` or client id.
+    pub name: String,
+    pub roles: Vec<Role>,
+}
+
+/// What a request presents to identify its caller.
+pub struct Presented {
+    headers: HeaderMap,
+    verified: Option<VerifiedCaller>,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Presented {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self { headers: parts.headers.clone(), verified: parts.extensions.get::<VerifiedCaller>().cloned() })
+    }
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -77,8 +118,32 @@ impl From<Error> for ApiError {
 
 type ApiResult<T = Response> = Result<T, ApiError>;
 
-/// The caller, by the token presented, if it holds `role`.
-fn authorize(state: &ApiState, headers: &HeaderMap, role: Role) -> ApiResult<String> {
+/// The caller, if it is known and holds `role`.
+fn authorize(state: &ApiState, presented: &Presented, role: Role) -> ApiResult<String> {
+    let (name, roles) = match &state.auth {
+        ApiAuth::Tokens(tokens) => {
+            let token = token_caller(tokens, &presented.headers)?;
+            (token.name.clone(), token.roles.clone())
+        }
+        ApiAuth::Verified => {
+            let caller = presented.verified.as_ref().ok_or_else(|| {
+                ApiError(StatusCode::UNAUTHORIZED, "unauthorized", "no verified caller came with the request".into())
+            })?;
+            (caller.name.clone(), caller.roles.clone())
+        }
+    };
+    if !roles.contains(&role) {
+        return Err(ApiError(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("this route needs the role {}", role.as_str()),
+        ));
+    }
+    Ok(name)
+}
+
+/// The configured token whose hash matches the bearer token presented.
+fn token_caller<'a>(tokens: &'a [ApiToken], headers: &HeaderMap) -> ApiResult<&'a ApiToken> {
     let presented = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -89,22 +154,13 @@ fn authorize(state: &ApiState, headers: &HeaderMap, role: Role) -> ApiResult<Str
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, presented.as_bytes());
     // Every configured hash is compared, in constant time, so timing says nothing of which is close.
     let mut found = None;
-    for t in state.tokens.iter() {
+    for t in tokens {
         let same = t.sha256.iter().zip(digest.as_ref()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0;
         if same {
             found = Some(t);
         }
     }
-    let token = found
-        .ok_or_else(|| ApiError(StatusCode::UNAUTHORIZED, "unauthorized", "the bearer token is not known".into()))?;
-    if !token.roles.contains(&role) {
-        return Err(ApiError(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            format!("this route needs the role {}", role.as_str()),
-        ));
-    }
-    Ok(token.name.clone())
+    found.ok_or_else(|| ApiError(StatusCode::UNAUTHORIZED, "unauthorized", "the bearer token is not known".into()))
 }
 
 async fn health(State(state): State<ApiState>) -> Json<Value> {
@@ -117,8 +173,8 @@ async fn health(State(state): State<ApiState>) -> Json<Value> {
     Json(json!({ "status": "ok", "queues": depths }))
 }
 
-async fn get_dashboard(State(state): State<ApiState>, headers: HeaderMap) -> ApiResult {
-    authorize(&state, &headers, Role::Read)?;
+async fn get_dashboard(State(state): State<ApiState>, presented: Presented) -> ApiResult {
+    authorize(&state, &presented, Role::Read)?;
     let s = &state.services;
     let now = s.clock.now();
     Ok(Json(dashboard(s.store.as_ref(), now, 30, 10).await?).into_response())
@@ -174,15 +230,15 @@ fn execution_id(raw: &str) -> ApiResult<ExecutionId> {
     ExecutionId::parse(raw).map_err(|e| ApiError(StatusCode::BAD_REQUEST, "invalid", e.to_string()))
 }
 
-async fn get_execution(State(state): State<ApiState>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult {
-    authorize(&state, &headers, Role::Read)?;
+async fn get_execution(State(state): State<ApiState>, presented: Presented, Path(id): Path<String>) -> ApiResult {
+    authorize(&state, &presented, Role::Read)?;
     let id = execution_id(&id)?;
     let e = state.services.store.get_execution(&id).await?.ok_or_else(|| Error::not_found("execution", id))?;
     Ok(Json(execution_view(&state, &e).await?).into_response())
 }
 
-async fn confirm(State(state): State<ApiState>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult {
-    let caller = authorize(&state, &headers, Role::Write)?;
+async fn confirm(State(state): State<ApiState>, presented: Presented, Path(id): Path<String>) -> ApiResult {
+    let caller = authorize(&state, &presented, Role::Write)?;
     let id = execution_id(&id)?;
     let e = confirm_cleanup(&state.services, id, &format!("http:{caller}")).await?;
     Ok(Json(execution_view(&state, &e).await?).into_response())
@@ -197,8 +253,8 @@ fn credential_and_action(rest: &str) -> ApiResult<(CredentialId, &str)> {
     Ok((id, action))
 }
 
-async fn credential_get(State(state): State<ApiState>, headers: HeaderMap, Path(rest): Path<String>) -> ApiResult {
-    authorize(&state, &headers, Role::Read)?;
+async fn credential_get(State(state): State<ApiState>, presented: Presented, Path(rest): Path<String>) -> ApiResult {
+    authorize(&state, &presented, Role::Read)?;
     let (credential, action) = credential_and_action(&rest)?;
     if action != "history" {
         return Err(ApiError(StatusCode::NOT_FOUND, "not_found", format!("no GET route for {action}")));
@@ -225,11 +281,11 @@ struct RotateBody {
 
 async fn credential_post(
     State(state): State<ApiState>,
-    headers: HeaderMap,
+    presented: Presented,
     Path(rest): Path<String>,
     body: axum::body::Bytes,
 ) -> ApiResult {
-    let caller = authorize(&state, &headers, Role::Rotate)?;
+    let caller = authorize(&state, &presented, Role::Rotate)?;
     let (credential, action) = credential_and_action(&rest)?;
     if action != "rotate" {
         return Err(ApiError(StatusCode::NOT_FOUND, "not_found", format!("no POST route for {action}")));

@@ -10,8 +10,10 @@ use crate::alerts::{AlertSink, LogSink};
 use crate::config::Config;
 use crate::directory::Directory;
 use crate::handlers::{Directories, Services};
+use crate::messages::Message;
 use crate::ports::{Clock, Queue, Store};
 use crate::rollout::Rollout;
+use crate::runtime::Timer;
 use crate::seal::KeyRing;
 
 /// A Graph client for every enabled integration.
@@ -80,4 +82,29 @@ pub fn services(
         rollout: Arc::new(rollout(config)?),
         settings: Default::default(),
     })
+}
+
+/// The timers of the configuration: a sync of each enabled integration every `schedules.sync`, an
+/// expiry scan every `schedules.expiry_scan`, grace cleanup every `schedules.grace_cleanup`. On AWS
+/// EventBridge schedules invoke the functions, which send the same messages.
+pub fn timers(config: &Config) -> Vec<Timer> {
+    let mut timers = Vec::new();
+    for i in config.integrations.iter().filter(|i| i.enabled) {
+        timers.push(Timer {
+            name: format!("sync:{}", i.id),
+            every: config.schedules.sync.as_duration(),
+            message: Message::SyncRequested { integration: i.id.clone(), full: false },
+        });
+    }
+    timers.push(Timer {
+        name: "expiry-scan".into(),
+        every: config.schedules.expiry_scan.as_duration(),
+        message: Message::ScanRequested { integration: None },
+    });
+    timers.push(Timer {
+        name: "grace-cleanup".into(),
+        every: config.schedules.grace_cleanup.as_duration(),
+        message: Message::CleanupRequested { integration: None },
+    });
+    timers
 }

@@ -74,7 +74,7 @@ impl Api {
             token("rotator", ROTATOR, vec![Role::Rotate, Role::Read]),
             token("writer", WRITER, vec![Role::Write]),
         ];
-        let app = router(ApiState { services, tokens: Arc::new(tokens) });
+        let app = router(ApiState::with_tokens(services, tokens));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, app).await });

@@ -1,0 +1,570 @@
+//! The rotation chain on the AWS adapters: DynamoDB, SQS and KMS on the moto server, the simulated
+//! tenant over HTTPS, and the Lambda glue driven the way Lambda's SQS event source mapping drives
+//! it (receive a batch, invoke the function with the SQS event JSON, delete what did not fail).
+//! The promises of DESIGN §4 hold here as they do on the embedded runtime.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
+use entra_rotator::adapters::graph::{GraphClient, RetryPolicy, TokenSource};
+use entra_rotator::domain::Span;
+use entra_rotator::domain::execution::{Cleanup, Execution, ExecutionStatus, Trigger};
+use entra_rotator::domain::policy::{PolicySet, RotationPolicy};
+use entra_rotator::domain::steps::parse_steps;
+use entra_rotator::handlers::{CleanupHandler, Directories, RotateHandler, RotationSettings, Services, StepHandler};
+use entra_rotator::ids::{ClientId, CredentialId, IntegrationId, PolicyId, TenantId};
+use entra_rotator::messages::{Message, default_queue_specs, queues};
+use entra_rotator::ports::{Clock, Queue, QueueName, ReceivedMessage, Store, SystemClock};
+use entra_rotator::rollout::Rollout;
+use entra_rotator::runtime::{BatchHandler, EnvelopeHandler, MessageFailure};
+use entra_rotator::seal::{KeyRing, SealContext, SealedValue};
+use entra_rotator::secret::SecretValue;
+use entra_rotator::usecases::rotation::{RotationAccepted, request_rotation};
+use entra_rotator::usecases::sync::{SyncMode, Syncer};
+use entra_rotator_aws::lambda::QueueFunction;
+use entra_rotator_aws::testing::{sdk_config, unique};
+use entra_rotator_aws::{DynamoStore, KmsKeyRing, SqsQueue};
+use entra_sim::{NewApp, Sim, SimOptions};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+/// KMS, failing its next `n` seals: a crash right after Graph answered `addPassword`.
+struct FlakyKeys {
+    inner: KmsKeyRing,
+    fail_seals: AtomicU32,
+}
+
+#[async_trait]
+impl KeyRing for FlakyKeys {
+    async fn seal(&self, value: &SecretValue, ctx: &SealContext) -> entra_rotator::Result<SealedValue> {
+        if self.fail_seals.load(Ordering::SeqCst) > 0 {
+            self.fail_seals.fetch_sub(1, Ordering::SeqCst);
+            return Err(entra_rotator::Error::Store {
+                context: "injected crash after addPassword".into(),
+                transient: true,
+                source: "crash".into(),
+            });
+        }
+        self.inner.seal(value, ctx).await
+    }
+    async fn unseal(&self, sealed: &SealedValue, ctx: &SealContext) -> entra_rotator::Result<SecretValue> {
+        self.inner.unseal(sealed, ctx).await
+    }
+}
+
+/// What Lambda's event source mapping does for one queue: receive, invoke, delete the successes.
+struct Mapping {
+    sqs: aws_sdk_sqs::Client,
+    url: String,
+    arn: String,
+    function: QueueFunction,
+    /// Every body this mapping delivered, to search for secrets.
+    delivered: Arc<Mutex<Vec<String>>>,
+}
+
+impl Mapping {
+    /// One poll: returns how many messages the batch held.
+    async fn poll(&self) -> usize {
+        let out = self
+            .sqs
+            .receive_message()
+            .queue_url(&self.url)
+            .max_number_of_messages(10)
+            .message_system_attribute_names(MessageSystemAttributeName::All)
+            .message_attribute_names("All")
+            .send()
+            .await
+            .unwrap();
+        let messages = out.messages.unwrap_or_default();
+        if messages.is_empty() {
+            return 0;
+        }
+        let records: Vec<Value> = messages
+            .iter()
+            .map(|m| {
+                self.delivered.lock().unwrap().push(m.body.clone().unwrap_or_default());
+                let attributes: HashMap<String, String> = m
+                    .attributes()
+                    .map(|a| a.iter().map(|(k, v)| (k.as_str().to_owned(), v.clone())).collect())
+                    .unwrap_or_default();
+                let message_attributes: serde_json::Map<String, Value> = m
+                    .message_attributes()
+                    .map(|a| {
+                        a.iter()
+                            .map(|(k, v)| {
+                                (k.clone(), json!({ "stringValue": v.string_value(), "dataType": v.data_type() }))
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                json!({
+                    "messageId": m.message_id(),
+                    "receiptHandle": m.receipt_handle(),
+                    "body": m.body(),
+                    "attributes": attributes,
+                    "messageAttributes": message_attributes,
+                    "md5OfBody": m.md5_of_body(),
+                    "eventSource": "aws:sqs",
+                    "eventSourceARN": self.arn,
+                    "awsRegion": "us-east-1",
+                })
+            })
+            .collect();
+        let response = self.function.call(json!({ "Records": records })).await.unwrap();
+        let failed: Vec<String> = response["batchItemFailures"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["itemIdentifier"].as_str().unwrap().to_owned())
+            .collect();
+        for m in &messages {
+            if !failed.iter().any(|f| Some(f.as_str()) == m.message_id()) {
+                self.sqs
+                    .delete_message()
+                    .queue_url(&self.url)
+                    .receipt_handle(m.receipt_handle().unwrap())
+                    .send()
+                    .await
+                    .unwrap();
+            }
+        }
+        messages.len()
+    }
+}
+
+struct Deployment {
+    sim: Sim,
+    store: Arc<DynamoStore>,
+    table: String,
+    dynamo: aws_sdk_dynamodb::Client,
+    queue: Arc<SqsQueue>,
+    keys: Arc<FlakyKeys>,
+    services: Services,
+    mappings: Vec<Mapping>,
+    delivered: Arc<Mutex<Vec<String>>>,
+    app: Uuid,
+    old: CredentialId,
+}
+
+/// The chain's queues with a visibility timeout of seconds, so that a message whose handler failed
+/// comes back quickly (in production it is six times the function's timeout).
+fn specs() -> Vec<entra_rotator::ports::QueueSpec> {
+    default_queue_specs()
+        .into_iter()
+        .map(|s| entra_rotator::ports::QueueSpec { visibility_timeout: Duration::from_secs(3), ..s })
+        .collect()
+}
+
+fn rollout_steps(sim_base: &str) -> String {
+    format!(
+        r#"[{{"type":"spring_actuator_refresh","order":10,"on_failure":"abort","retries":1,"retry_delay":"1s",
+              "config":{{"url":"{sim_base}apps/payroll/actuator/refresh"}}}},
+            {{"type":"http_health_check","order":20,"on_failure":"abort",
+              "config":{{"url":"{sim_base}apps/payroll/health","timeout":"3s","interval":"1s"}}}},
+            {{"type":"webhook","order":30,"on_failure":"abort","retries":1,"retry_delay":"1s",
+              "config":{{"url":"{sim_base}hooks/ops"}}}}]"#
+    )
+}
+
+impl Deployment {
+    async fn new(replication_delay: Duration) -> Self {
+        let config = sdk_config().await;
+        let dynamo = aws_sdk_dynamodb::Client::new(&config);
+        let sqs = aws_sdk_sqs::Client::new(&config);
+        let kms = aws_sdk_kms::Client::new(&config);
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+
+        let table = unique("chain");
+        DynamoStore::create_table(&dynamo, &table).await.unwrap();
+        let store = Arc::new(DynamoStore::new(dynamo.clone(), table.clone(), clock.clone()));
+        let prefix = format!("{}-", unique("chain"));
+        let queue = Arc::new(SqsQueue::new(sqs.clone(), dynamo.clone(), table.clone(), prefix.clone(), specs()));
+        queue.create_queues().await.unwrap();
+        let key = kms.create_key().send().await.unwrap().key_metadata.unwrap().arn.unwrap();
+        let keys = Arc::new(FlakyKeys { inner: KmsKeyRing::new(kms, key), fail_seals: AtomicU32::new(0) });
+
+        let sim = Sim::start(SimOptions { apps: 3, seed: 11, replication_delay, ..Default::default() }).await.unwrap();
+        let graph = GraphClient::new(
+            sim.graph_base_url(),
+            sim.authority_host(),
+            TenantId::parse(&sim.tenant_id()).unwrap(),
+            TokenSource::ClientSecret {
+                client_id: ClientId::parse(&sim.management_client_id()).unwrap(),
+                secret: SecretValue::new(sim.management_secret()),
+            },
+            Some(sim.ca_pem().as_bytes()),
+            RetryPolicy {
+                max_attempts: 3,
+                base_delay: Duration::from_millis(5),
+                max_delay: Duration::from_millis(20),
+                budget: Duration::from_secs(5),
+            },
+        )
+        .unwrap();
+        let integration = IntegrationId::parse("contoso").unwrap();
+        let mut directories = Directories::new();
+        directories.insert(integration.clone(), Arc::new(graph));
+        let base = sim.target_url("/").to_string();
+        let policy = RotationPolicy {
+            grace_period: Span::from_secs(4),
+            steps: parse_steps(&rollout_steps(&base)).unwrap().steps,
+            ..RotationPolicy::with_defaults(PolicyId::parse("default").unwrap())
+        };
+        let http = reqwest::Client::builder()
+            .tls_certs_merge(reqwest::Certificate::from_pem_bundle(sim.ca_pem().as_bytes()).unwrap())
+            .build()
+            .unwrap();
+        let services = Services {
+            store: store.clone(),
+            queue: queue.clone(),
+            clock: clock.clone(),
+            directories: Arc::new(directories),
+            policies: Arc::new(PolicySet::new(vec![(policy, vec![])])),
+            sinks: Arc::new(vec![]),
+            keys: keys.clone(),
+            rollout: Arc::new(Rollout::new(http, Default::default())),
+            settings: RotationSettings {
+                verify_budget: Duration::from_secs(60),
+                orphan_safety_delay: Duration::from_secs(2),
+            },
+        };
+
+        let delivered = Arc::new(Mutex::new(Vec::new()));
+        let mut mappings = Vec::new();
+        for (name, handler) in [
+            (queues::ROTATE, Arc::new(EnvelopeHandler(RotateHandler(services.clone()))) as Arc<dyn BatchHandler>),
+            (queues::STEP, Arc::new(EnvelopeHandler(StepHandler(services.clone())))),
+            (queues::CLEANUP, Arc::new(EnvelopeHandler(CleanupHandler(services.clone())))),
+        ] {
+            mappings.push(mapping(&sqs, &prefix, name, queue.clone(), handler, clock.clone(), delivered.clone()).await);
+        }
+
+        let app = sim.tenant().add_app(NewApp::named("Payroll API"));
+        let end = sim.now() + time::Duration::days(10);
+        let added = sim.tenant().add_password_to(app.object_id, end).unwrap();
+        Syncer {
+            directory: services.directory(&integration).unwrap().as_ref(),
+            store: store.as_ref(),
+            clock: clock.as_ref(),
+            progress: &|_| {},
+        }
+        .sync(&integration, SyncMode::Full)
+        .await
+        .unwrap();
+        let old = CredentialId::parse(&format!("contoso/app/{}/{}", app.object_id, added.key_id)).unwrap();
+        assert!(store.get_credential(&old).await.unwrap().is_some(), "the sync wrote the inventory to DynamoDB");
+        Self { sim, store, table, dynamo, queue, keys, services, mappings, delivered, app: app.object_id, old }
+    }
+
+    /// Polls every mapping until `done` holds or `max` passes.
+    async fn run_until(&self, max: Duration, done: impl AsyncFn() -> bool) {
+        let start = std::time::Instant::now();
+        while start.elapsed() < max {
+            let mut did = 0;
+            for m in &self.mappings {
+                did += m.poll().await;
+            }
+            if done().await {
+                return;
+            }
+            if did == 0 {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+        panic!("the chain did not get there within {max:?}");
+    }
+
+    async fn request(&self) -> Execution {
+        let trigger = Trigger::Manual { by: "alice".into(), reason: Some("aws test".into()) };
+        match request_rotation(&self.services, &self.old, trigger, false).await.unwrap() {
+            RotationAccepted::Started { execution } => *execution,
+            other => panic!("not started: {other:?}"),
+        }
+    }
+
+    async fn execution(&self, e: &Execution) -> Execution {
+        self.store.get_execution(&e.id).await.unwrap().unwrap()
+    }
+
+    async fn until_status(&self, e: &Execution, max: Duration, wanted: &[ExecutionStatus]) -> Execution {
+        self.run_until(max, async || wanted.contains(&self.execution(e).await.status)).await;
+        self.execution(e).await
+    }
+
+    fn passwords(&self) -> Vec<entra_sim::PasswordSummary> {
+        self.sim.tenant().app_passwords(self.app).unwrap()
+    }
+
+    async fn cleanup(&self) {
+        let m = Message::CleanupRequested { integration: None }.envelope(format!("cleanup:{}", Uuid::new_v4()));
+        self.queue.send(&QueueName::new(queues::CLEANUP), m.to_outgoing(Duration::ZERO).unwrap()).await.unwrap();
+        let cleanup = &self.mappings[2];
+        for _ in 0..20 {
+            if cleanup.poll().await > 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Every item of the table, as text.
+    async fn table_text(&self) -> String {
+        let mut out = String::new();
+        let mut start = None;
+        loop {
+            let page =
+                self.dynamo.scan().table_name(&self.table).set_exclusive_start_key(start.take()).send().await.unwrap();
+            for item in page.items() {
+                out.push_str(&format!("{item:?}\n"));
+            }
+            match page.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => break,
+            }
+        }
+        out
+    }
+}
+
+async fn mapping(
+    sqs: &aws_sdk_sqs::Client,
+    prefix: &str,
+    name: &str,
+    queue: Arc<SqsQueue>,
+    handler: Arc<dyn BatchHandler>,
+    clock: Arc<dyn Clock>,
+    delivered: Arc<Mutex<Vec<String>>>,
+) -> Mapping {
+    let url = sqs.get_queue_url().queue_name(format!("{prefix}{name}.fifo")).send().await.unwrap().queue_url.unwrap();
+    let arn = sqs
+        .get_queue_attributes()
+        .queue_url(&url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .unwrap()
+        .attributes
+        .unwrap()
+        .remove(&QueueAttributeName::QueueArn)
+        .unwrap();
+    let function = QueueFunction::new(queue, QueueName::new(name), handler, clock, vec![]);
+    Mapping { sqs: sqs.clone(), url, arn, function, delivered }
+}
+
+#[tokio::test]
+async fn a_rotation_on_the_aws_adapters_rolls_out_once_and_removes_the_old_secret_after_grace() {
+    let d = Deployment::new(Duration::from_secs(2)).await;
+    let e = d.request().await;
+    let done =
+        d.until_status(&e, Duration::from_secs(60), &[ExecutionStatus::Completed, ExecutionStatus::Failed]).await;
+    assert_eq!(done.status, ExecutionStatus::Completed, "{done:?}");
+    let t = d.sim.targets();
+    assert_eq!(t.spring_refreshes("payroll"), 1, "each step once");
+    assert_eq!(t.webhooks("ops").len(), 1);
+    let records = d.store.list_step_records(&e.id).await.unwrap();
+    let kinds: Vec<_> = records.iter().map(|r| r.kind.as_str()).collect();
+    assert_eq!(kinds, vec!["verify", "spring_actuator_refresh", "http_health_check", "webhook", "finalize"]);
+    let new_key = done.new_key_id.unwrap().as_uuid();
+    let keys: Vec<Uuid> = d.passwords().iter().map(|p| p.key_id).collect();
+    assert!(keys.contains(&new_key) && keys.contains(&d.old.key_id.as_uuid()), "both valid during grace");
+
+    d.cleanup().await;
+    assert_eq!(d.passwords().len(), 2, "not before the grace period ends");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    d.run_until(Duration::from_secs(20), async || {
+        d.cleanup().await;
+        matches!(d.execution(&e).await.cleanup, Cleanup::Done { .. })
+    })
+    .await;
+    let keys: Vec<Uuid> = d.passwords().iter().map(|p| p.key_id).collect();
+    assert_eq!(keys, vec![new_key], "only the old key id went");
+    assert_eq!(d.store.get_sealed(&done.secret_record()).await.unwrap(), None, "the sealed copy is gone");
+}
+
+#[tokio::test]
+async fn the_new_secret_appears_in_no_queue_message_table_item_dead_letter_or_webhook_on_aws() {
+    let d = Deployment::new(Duration::ZERO).await;
+    d.sim.targets().set_webhook_failures("ops", 1, 503);
+    let e = d.request().await;
+    let done =
+        d.until_status(&e, Duration::from_secs(60), &[ExecutionStatus::Completed, ExecutionStatus::Failed]).await;
+    assert_eq!(done.status, ExecutionStatus::Completed, "{done:?}");
+    let sealed = d.store.get_sealed(&done.secret_record()).await.unwrap().unwrap();
+    assert!(sealed.sealed.encrypted_data_key.is_some(), "sealed under a KMS data key");
+    let secret =
+        d.keys.unseal(&sealed.sealed, &SealContext::new(done.secret_record(), "new_client_secret")).await.unwrap();
+    let secret = secret.expose().to_owned();
+    assert!(secret.len() > 10);
+
+    let mut haystacks: Vec<(String, String)> = vec![("table".into(), d.table_text().await)];
+    for body in d.delivered.lock().unwrap().iter() {
+        haystacks.push(("queue message".into(), body.clone()));
+    }
+    for q in queues::ALL {
+        for dead in d.queue.dead_letters(&QueueName::new(q), 100).await.unwrap() {
+            haystacks.push(("dead letter".into(), format!("{dead:?}")));
+        }
+    }
+    for (name, hooks) in d.sim.targets().all_webhooks() {
+        for h in hooks {
+            haystacks.push((format!("webhook {name}"), h.raw_body.clone()));
+        }
+    }
+    for (what, text) in &haystacks {
+        assert!(!text.contains(&secret), "the new secret appeared in a {what}");
+    }
+    assert!(haystacks[0].1.contains(&done.secret_record()), "the table was searched and holds the sealed record");
+}
+
+#[tokio::test]
+async fn a_crash_after_add_password_and_every_message_twice_leave_one_new_secret_on_aws() {
+    let d = Deployment::new(Duration::ZERO).await;
+    d.keys.fail_seals.store(1, Ordering::SeqCst);
+    let e = d.request().await;
+    let done =
+        d.until_status(&e, Duration::from_secs(60), &[ExecutionStatus::Completed, ExecutionStatus::Failed]).await;
+    assert_eq!(done.status, ExecutionStatus::Completed, "{done:?}");
+    let marked: Vec<_> = d
+        .passwords()
+        .into_iter()
+        .filter(|p| p.display_name.as_deref().is_some_and(|n| n.contains("rotator:")))
+        .collect();
+    assert_eq!(marked.len(), 1, "the secret of the crashed attempt was removed: {marked:?}");
+    assert_eq!(marked[0].key_id, done.new_key_id.unwrap().as_uuid());
+
+    // Every message of the chain delivered again (as SQS may): nothing happens twice.
+    let bodies: Vec<String> = d.delivered.lock().unwrap().clone();
+    for body in &bodies {
+        let envelope = entra_rotator::messages::Envelope::parse(body).unwrap();
+        let mut out = envelope.to_outgoing(Duration::ZERO).unwrap();
+        out.dedup_id = Some(format!("again:{}", Uuid::new_v4()));
+        d.queue.send(&envelope.message.queue(), out).await.unwrap();
+    }
+    let passwords_before = d.passwords().len();
+    d.run_until(Duration::from_secs(30), async || d.delivered.lock().unwrap().len() >= bodies.len() * 2).await;
+    assert_eq!(d.passwords().len(), passwords_before, "no second addPassword");
+    assert_eq!(d.sim.targets().spring_refreshes("payroll"), 1, "no second Spring refresh");
+    assert_eq!(d.sim.targets().webhooks("ops").len(), 1, "no second webhook");
+    assert_eq!(d.execution(&e).await.status, ExecutionStatus::Completed);
+}
+
+#[tokio::test]
+async fn an_abort_step_failing_reaches_the_aws_dead_letter_queue_and_a_redrive_completes_the_rotation() {
+    let d = Deployment::new(Duration::ZERO).await;
+    d.sim.targets().set_webhook_failures("ops", 1000, 503);
+    let e = d.request().await;
+    let step_q = QueueName::new(queues::STEP);
+    d.run_until(Duration::from_secs(90), async || !d.queue.dead_letters(&step_q, 10).await.unwrap().is_empty()).await;
+    let failed = d.execution(&e).await;
+    assert_eq!(failed.status, ExecutionStatus::Failed, "{failed:?}");
+    assert!(d.passwords().iter().any(|p| p.key_id == d.old.key_id.as_uuid()), "the old secret stays valid");
+    let dead = d.queue.dead_letters(&step_q, 10).await.unwrap();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    let body: Value = serde_json::from_str(&dead[0].body).unwrap();
+    assert_eq!((body["type"].as_str(), body["step"].as_u64()), (Some("StepRequested"), Some(3)));
+    assert_eq!(body["execution"], e.id.to_string());
+    assert_eq!(body["app"], d.app.to_string());
+    let error = dead[0].last_error.clone().unwrap_or_default();
+    assert!(error.contains("503"), "the dead letter says why: {error}");
+
+    d.sim.targets().set_webhook_failures("ops", 0, 200);
+    assert_eq!(d.queue.redrive(&step_q, None).await.unwrap(), 1);
+    let done = d.until_status(&e, Duration::from_secs(60), &[ExecutionStatus::Completed]).await;
+    assert_eq!(done.status, ExecutionStatus::Completed);
+    assert_eq!(d.sim.targets().spring_refreshes("payroll"), 1, "the steps before it did not run again");
+}
+
+/// Counts messages in progress per group, and the most ever in progress for one group.
+#[derive(Default)]
+struct Overlap {
+    in_progress: Mutex<HashMap<String, usize>>,
+    most: AtomicUsize,
+    handled: AtomicUsize,
+}
+
+#[async_trait]
+impl BatchHandler for Overlap {
+    async fn handle(&self, batch: &[ReceivedMessage]) -> Vec<MessageFailure> {
+        for m in batch {
+            let group = m.group.clone().unwrap_or_default();
+            let now = {
+                let mut g = self.in_progress.lock().unwrap();
+                let n = g.entry(group.clone()).or_default();
+                *n += 1;
+                *n
+            };
+            self.most.fetch_max(now, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            *self.in_progress.lock().unwrap().get_mut(&group).unwrap() -= 1;
+            self.handled.fetch_add(1, Ordering::SeqCst);
+        }
+        vec![]
+    }
+}
+
+#[tokio::test]
+async fn two_messages_for_the_same_application_are_never_processed_at_once() {
+    let config = sdk_config().await;
+    let dynamo = aws_sdk_dynamodb::Client::new(&config);
+    let sqs = aws_sdk_sqs::Client::new(&config);
+    let table = unique("overlap");
+    DynamoStore::create_table(&dynamo, &table).await.unwrap();
+    let prefix = format!("{}-", unique("overlap"));
+    let queue = Arc::new(SqsQueue::new(sqs.clone(), dynamo, table, prefix.clone(), default_queue_specs()));
+    queue.create_queues().await.unwrap();
+    let step_q = QueueName::new(queues::STEP);
+    for i in 0..6 {
+        let group = if i % 2 == 0 { "app:a" } else { "app:b" };
+        let body = format!("{{\"n\":{i}}}");
+        let m = entra_rotator::ports::OutgoingMessage {
+            body,
+            group: Some(group.into()),
+            dedup_id: Some(format!("m{i}")),
+            delay: Duration::ZERO,
+        };
+        queue.send(&step_q, m).await.unwrap();
+    }
+    let handler = Arc::new(Overlap::default());
+    let delivered = Arc::new(Mutex::new(Vec::new()));
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let a =
+        mapping(&sqs, &prefix, queues::STEP, queue.clone(), handler.clone(), clock.clone(), delivered.clone()).await;
+    let b = mapping(&sqs, &prefix, queues::STEP, queue.clone(), handler.clone(), clock, delivered).await;
+    // Two concurrent pollers, as Lambda runs several invocations of one function at once.
+    let start = std::time::Instant::now();
+    while handler.handled.load(Ordering::SeqCst) < 6 && start.elapsed() < Duration::from_secs(30) {
+        tokio::join!(a.poll(), b.poll());
+    }
+    assert_eq!(handler.handled.load(Ordering::SeqCst), 6);
+    assert_eq!(handler.most.load(Ordering::SeqCst), 1, "one message of a group in progress at a time");
+}
+
+#[tokio::test]
+async fn a_poison_message_is_dead_lettered_after_its_receives_while_the_rest_of_its_batch_succeeds() {
+    let d = Deployment::new(Duration::ZERO).await;
+    let cleanup_q = QueueName::new(queues::CLEANUP);
+    let poison = entra_rotator::ports::OutgoingMessage {
+        body: "{\"not\": \"a message\"}".into(),
+        group: Some("all".into()),
+        dedup_id: Some("poison".into()),
+        delay: Duration::ZERO,
+    };
+    let poison_id = d.queue.send(&cleanup_q, poison).await.unwrap();
+    let good = Message::CleanupRequested { integration: None }.envelope("good-cleanup");
+    let mut good = good.to_outgoing(Duration::ZERO).unwrap();
+    good.group = Some("other".into());
+    d.queue.send(&cleanup_q, good).await.unwrap();
+    d.run_until(Duration::from_secs(60), async || !d.queue.dead_letters(&cleanup_q, 10).await.unwrap().is_empty())
+        .await;
+    let dead = d.queue.dead_letters(&cleanup_q, 10).await.unwrap();
+    assert_eq!(dead.len(), 1, "only the poison message: {dead:?}");
+    assert_eq!(dead[0].id, poison_id);
+    assert!(dead[0].last_error.as_deref().unwrap_or_default().contains("invalid message"), "{dead:?}");
+    let depth = d.queue.depth(&cleanup_q).await.unwrap();
+    assert_eq!((depth.visible, depth.in_flight), (0, 0), "the good message was processed and deleted");
+}

@@ -1,0 +1,17 @@
+//! The sync Lambda function: reads one integration from Microsoft Graph, full or delta, then asks for an expiry scan. Fed by its SQS queue and by an hourly schedule.
+//! Wiring only; the handler is the one `rotator serve` runs.
+
+use std::sync::Arc;
+
+use entra_rotator::handlers::SyncHandler;
+use entra_rotator::messages::queues;
+use entra_rotator::runtime::EnvelopeHandler;
+use entra_rotator_aws::lambda::{Deployment, init_tracing, run_queue_function};
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    init_tracing();
+    let deployment = Deployment::from_env().await.map_err(|e| e.chain())?;
+    let handler = Arc::new(EnvelopeHandler(SyncHandler(deployment.services.clone())));
+    run_queue_function(deployment.queue_function(queues::SYNC, handler)).await
+}
