@@ -35,6 +35,32 @@ if ! grep -Eq '^[[:space:]]*client_secret_env[[:space:]]*=[[:space:]]*"ENTRA_CLI
     warn "as ENTRA_CLIENT_SECRET only, so an integration with auth = \"client_secret\" will not find it."
 fi
 
+# The step files the configuration names (steps_file = "..."), relative to the configuration's folder.
+mapfile -t steps < <(python3 - "$config" <<'PY'
+import sys
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python < 3.11: read the keys by pattern
+    tomllib = None
+path = sys.argv[1]
+if tomllib:
+    with open(path, "rb") as f:
+        doc = tomllib.load(f)
+    for policy in (doc.get("policies") or {}).values():
+        if isinstance(policy, dict) and isinstance(policy.get("steps_file"), str):
+            print(policy["steps_file"])
+else:
+    import re
+    for m in re.finditer(r'^\s*steps_file\s*=\s*"([^"]+)"', open(path, encoding="utf-8").read(), re.M):
+        print(m.group(1))
+PY
+)
+config_dir=$(dirname "$config")
+for step in "${steps[@]}"; do
+    [[ "$step" == /* ]] && { warn "steps_file $step is absolute: it will not exist in the Lambda package; make it relative"; continue; }
+    [[ -f "$config_dir/$step" ]] || die "steps_file $step (named by $config) not found at $config_dir/$step"
+done
+
 # --- the tools ---------------------------------------------------------------------------------------
 for bin in "${BINS[@]}"; do
     [[ -f "functions/$bin/Cargo.toml" ]] || die "functions/$bin/Cargo.toml is missing: the workspace has no $bin function yet"
@@ -80,34 +106,13 @@ say "cargo lambda build --release $arch_flag (${BINS[*]}); several minutes on 2 
 "$CARGO" lambda build --release --locked "$arch_flag" --lambda-dir target/lambda "${bin_flags[@]}"
 
 # --- the configuration beside each bootstrap -----------------------------------------------------
-# The step files the configuration names (steps_file = "..."), relative to the configuration's folder.
-mapfile -t steps < <(python3 - "$config" <<'PY'
-import sys
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python < 3.11: read the keys by pattern
-    tomllib = None
-path = sys.argv[1]
-if tomllib:
-    with open(path, "rb") as f:
-        doc = tomllib.load(f)
-    for policy in (doc.get("policies") or {}).values():
-        if isinstance(policy, dict) and isinstance(policy.get("steps_file"), str):
-            print(policy["steps_file"])
-else:
-    import re
-    for m in re.finditer(r'^\s*steps_file\s*=\s*"([^"]+)"', open(path, encoding="utf-8").read(), re.M):
-        print(m.group(1))
-PY
-)
-config_dir=$(dirname "$config")
 for bin in "${BINS[@]}"; do
     dir="target/lambda/$bin"
     [[ -x "$dir/bootstrap" ]] || die "$dir/bootstrap was not built"
+    find "$dir" -mindepth 1 -maxdepth 1 ! -name bootstrap -exec rm -rf {} +   # an earlier configuration's files
     cp "$config" "$dir/rotator.toml"
     for step in "${steps[@]}"; do
-        [[ "$step" != /* ]] || { warn "steps_file $step is absolute: it will not exist in the Lambda package; make it relative"; continue; }
-        [[ -f "$config_dir/$step" ]] || die "steps_file $step (named by $config) not found at $config_dir/$step"
+        [[ "$step" != /* ]] || continue
         mkdir -p "$dir/$(dirname "$step")"
         cp "$config_dir/$step" "$dir/$step"
     done
