@@ -116,13 +116,18 @@ for _ in $(seq 1 100); do
 done
 rotator status
 
-credential="$(rotator --json status | python3 -c '
-import json,sys
-d=json.load(sys.stdin)["dashboard"]
-c=[u for u in d["most_urgent"] if u["kind"]=="password" and "/app/" in u["credential"] and u["state"]=="expiring_soon"]
-print(c[0]["credential"])')"
 stage "Dry run first: preflight checks authentication, room for a password, step order and targets"
-rotator rotate "$credential" --dry-run || true
+note "the most urgent application secrets, first one that passes preflight:"
+credential=""
+for c in $(rotator --json status | python3 -c '
+import json,sys
+for u in json.load(sys.stdin)["dashboard"]["most_urgent"]:
+    if u["kind"] == "password" and "/app/" in u["credential"]:
+        print(u["credential"])'); do
+  if rotator rotate "$c" --dry-run > "$work/dry-run.txt"; then credential="$c"; break; fi
+done
+[ -n "$credential" ] || { echo "no credential passed preflight"; exit 1; }
+cat "$work/dry-run.txt"
 
 stage "A manual rotation over HTTP: POST /v1/credentials/{id}/rotate"
 encoded="$(python3 -c 'import sys,urllib.parse; print(urllib.parse.quote(sys.argv[1], safe=""))' "$credential")"
@@ -147,7 +152,7 @@ note "the webhook receiver got (and verified) the event; it never holds the secr
 python3 - "$control" "$ca" <<'PY'
 import json, ssl, sys, urllib.request
 ctx = ssl.create_default_context(cafile=sys.argv[2])
-t = json.load(urllib.request.urlopen(sys.argv[1].rstrip("/") + "/_sim/targets", context=ctx))
+t = json.load(urllib.request.urlopen(sys.argv[1].rstrip("/") + "/targets", context=ctx))
 for name, hook in (t.get("hooks") or {}).items():
     for d in hook.get("deliveries", []):
         print("  webhook %s: %s, signature verified: %s" % (name, (d.get("body") or {}).get("type"), d.get("verified")))
@@ -169,7 +174,7 @@ done
 rotator --json history "$credential" | python3 -c '
 import json,sys; h=json.load(sys.stdin); e=h["executions"][0]["execution"]
 print("cleanup:", e["cleanup"])'
-rotator status | head -9
+rotator status
 
 stage "Done"
 note "The data file is $work/data/rotator.db (store and queues), the sealing key $work/data/keys.json."

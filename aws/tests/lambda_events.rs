@@ -1,0 +1,200 @@
+//! Each kind of function invoked with real AWS event JSON (kept in `tests/fixtures/`): an SQS FIFO
+//! batch, an EventBridge scheduled event, an API Gateway HTTP API (v2) request behind a JWT
+//! authorizer. These need no emulator: the queue and store are the embedded ones.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use entra_rotator::adapters::sqlite::{SqliteQueue, SqliteStore};
+use entra_rotator::api::{ApiAuth, ApiState, router};
+use entra_rotator::config::Role;
+use entra_rotator::domain::policy::{PolicySet, RotationPolicy};
+use entra_rotator::handlers::{Directories, Services};
+use entra_rotator::ids::PolicyId;
+use entra_rotator::messages::{Envelope, Message, default_queue_specs, queues};
+use entra_rotator::ports::{Clock, ManualClock, Queue, QueueName, ReceivedMessage};
+use entra_rotator::rollout::Rollout;
+use entra_rotator::runtime::{EnvelopeHandler, MessageHandler, Timer};
+use entra_rotator::seal::LocalKeyRing;
+use entra_rotator_aws::lambda::{FunctionEvent, QueueFunction, lambda_router, received_from_record, verified_caller};
+use serde_json::Value;
+use time::macros::datetime;
+use tower::ServiceExt;
+
+fn fixture(name: &str) -> Value {
+    let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// Remembers the idempotency key of every message it ran.
+#[derive(Default)]
+struct Recorder(Mutex<Vec<String>>);
+
+struct Recording(Arc<Recorder>);
+
+#[async_trait]
+impl MessageHandler for Recording {
+    fn name(&self) -> &'static str {
+        "recorder"
+    }
+    async fn handle(&self, envelope: Envelope, _: &ReceivedMessage) -> entra_rotator::Result<()> {
+        self.0.0.lock().unwrap().push(envelope.idempotency_key);
+        Ok(())
+    }
+}
+
+fn clock() -> ManualClock {
+    ManualClock::new(datetime!(2026-12-01 09:00 UTC))
+}
+
+fn queue(clock: &ManualClock) -> Arc<SqliteQueue> {
+    Arc::new(SqliteQueue::in_memory(default_queue_specs(), Arc::new(clock.clone())).unwrap())
+}
+
+#[tokio::test]
+async fn an_sqs_batch_reports_only_its_failed_message_and_the_later_ones_of_that_group() {
+    let clock = clock();
+    let recorder = Arc::new(Recorder::default());
+    let function = QueueFunction::new(
+        queue(&clock),
+        QueueName::new(queues::SCAN),
+        Arc::new(EnvelopeHandler(Recording(recorder.clone()))),
+        Arc::new(clock),
+        vec![],
+    );
+    let response = function.call(fixture("sqs-fifo-batch.json")).await.unwrap();
+    let failed: Vec<&str> =
+        response["batchItemFailures"].as_array().unwrap().iter().map(|f| f["itemIdentifier"].as_str().unwrap()).collect();
+    assert_eq!(
+        failed,
+        vec!["2e1424d4-f796-459a-8184-9c92662be6da", "3f5a6b7c-1d2e-4f30-8a9b-0c1d2e3f4a5b"],
+        "the malformed message, and the one queued behind it in its group, which must not overtake it"
+    );
+    assert_eq!(*recorder.0.lock().unwrap(), vec!["timer:expiry-scan:1953600"], "the good message of the batch ran");
+}
+
+#[test]
+fn an_sqs_record_becomes_the_received_message_the_handlers_know() {
+    let FunctionEvent::Sqs(event) = FunctionEvent::parse(fixture("sqs-fifo-batch.json")).unwrap() else {
+        panic!("not an SQS event")
+    };
+    let first = received_from_record(&event.records[0]).unwrap();
+    assert_eq!(first.id.0, "3c1c4f3a-8e1e-4a3b-9d7c-0a8f1d2e3b4c", "our id, carried as a message attribute");
+    assert_eq!(first.group.as_deref(), Some("all"));
+    assert_eq!(first.receive_count, 1);
+    assert_eq!(first.sent_at, datetime!(2025-12-01 09:20 UTC));
+    let second = received_from_record(&event.records[1]).unwrap();
+    assert_eq!(second.id.0, "2e1424d4-f796-459a-8184-9c92662be6da", "without the attribute, SQS's own id");
+    assert_eq!(second.receive_count, 3);
+}
+
+#[tokio::test]
+async fn a_scheduled_event_puts_the_timers_message_on_the_queue_once_per_period() {
+    let clock = clock();
+    let q = queue(&clock);
+    let timer = Timer {
+        name: "expiry-scan".into(),
+        every: Duration::from_secs(900),
+        message: Message::ScanRequested { integration: None },
+    };
+    let function = QueueFunction::new(
+        q.clone(),
+        QueueName::new(queues::SCAN),
+        Arc::new(EnvelopeHandler(Recording(Arc::new(Recorder::default())))),
+        Arc::new(clock.clone()),
+        vec![timer],
+    );
+    let scan = QueueName::new(queues::SCAN);
+    assert_eq!(function.call(fixture("eventbridge-scheduled.json")).await.unwrap(), serde_json::json!({}));
+    // EventBridge delivers at least once: the same period's event again changes nothing.
+    function.call(fixture("eventbridge-scheduled.json")).await.unwrap();
+    assert_eq!(q.depth(&scan).await.unwrap().visible, 1);
+    clock.advance(Duration::from_secs(900));
+    function.call(fixture("eventbridge-scheduled.json")).await.unwrap();
+    assert_eq!(q.depth(&scan).await.unwrap().visible, 2, "the next period is new work");
+    let got = q.receive(&scan, 1, None).await.unwrap();
+    assert!(matches!(Envelope::parse(&got[0].body).unwrap().message, Message::ScanRequested { integration: None }));
+}
+
+#[tokio::test]
+async fn an_event_that_is_neither_sqs_nor_eventbridge_fails_the_invocation() {
+    let clock = clock();
+    let function = QueueFunction::new(
+        queue(&clock),
+        QueueName::new(queues::SCAN),
+        Arc::new(EnvelopeHandler(Recording(Arc::new(Recorder::default())))),
+        Arc::new(clock),
+        vec![],
+    );
+    let e = function.call(serde_json::json!({ "hello": "world" })).await.unwrap_err();
+    assert!(matches!(e, entra_rotator::Error::Invalid { .. }), "{e}");
+}
+
+fn api() -> axum::Router {
+    let clock = clock();
+    let dyn_clock: Arc<dyn Clock> = Arc::new(clock.clone());
+    let services = Services {
+        store: Arc::new(SqliteStore::in_memory(dyn_clock.clone()).unwrap()),
+        queue: queue(&clock),
+        clock: dyn_clock,
+        directories: Arc::new(Directories::new()),
+        policies: Arc::new(PolicySet::new(vec![(
+            RotationPolicy::with_defaults(PolicyId::parse("default").unwrap()),
+            vec![],
+        )])),
+        sinks: Arc::new(vec![]),
+        keys: Arc::new(LocalKeyRing::fixed("k1", [7; 32])),
+        rollout: Arc::new(Rollout::new(reqwest::Client::new(), Default::default())),
+        settings: Default::default(),
+    };
+    lambda_router(router(ApiState { services, auth: ApiAuth::Verified }))
+}
+
+async fn serve(event: Value) -> (u16, Value) {
+    let request = lambda_http::request::from_str(&event.to_string()).unwrap();
+    let response = api().oneshot(request).await.unwrap();
+    let status = response.status().as_u16();
+    let body = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+    (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn an_api_gateway_request_is_served_with_the_app_roles_of_its_verified_token() {
+    let (status, body) = serve(fixture("apigw-v2-dashboard.json")).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.get("counts").is_some(), "the dashboard: {body}");
+}
+
+#[tokio::test]
+async fn a_verified_token_without_the_routes_role_is_forbidden_and_no_verified_caller_is_unauthorized() {
+    let mut event = fixture("apigw-v2-dashboard.json");
+    event["requestContext"]["authorizer"]["jwt"]["claims"]["roles"] = Value::String("[entra:rotate]".into());
+    let (status, body) = serve(event).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("entra:read"));
+
+    // Without the authorizer's claims the bearer header alone counts for nothing.
+    let mut event = fixture("apigw-v2-dashboard.json");
+    event["requestContext"].as_object_mut().unwrap().remove("authorizer");
+    let (status, _) = serve(event).await;
+    assert_eq!(status, 401);
+}
+
+#[test]
+fn app_roles_are_read_from_either_text_form_of_an_array_claim() {
+    let claims = |roles: &str| {
+        [("preferred_username", "alice@contoso.com"), ("roles", roles)]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect::<std::collections::HashMap<_, _>>()
+    };
+    let c = verified_caller(&claims("[entra:read entra:write]")).unwrap();
+    assert_eq!(c.roles, vec![Role::Read, Role::Write]);
+    assert_eq!(c.name, "jwt:alice@contoso.com");
+    let c = verified_caller(&claims(r#"["entra:rotate","Other.Role"]"#)).unwrap();
+    assert_eq!(c.roles, vec![Role::Rotate], "roles this product does not know are ignored");
+    assert!(verified_caller(&claims("")).unwrap().roles.is_empty());
+    assert!(verified_caller(&Default::default()).is_none(), "no name claim, no caller");
+}
