@@ -13,10 +13,16 @@ stage "Building rotator and entra-sim (the simulated tenant)"
 cargo build --quiet --locked -p rotator -p entra-sim
 work="$(mktemp -d "${TMPDIR:-/tmp}/entra-rotator-demo.XXXXXX")"
 sim_pid=""; serve_pid=""
-finish() {
-  [ -n "$serve_pid" ] && kill -INT "$serve_pid" 2>/dev/null && wait "$serve_pid" 2>/dev/null || true
-  [ -n "$sim_pid" ] && kill "$sim_pid" 2>/dev/null && wait "$sim_pid" 2>/dev/null || true
+# Stops a process: SIGTERM (rotator serve finishes the batches in hand), then SIGKILL after 10 s.
+stop() {
+  local pid="$1"
+  [ -n "$pid" ] || return 0
+  kill -TERM "$pid" 2>/dev/null || return 0
+  for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
 }
+finish() { stop "$serve_pid"; stop "$sim_pid"; }
 trap finish EXIT
 
 rand() { python3 -c 'import secrets; print(secrets.token_urlsafe(24))'; }
@@ -100,7 +106,8 @@ PY
 }
 
 stage "Starting rotator serve: every handler, the timers and the HTTP API in one process"
-rotator serve > "$work/serve.log" 2>&1 &
+# Started directly (not through the function above), so that $! is the rotator process itself.
+target/debug/rotator --config "$work/rotator.toml" serve > "$work/serve.log" 2>&1 &
 serve_pid=$!
 for _ in $(seq 1 100); do
   python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$port/healthz')" 2>/dev/null && break

@@ -63,11 +63,27 @@ pub async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
     });
     let work = tokio::spawn(runtime.run(shutdown.clone()));
 
-    tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+    stop_signal().await?;
     tracing::info!("shutting down: finishing the batches in hand");
     shutdown.cancel();
     let _ = work.await;
     http.await.context("HTTP server task")?.context("HTTP server")?;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Ctrl-C (SIGINT), or SIGTERM as service managers and `kill` send it.
+async fn stop_signal() -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("listening for SIGTERM")?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r.context("waiting for Ctrl-C")?,
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+    Ok(())
 }
