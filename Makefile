@@ -30,7 +30,7 @@ build:
 	$(CARGO) build --release --locked -p rotator
 
 ## The six Lambda packages for infra/template.yaml: target/lambda/<function>/{bootstrap,rotator.toml}.
-## `make build-lambdas LAMBDA_CONFIG=path/to/rotator.toml` (LAMBDA_ARCH=arm64|x86_64; see infra/DEPLOY.md).
+## `make build-lambdas LAMBDA_CONFIG=path/to/rotator.toml` (LAMBDA_ARCH=arm64|x86_64; see README.md, "Deploying to AWS").
 .PHONY: build-lambdas
 build-lambdas:
 	CARGO="$(CARGO)" bash scripts/build-lambdas.sh

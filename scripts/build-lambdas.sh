@@ -128,5 +128,5 @@ done
 if [[ "$arch" == x86_64 ]]; then
     say "deploy with: sam deploy --template-file infra/template.yaml --parameter-overrides LambdaArchitecture=x86_64 ..."
 else
-    say "deploy with: sam deploy --template-file infra/template.yaml --guided (see infra/DEPLOY.md)"
+    say "deploy with: sam deploy --template-file infra/template.yaml --guided (see the section Deploying to AWS in README.md)"
 fi

@@ -65,8 +65,12 @@ async fn an_sqs_batch_reports_only_its_failed_message_and_the_later_ones_of_that
         vec![],
     );
     let response = function.call(fixture("sqs-fifo-batch.json")).await.unwrap();
-    let failed: Vec<&str> =
-        response["batchItemFailures"].as_array().unwrap().iter().map(|f| f["itemIdentifier"].as_str().unwrap()).collect();
+    let failed: Vec<&str> = response["batchItemFailures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["itemIdentifier"].as_str().unwrap())
+        .collect();
     assert_eq!(
         failed,
         vec!["2e1424d4-f796-459a-8184-9c92662be6da", "3f5a6b7c-1d2e-4f30-8a9b-0c1d2e3f4a5b"],
