@@ -8,19 +8,15 @@
 
 use std::sync::Arc;
 
-use entra_rotator::domain::execution::{Execution, ExecutionStatus, Trigger};
-use entra_rotator::domain::inventory::{Application, Credential, CredentialKind};
+use entra_rotator::contract::store::{NOW, app, execution, password};
+use entra_rotator::domain::execution::{Execution, ExecutionStatus};
+use entra_rotator::domain::inventory::Credential;
 use entra_rotator::domain::lifecycle::AlertThreshold;
-use entra_rotator::ids::{AppObjectId, ClientId, CredentialId, IntegrationId, KeyId, PolicyId};
+use entra_rotator::ids::CredentialId;
 use entra_rotator::ports::{AlertKey, AuditEvent, AuditQuery, Claim, ManualClock, Owner, OwnerSnapshot, Store};
 use entra_rotator::{Error, Result};
 use entra_rotator_aws::DynamoStore;
 use entra_rotator_aws::testing::{sdk_config, unique};
-use time::OffsetDateTime;
-use time::macros::datetime;
-use uuid::Uuid;
-
-const NOW: OffsetDateTime = datetime!(2026-11-22 12:00 UTC);
 
 async fn client() -> aws_sdk_dynamodb::Client {
     aws_sdk_dynamodb::Client::new(&sdk_config().await)
@@ -54,46 +50,6 @@ mod contract {
 mod contract_in_pages_of_two_items {
     use super::*;
     entra_rotator::store_contract_tests!(store_in_small_pages());
-}
-
-fn integration(name: &str) -> IntegrationId {
-    IntegrationId::parse(name).unwrap()
-}
-
-fn app(i: &str) -> Application {
-    Application {
-        integration: integration(i),
-        object_id: AppObjectId::from_uuid(Uuid::new_v4()),
-        client_id: ClientId::from_uuid(Uuid::new_v4()),
-        display_name: "Payroll API".into(),
-        sign_in_audience: "AzureADMyOrg".into(),
-    }
-}
-
-fn password(app: &Application, days_left: i64) -> Credential {
-    Credential {
-        id: CredentialId::for_application(app.integration.clone(), app.object_id, KeyId::from_uuid(Uuid::new_v4())),
-        kind: CredentialKind::Password,
-        app: Some(app.object_id),
-        client_id: app.client_id,
-        display_name: Some("prod".into()),
-        hint: Some("Abc".into()),
-        start: Some(NOW - time::Duration::days(100)),
-        end: Some(NOW + time::Duration::days(days_left)),
-        thumbprint: None,
-        removed_at: None,
-    }
-}
-
-fn execution(c: &Credential) -> Execution {
-    Execution::new(
-        c.id.clone(),
-        c.app.unwrap(),
-        PolicyId::parse("default").unwrap(),
-        Trigger::Manual { by: "alice".into(), reason: None },
-        vec![],
-        NOW,
-    )
 }
 
 #[tokio::test]

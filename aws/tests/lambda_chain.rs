@@ -5,13 +5,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
 use entra_rotator::adapters::graph::{GraphClient, RetryPolicy, TokenSource};
+use entra_rotator::contract::faults::FlakyKeyRing;
 use entra_rotator::domain::Span;
 use entra_rotator::domain::execution::{Cleanup, Execution, ExecutionStatus, Trigger};
 use entra_rotator::domain::policy::{PolicySet, RotationPolicy};
@@ -22,7 +23,7 @@ use entra_rotator::messages::{Message, default_queue_specs, queues};
 use entra_rotator::ports::{Clock, Queue, QueueName, ReceivedMessage, Store, SystemClock};
 use entra_rotator::rollout::Rollout;
 use entra_rotator::runtime::{BatchHandler, EnvelopeHandler, MessageFailure};
-use entra_rotator::seal::{KeyRing, SealContext, SealedValue};
+use entra_rotator::seal::{KeyRing, SealContext};
 use entra_rotator::secret::SecretValue;
 use entra_rotator::usecases::rotation::{RotationAccepted, request_rotation};
 use entra_rotator::usecases::sync::{SyncMode, Syncer};
@@ -32,30 +33,6 @@ use entra_rotator_aws::{DynamoStore, KmsKeyRing, SqsQueue};
 use entra_sim::{NewApp, Sim, SimOptions};
 use serde_json::{Value, json};
 use uuid::Uuid;
-
-/// KMS, failing its next `n` seals: a crash right after Graph answered `addPassword`.
-struct FlakyKeys {
-    inner: KmsKeyRing,
-    fail_seals: AtomicU32,
-}
-
-#[async_trait]
-impl KeyRing for FlakyKeys {
-    async fn seal(&self, value: &SecretValue, ctx: &SealContext) -> entra_rotator::Result<SealedValue> {
-        if self.fail_seals.load(Ordering::SeqCst) > 0 {
-            self.fail_seals.fetch_sub(1, Ordering::SeqCst);
-            return Err(entra_rotator::Error::Store {
-                context: "injected crash after addPassword".into(),
-                transient: true,
-                source: "crash".into(),
-            });
-        }
-        self.inner.seal(value, ctx).await
-    }
-    async fn unseal(&self, sealed: &SealedValue, ctx: &SealContext) -> entra_rotator::Result<SecretValue> {
-        self.inner.unseal(sealed, ctx).await
-    }
-}
 
 /// What Lambda's event source mapping does for one queue: receive, invoke, delete the successes.
 struct Mapping {
@@ -143,7 +120,7 @@ struct Deployment {
     table: String,
     dynamo: aws_sdk_dynamodb::Client,
     queue: Arc<SqsQueue>,
-    keys: Arc<FlakyKeys>,
+    keys: Arc<FlakyKeyRing>,
     services: Services,
     mappings: Vec<Mapping>,
     delivered: Arc<Mutex<Vec<String>>>,
@@ -188,7 +165,7 @@ impl Deployment {
         let queue = Arc::new(SqsQueue::new(sqs.clone(), dynamo.clone(), table.clone(), prefix.clone(), specs()));
         queue.create_queues().await.unwrap();
         let key = kms.create_key().send().await.unwrap().key_metadata.unwrap().arn.unwrap();
-        let keys = Arc::new(FlakyKeys { inner: KmsKeyRing::new(kms, key), fail_seals: AtomicU32::new(0) });
+        let keys = Arc::new(FlakyKeyRing::new(Arc::new(KmsKeyRing::new(kms, key))));
 
         let sim = Sim::start(SimOptions { apps: 3, seed: 11, replication_delay, ..Default::default() }).await.unwrap();
         let graph = GraphClient::new(

@@ -2,13 +2,14 @@
 //! tenant over HTTPS, with crashes injected after each external effect (DESIGN §4).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use entra_rotator::adapters::graph::{GraphClient, RetryPolicy, TokenSource};
 use entra_rotator::adapters::sqlite::{SqliteQueue, SqliteStore};
+use entra_rotator::contract::faults::FlakyKeyRing;
 use entra_rotator::domain::Span;
 use entra_rotator::domain::execution::{Cleanup, Execution, ExecutionStatus, Trigger};
 use entra_rotator::domain::lifecycle::{LifecycleFacts, LifecycleState, lifecycle_state};
@@ -23,36 +24,12 @@ use entra_rotator::ports::{
 };
 use entra_rotator::rollout::Rollout;
 use entra_rotator::runtime::{EnvelopeHandler, Worker, WorkerOptions};
-use entra_rotator::seal::{KeyRing, LocalKeyRing, SealContext, SealedValue};
+use entra_rotator::seal::{KeyRing, LocalKeyRing, SealContext};
 use entra_rotator::secret::SecretValue;
 use entra_rotator::usecases::rotation::{RotationAccepted, request_rotation};
 use entra_rotator::usecases::sync::{SyncMode, Syncer};
 use entra_sim::{NewApp, Sim, SimOptions};
 use uuid::Uuid;
-
-/// A key ring that fails its next `n` seals: a crash right after Graph answered `addPassword`.
-struct FlakyKeys {
-    inner: LocalKeyRing,
-    fail_seals: AtomicU32,
-}
-
-#[async_trait]
-impl KeyRing for FlakyKeys {
-    async fn seal(&self, value: &SecretValue, ctx: &SealContext) -> entra_rotator::Result<SealedValue> {
-        if self.fail_seals.load(Ordering::SeqCst) > 0 {
-            self.fail_seals.fetch_sub(1, Ordering::SeqCst);
-            return Err(entra_rotator::Error::Store {
-                context: "injected crash after addPassword".into(),
-                transient: true,
-                source: "crash".into(),
-            });
-        }
-        self.inner.seal(value, ctx).await
-    }
-    async fn unseal(&self, sealed: &SealedValue, ctx: &SealContext) -> entra_rotator::Result<SecretValue> {
-        self.inner.unseal(sealed, ctx).await
-    }
-}
 
 /// A queue that fails its next sends to one queue, and records every body sent.
 struct FlakyQueue {
@@ -117,7 +94,7 @@ struct Chain {
     clock: ManualClock,
     store: Arc<SqliteStore>,
     queue: Arc<FlakyQueue>,
-    keys: Arc<FlakyKeys>,
+    keys: Arc<FlakyKeyRing>,
     services: Services,
     workers: Vec<Worker>,
     integration: IntegrationId,
@@ -141,7 +118,7 @@ impl Chain {
             fail_sends_to: Mutex::new(None),
             sent: Mutex::new(Vec::new()),
         });
-        let keys = Arc::new(FlakyKeys { inner: LocalKeyRing::fixed("k1", [3; 32]), fail_seals: AtomicU32::new(0) });
+        let keys = Arc::new(FlakyKeyRing::new(Arc::new(LocalKeyRing::fixed("k1", [3; 32]))));
         let graph = GraphClient::new(
             sim.graph_base_url(),
             sim.authority_host(),

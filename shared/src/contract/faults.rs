@@ -110,3 +110,42 @@ flaky_store! {
     @noargs list_open_executions() -> Vec<Execution>;
     @noargs list_agents() -> Vec<AgentRecord>;
 }
+
+/// Wraps a key ring; its next `fail_seals` seals fail, standing for a crash right after Graph
+/// answered `addPassword` and before the secret text was sealed and stored.
+pub struct FlakyKeyRing {
+    inner: Arc<dyn crate::seal::KeyRing>,
+    pub fail_seals: std::sync::atomic::AtomicU32,
+}
+
+impl FlakyKeyRing {
+    pub fn new(inner: Arc<dyn crate::seal::KeyRing>) -> Self {
+        Self { inner, fail_seals: std::sync::atomic::AtomicU32::new(0) }
+    }
+}
+
+#[async_trait]
+impl crate::seal::KeyRing for FlakyKeyRing {
+    async fn seal(
+        &self,
+        value: &crate::secret::SecretValue,
+        ctx: &crate::seal::SealContext,
+    ) -> Result<crate::seal::SealedValue> {
+        use std::sync::atomic::Ordering;
+        if self.fail_seals.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
+            return Err(Error::Store {
+                context: "injected crash after addPassword".into(),
+                transient: true,
+                source: "crash".into(),
+            });
+        }
+        self.inner.seal(value, ctx).await
+    }
+    async fn unseal(
+        &self,
+        sealed: &crate::seal::SealedValue,
+        ctx: &crate::seal::SealContext,
+    ) -> Result<crate::secret::SecretValue> {
+        self.inner.unseal(sealed, ctx).await
+    }
+}

@@ -18,13 +18,16 @@ use crate::ports::{
 };
 use crate::seal::SealedValue;
 
-const NOW: OffsetDateTime = datetime!(2026-11-22 12:00 UTC);
+/// The time the contract's records are made at.
+pub const NOW: OffsetDateTime = datetime!(2026-11-22 12:00 UTC);
 
-fn integration(name: &str) -> IntegrationId {
+/// Test builders, for adapters' own tests too.
+pub fn integration(name: &str) -> IntegrationId {
     IntegrationId::parse(name).expect("valid")
 }
 
-fn app(i: &str) -> Application {
+/// An application of integration `i` with fresh ids.
+pub fn app(i: &str) -> Application {
     Application {
         integration: integration(i),
         object_id: AppObjectId::from_uuid(Uuid::new_v4()),
@@ -34,7 +37,8 @@ fn app(i: &str) -> Application {
     }
 }
 
-fn password(app: &Application, days_left: i64) -> Credential {
+/// A client secret of `app` ending `days_left` days after [`NOW`].
+pub fn password(app: &Application, days_left: i64) -> Credential {
     Credential {
         id: CredentialId::for_application(app.integration.clone(), app.object_id, KeyId::from_uuid(Uuid::new_v4())),
         kind: CredentialKind::Password,
@@ -49,7 +53,8 @@ fn password(app: &Application, days_left: i64) -> Credential {
     }
 }
 
-fn execution(cred: &Credential) -> Execution {
+/// A manual execution rotating `cred`, created at [`NOW`].
+pub fn execution(cred: &Credential) -> Execution {
     Execution::new(
         cred.id.clone(),
         cred.app.expect("app credential"),
