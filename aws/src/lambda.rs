@@ -20,7 +20,6 @@ use axum::Router;
 use entra_rotator::api::{ApiAuth, ApiState, VerifiedCaller};
 use entra_rotator::config::{Config, Env, ProcessEnv, Role};
 use entra_rotator::handlers::Services;
-use entra_rotator::messages::default_queue_specs;
 use entra_rotator::ports::{Clock, MessageId, Queue, QueueName, ReceivedMessage, SystemClock};
 use entra_rotator::runtime::{BatchHandler, Scheduler, Timer};
 use entra_rotator::wiring;
@@ -69,7 +68,7 @@ impl Deployment {
             dynamo,
             settings.table.clone(),
             settings.queue_prefix.clone(),
-            default_queue_specs(),
+            crate::settings::queue_specs(),
         ));
         let keys = Arc::new(KmsKeyRing::new(aws_sdk_kms::Client::new(sdk), settings.kms_key.clone()));
         let services = wiring::services(&config, store, queue.clone(), clock, keys)?;

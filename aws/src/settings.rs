@@ -1,8 +1,12 @@
 //! Where the AWS deployment keeps its state, read once at cold start from the environment the SAM
 //! template sets. A missing value fails fast, naming the variable.
 
+use std::time::Duration;
+
 use aws_config::{BehaviorVersion, SdkConfig};
 use entra_rotator::config::Env;
+use entra_rotator::messages::queues;
+use entra_rotator::ports::{QueueName, QueueSpec};
 use entra_rotator::{Error, Result};
 
 pub const TABLE_VAR: &str = "ROTATOR_AWS_TABLE";
@@ -57,6 +61,28 @@ impl AwsSettings {
     }
 }
 
+/// The queues as `infra/template.yaml` deploys them: FIFO, five receives before the dead-letter
+/// queue, and a visibility timeout six times the consuming function's timeout (sync 900 s,
+/// expiry-scan, run-step and grace-cleanup 300 s, rotate 120 s). Keep the two in step.
+pub fn queue_specs() -> Vec<QueueSpec> {
+    queues::ALL
+        .iter()
+        .map(|name| {
+            let function_timeout = match *name {
+                queues::SYNC => 900,
+                queues::ROTATE => 120,
+                _ => 300,
+            };
+            QueueSpec {
+                name: QueueName::new(*name),
+                fifo: true,
+                max_receive_count: 5,
+                visibility_timeout: Duration::from_secs(6 * function_timeout),
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -71,6 +97,20 @@ mod tests {
     fn every_missing_variable_is_named_at_once() {
         let e = AwsSettings::from_env(&env(&[(TABLE_VAR, "t")])).unwrap_err().to_string();
         assert!(e.contains(KMS_KEY_VAR) && e.contains(QUEUE_PREFIX_VAR) && !e.contains(TABLE_VAR), "{e}");
+    }
+
+    #[test]
+    fn the_queues_are_those_the_template_deploys() {
+        let template = include_str!("../../infra/template.yaml");
+        for spec in queue_specs() {
+            let name = format!("QueueName: !Sub \"${{AWS::StackName}}-{}.fifo\"", spec.name);
+            let at = template.find(&name).unwrap_or_else(|| panic!("the template has no queue {}", spec.name));
+            let rest = &template[at + name.len()..];
+            let block = &rest[..rest.find("QueueName:").unwrap_or(rest.len())];
+            let visibility = format!("VisibilityTimeout: {}", spec.visibility_timeout.as_secs());
+            assert!(block.contains(&visibility), "{}: the template does not say {visibility}", spec.name);
+            assert!(block.contains(&format!("maxReceiveCount: {}", spec.max_receive_count)), "{}", spec.name);
+        }
     }
 
     #[test]

@@ -331,7 +331,7 @@ async fn dead_letter_queues(config_path: &Path, out: Output) -> anyhow::Result<R
             aws_sdk_dynamodb::Client::new(&sdk),
             settings.table.clone(),
             settings.queue_prefix.clone(),
-            entra_rotator::messages::default_queue_specs(),
+            entra_rotator_aws::settings::queue_specs(),
         );
         return Ok(Ok(Arc::new(queue)));
     }
