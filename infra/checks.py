@@ -36,8 +36,11 @@ SENDS = {
     "rotate": {"run-step"},
     "run-step": {"run-step"},
     "grace-cleanup": {"grace-cleanup"},
-    "http-api": {"rotate"},
+    # The rotate trigger, and the dead-letter redrive, which sends a dead letter back to its queue.
+    "http-api": set(BATCH_SIZE),
 }
+# Functions that read and redrive dead letters (the HTTP API's on-call routes).
+DLQ_HANDLERS = {"http-api"}
 SCHEDULES = {"sync": "rate(1 hour)", "expiry-scan": "rate(15 minutes)", "grace-cleanup": "rate(1 hour)"}
 ROUTES = {
     ("POST", "/v1/credentials/{proxy+}"),
@@ -45,6 +48,9 @@ ROUTES = {
     ("GET", "/v1/executions/{id}"),
     ("POST", "/v1/executions/{id}/confirm"),
     ("GET", "/v1/dashboard"),
+    ("GET", "/v1/dead-letters"),
+    ("GET", "/v1/dead-letters/{id}"),
+    ("POST", "/v1/dead-letters/redrive"),
     ("GET", "/healthz"),
 }
 UNAUTHENTICATED = {("GET", "/healthz")}
@@ -430,7 +436,7 @@ def run(tpl: dict, r: Report) -> None:
         users = [b for b, l in by_bin.items() if getatt_target(function_props(tpl, l).get("Role"), "Arn") == role_id]
         r.check(users == [bin_name], f"{bin_name}: has its own IAM role ({role_id})", f"shared by {users}")
         sts = statements(role)
-        sends, consumes, table_ok, problems = set(), set(), False, []
+        sends, consumes, dlq_reads, table_ok, problems = set(), set(), set(), False, []
         for s in sts:
             if s.get("Effect") != "Allow":
                 continue
@@ -451,6 +457,8 @@ def run(tpl: dict, r: Report) -> None:
                 for t in targets:
                     if t in queue_arn and actions >= CONSUME_ACTIONS:
                         consumes.add(queue_arn[t])
+                    elif t in dlq_arn and bin_name in DLQ_HANDLERS and actions >= CONSUME_ACTIONS:
+                        dlq_reads.add(dlq_arn[t])
                     else:
                         problems.append(f"receives from {t}")
             if actions & TABLE_ACTIONS:
@@ -466,6 +474,8 @@ def run(tpl: dict, r: Report) -> None:
         want_consume = {bin_name} if bin_name in BATCH_SIZE else set()
         r.check(consumes == want_consume, f"{bin_name}: consumes {sorted(want_consume) or 'no queue'}", f"consumes {sorted(consumes)}")
         r.check(sends == SENDS[bin_name], f"{bin_name}: sends only to {sorted(SENDS[bin_name])}", f"sends to {sorted(sends)}")
+        want_dlq = set(QUEUES) if bin_name in DLQ_HANDLERS else set()
+        r.check(dlq_reads == want_dlq, f"{bin_name}: reads dead letters of {sorted(want_dlq) or 'no queue'}", f"reads {sorted(dlq_reads)}")
         r.check(not problems, f"{bin_name}: no wildcard actions, '*' resources only where AWS requires", "; ".join(problems))
 
     # --- the key --------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ use crate::domain::execution::{Execution, StepOutcome, StepRecord, Trigger};
 use crate::handlers::Services;
 use crate::ids::{CredentialId, ExecutionId};
 use crate::messages::queues;
-use crate::ports::{AuditQuery, QueueName};
+use crate::ports::{AuditEvent, AuditQuery, DeadLetter, MessageId, QueueName};
 use crate::usecases::dashboard::dashboard;
 use crate::usecases::rotation::{RotationAccepted, confirm_cleanup, request_rotation};
 
@@ -81,6 +81,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/executions/{id}/confirm", post(confirm))
         // The credential id holds slashes: accepted URL-encoded in one segment, or as it is.
         .route("/v1/credentials/{*rest}", get(credential_get).post(credential_post))
+        // The on-call view: what failed and why, and sending it back once fixed.
+        .route("/v1/dead-letters", get(list_dead_letters))
+        .route("/v1/dead-letters/redrive", post(redrive_dead_letters))
+        .route("/v1/dead-letters/{id}", get(get_dead_letter))
         .layer(DefaultBodyLimit::max(64 * 1024))
         .with_state(state)
 }
@@ -309,4 +313,119 @@ async fn credential_post(
             .into_response(),
         RotationAccepted::DryRun { report } => (StatusCode::OK, Json(json!({ "dry_run": report }))).into_response(),
     })
+}
+
+/// A dead letter as the API shows it: the record, and its message parsed (identifiers only).
+fn dead_letter_view(d: &DeadLetter) -> Value {
+    let message: Value = serde_json::from_str(&d.body).unwrap_or(Value::Null);
+    json!({
+        "id": d.id,
+        "queue": d.source_queue,
+        "group": d.group,
+        "receive_count": d.receive_count,
+        "sent_at": rfc3339(d.sent_at),
+        "dead_at": rfc3339(d.dead_at),
+        "last_error": d.last_error,
+        "message": message,
+    })
+}
+
+/// The queues a request names: one, if it is a queue of the chain, or all.
+fn queues_named(queue: Option<&str>) -> ApiResult<Vec<QueueName>> {
+    match queue {
+        Some(q) if queues::ALL.contains(&q) => Ok(vec![QueueName::new(q)]),
+        Some(q) => Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "invalid",
+            format!("unknown queue {q:?}; the queues are {}", queues::ALL.join(", ")),
+        )),
+        None => Ok(queues::ALL.iter().map(|q| QueueName::new(*q)).collect()),
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QueueFilter {
+    queue: Option<String>,
+}
+
+async fn list_dead_letters(
+    State(state): State<ApiState>,
+    presented: Presented,
+    axum::extract::Query(filter): axum::extract::Query<QueueFilter>,
+) -> ApiResult {
+    authorize(&state, &presented, Role::Read)?;
+    let mut all = Vec::new();
+    for q in queues_named(filter.queue.as_deref())? {
+        all.extend(state.services.queue.dead_letters(&q, 1000).await?.iter().map(dead_letter_view));
+    }
+    Ok(Json(json!({ "dead_letters": all })).into_response())
+}
+
+async fn get_dead_letter(State(state): State<ApiState>, presented: Presented, Path(id): Path<String>) -> ApiResult {
+    authorize(&state, &presented, Role::Read)?;
+    let id = MessageId(id);
+    let d = state.services.queue.dead_letter(&id).await?.ok_or_else(|| Error::not_found("dead letter", &id))?;
+    Ok(Json(dead_letter_view(&d)).into_response())
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RedriveBody {
+    queue: Option<String>,
+    #[serde(default)]
+    ids: Vec<String>,
+}
+
+/// Sends dead letters back to their queue: all (of one queue, or of every queue), or those named.
+/// The chain resumes at the step that failed. Recorded in the audit trail with who asked.
+async fn redrive_dead_letters(
+    State(state): State<ApiState>,
+    presented: Presented,
+    body: axum::body::Bytes,
+) -> ApiResult {
+    let caller = authorize(&state, &presented, Role::Write)?;
+    let body: RedriveBody = if body.is_empty() {
+        RedriveBody::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| ApiError(StatusCode::BAD_REQUEST, "invalid", format!("body: {e}")))?
+    };
+    let queue = state.services.queue.as_ref();
+    let names = queues_named(body.queue.as_deref())?;
+    let mut moved = 0;
+    if body.ids.is_empty() {
+        for q in &names {
+            moved += queue.redrive(q, None).await?;
+        }
+    } else {
+        // Every id is checked before any moves, so a typo changes nothing.
+        let mut found = Vec::new();
+        for id in &body.ids {
+            let id = MessageId(id.clone());
+            let d = queue.dead_letter(&id).await?.ok_or_else(|| Error::not_found("dead letter", &id))?;
+            if !names.contains(&d.source_queue) {
+                return Err(ApiError(
+                    StatusCode::BAD_REQUEST,
+                    "invalid",
+                    format!("dead letter {id} belongs to queue {}", d.source_queue),
+                ));
+            }
+            found.push(d);
+        }
+        for d in found {
+            moved += queue.redrive(&d.source_queue, Some(std::slice::from_ref(&d.id))).await?;
+        }
+    }
+    let event = AuditEvent {
+        at: state.services.clock.now(),
+        action: "dead_letters.redriven".into(),
+        actor: format!("http:{caller}"),
+        execution: None,
+        credential: None,
+        detail: format!("{moved} message(s) sent back to {}", body.queue.as_deref().unwrap_or("their queues")),
+    };
+    if let Err(e) = state.services.store.append_audit(&event).await {
+        tracing::warn!(error = %e.chain(), "the redrive was not recorded in the audit trail");
+    }
+    Ok(Json(json!({ "redriven": moved })).into_response())
 }

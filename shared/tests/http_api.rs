@@ -115,6 +115,9 @@ async fn every_route_refuses_a_missing_or_unknown_token_and_a_token_without_its_
         ("POST", format!("/v1/executions/{e}/confirm"), READER),
         ("GET", format!("/v1/credentials/{c}/history"), WRITER),
         ("GET", "/v1/dashboard".to_owned(), WRITER),
+        ("GET", "/v1/dead-letters".to_owned(), WRITER),
+        ("GET", "/v1/dead-letters/some-id".to_owned(), WRITER),
+        ("POST", "/v1/dead-letters/redrive".to_owned(), READER),
     ];
     for (method, path, lacking_role) in &routes {
         let (status, body) = api.call(method, path, None, None).await;
@@ -194,4 +197,44 @@ async fn confirming_an_execution_that_has_not_finished_is_a_conflict() {
     let id = body["execution_id"].as_str().unwrap();
     let (status, body) = api.json("POST", &format!("/v1/executions/{id}/confirm"), WRITER, None).await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
+}
+
+#[tokio::test]
+async fn dead_letters_are_listed_shown_and_redriven_by_an_operator() {
+    let api = Api::start().await;
+    let step = QueueName::new(queues::STEP);
+    let message = entra_rotator::messages::Message::ScanRequested { integration: None }.envelope("poison");
+    let id = api.queue.send(&step, message.to_outgoing(std::time::Duration::ZERO).unwrap()).await.unwrap();
+    // Received and failed until the queue gives up on it.
+    while let Some(m) = api.queue.receive(&step, 1, None).await.unwrap().pop() {
+        api.queue.record_failure(&step, &m.receipt, "run-step: the webhook answered 503").await.unwrap();
+        api.queue.change_visibility(&step, &m.receipt, std::time::Duration::ZERO).await.unwrap();
+    }
+
+    let (status, list) = api.json("GET", "/v1/dead-letters?queue=run-step", READER, None).await;
+    assert_eq!(status, StatusCode::OK, "{list}");
+    let dead = list["dead_letters"].as_array().unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0]["id"], id.to_string());
+    assert_eq!(dead[0]["queue"], "run-step");
+    assert_eq!(dead[0]["last_error"], "run-step: the webhook answered 503");
+    assert_eq!(dead[0]["message"]["type"], "ScanRequested");
+    let (status, one) = api.json("GET", &format!("/v1/dead-letters/{id}"), READER, None).await;
+    assert_eq!((status, one["id"].clone()), (StatusCode::OK, dead[0]["id"].clone()));
+    let (status, _) = api.json("GET", "/v1/dead-letters?queue=nope", READER, None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, _) = api.json("GET", "/v1/dead-letters/no-such-id", READER, None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = api.json("POST", "/v1/dead-letters/redrive", WRITER, Some(r#"{"ids":["no-such-id"]}"#)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "an unknown id moves nothing");
+
+    let body = format!(r#"{{"queue":"run-step","ids":["{id}"]}}"#);
+    let (status, moved) = api.json("POST", "/v1/dead-letters/redrive", WRITER, Some(&body)).await;
+    assert_eq!(status, StatusCode::OK, "{moved}");
+    assert_eq!(moved["redriven"], 1);
+    assert_eq!(api.queue.depth(&step).await.unwrap().visible, 1, "back on its queue");
+    let (_, list) = api.json("GET", "/v1/dead-letters", READER, None).await;
+    assert!(list["dead_letters"].as_array().unwrap().is_empty());
+    let audit = api.store.list_audit(&Default::default()).await.unwrap();
+    assert!(audit.iter().any(|a| a.action == "dead_letters.redriven" && a.actor == "http:writer"), "{audit:?}");
 }
