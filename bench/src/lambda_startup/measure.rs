@@ -51,7 +51,7 @@ pub fn base_env(passed: &[(String, String)], extra: &[(String, String)]) -> Vec<
         ("AWS_LAMBDA_INITIALIZATION_TYPE", "on-demand"),
         ("AWS_REGION", "us-east-1"),
         ("AWS_DEFAULT_REGION", "us-east-1"),
-        ("AWS_ACCESS_KEY_ID", "AKIABENCHNOTAKEY0000"),
+        ("AWS_ACCESS_KEY_ID", "bench-not-an-access-key"),
         ("AWS_SECRET_ACCESS_KEY", "bench-not-a-secret-access-key"),
         ("AWS_SESSION_TOKEN", "bench-not-a-session-token"),
         ("AWS_CONFIG_FILE", "/dev/null"),
