@@ -202,3 +202,51 @@ fn app_roles_are_read_from_either_text_form_of_an_array_claim() {
     assert!(verified_caller(&claims("")).unwrap().roles.is_empty());
     assert!(verified_caller(&Default::default()).is_none(), "no name claim, no caller");
 }
+
+fn deployment_env(pairs: &[(&str, String)]) -> std::collections::BTreeMap<String, String> {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
+}
+
+fn offline_sdk() -> aws_config::SdkConfig {
+    aws_config::SdkConfig::builder()
+        .behavior_version(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .build()
+}
+
+fn settings() -> entra_rotator_aws::AwsSettings {
+    entra_rotator_aws::AwsSettings {
+        table: "entra-rotator-store".into(),
+        kms_key: "alias/entra-rotator".into(),
+        queue_prefix: "entra-rotator-".into(),
+        endpoint: None,
+    }
+}
+
+#[test]
+fn a_cold_start_wires_each_function_from_the_configuration_without_calling_aws() {
+    use entra_rotator_aws::lambda::Deployment;
+    let config = format!("{}/../examples/rotator.toml", env!("CARGO_MANIFEST_DIR"));
+    let env =
+        deployment_env(&[("ROTATOR_CONFIG", config), ("ROTATOR_CONTOSO_CLIENT_SECRET", "not-a-real-secret".into())]);
+    // No endpoint can be reached from here: building must not need one.
+    let d = Deployment::build(&env, settings(), &offline_sdk()).unwrap();
+    assert!(!d.config.integrations.is_empty());
+    let handler = Arc::new(EnvelopeHandler(Recording(Arc::new(Recorder::default()))));
+    for q in queues::ALL {
+        let _ = d.queue_function(q, handler.clone());
+    }
+    let _router = d.http_router();
+}
+
+#[test]
+fn a_cold_start_without_its_configuration_fails_at_once_naming_what_is_missing() {
+    use entra_rotator_aws::lambda::Deployment;
+    let Err(e) = Deployment::build(&deployment_env(&[]), settings(), &offline_sdk()) else {
+        panic!("built without a configuration")
+    };
+    assert!(e.to_string().contains("ROTATOR_CONFIG"), "{e}");
+    let env = deployment_env(&[("ROTATOR_CONFIG", "/nonexistent/rotator.toml".into())]);
+    let Err(e) = Deployment::build(&env, settings(), &offline_sdk()) else { panic!("built from a missing file") };
+    assert!(e.to_string().contains("/nonexistent/rotator.toml"), "{e}");
+}

@@ -89,19 +89,8 @@ async fn fixture() -> Sqs {
 mod contract {
     use super::fixture;
 
-    macro_rules! cases {
-        ($($case:ident),* $(,)?) => {
-            $(
-                #[tokio::test]
-                async fn $case() {
-                    let fixture = fixture().await;
-                    entra_rotator::contract::queue::$case(&fixture).await;
-                }
-            )*
-        };
-    }
-
-    cases!(
+    // The shared suite's own expansion, given the list of cases that apply.
+    entra_rotator::queue_contract_tests!(@cases fixture();
         sent_message_is_received_once_with_its_body,
         unacknowledged_message_is_redelivered_after_its_visibility_timeout,
         deleted_message_is_not_redelivered,
