@@ -60,9 +60,9 @@ use aws_sdk_dynamodb::types::{
     KeySchemaElement, KeyType, KeysAndAttributes, Projection, ProjectionType, Put, PutRequest, ScalarAttributeType,
     TableStatus, TimeToLiveSpecification, TimeToLiveStatus, TransactWriteItem, WriteRequest,
 };
-use entra_rotator::domain::execution::{Cleanup, Execution, ExecutionStatus, StepRecord};
+use entra_rotator::domain::execution::{Execution, StepRecord};
+use entra_rotator::domain::ids::{AgentId, AppObjectId, CredentialId, ExecutionId, IntegrationId, OwnerKind};
 use entra_rotator::domain::inventory::{Application, Credential, CredentialKind, ServicePrincipal};
-use entra_rotator::ids::{AgentId, AppObjectId, CredentialId, ExecutionId, IntegrationId, OwnerKind};
 use entra_rotator::ports::{
     AgentRecord, AlertKey, AuditEvent, AuditQuery, Claim, Clock, Owner, OwnerSnapshot, SealedRecord, Store, SyncCounts,
     SyncState,
@@ -102,9 +102,6 @@ const BATCH_GET_MAX: usize = 100;
 /// How often a batch's unprocessed part, or a transaction that lost a race with another
 /// transaction, is tried again before the caller gets a transient error.
 const MAX_ATTEMPTS: u32 = 8;
-
-/// What removing a credential writes into the execution it cancels.
-const REMOVED_ERROR: &str = "the credential was removed from the tenant";
 
 /// The store in one DynamoDB table (layout in the module documentation).
 pub struct DynamoStore {
@@ -334,11 +331,6 @@ fn request(e: BuildError) -> Error {
     Error::Store { context: "building a DynamoDB request".into(), transient: false, source: Box::new(e) }
 }
 
-/// Whether an execution still needs the scheduler's sweeps: as the SQLite store's `open` column.
-fn is_open(e: &Execution) -> bool {
-    !e.status.is_terminal() || (e.status.is_finalized() && !matches!(e.cleanup, Cleanup::Done { .. }))
-}
-
 fn execution_item(e: &Execution) -> Result<Item> {
     let mut item = doc_item(execution_pk(&e.id), EXEC_SK, e)?;
     let order = format!("{}#{}", time_key(e.created_at), e.id);
@@ -346,7 +338,7 @@ fn execution_item(e: &Execution) -> Result<Item> {
     item.insert(GSI1_PK.into(), s(format!("EXECS#{}", e.credential)));
     item.insert(GSI1_SK.into(), s(order.clone()));
     // Sparse: only open executions are in the index the sweeps read.
-    if is_open(e) {
+    if e.is_open() {
         item.insert(GSI2_PK.into(), s(OPEN));
         item.insert(GSI2_SK.into(), s(order));
     }
@@ -839,13 +831,8 @@ impl DynamoStore {
             // A terminal holder cannot be (its update released the claim); if a table was edited by
             // hand, release the claim without rewriting its history.
             if !e.status.is_terminal() {
-                let now = self.clock.now();
                 let expected = e.version;
-                e.status = ExecutionStatus::Cancelled;
-                e.error = Some(REMOVED_ERROR.into());
-                e.updated_at = now;
-                e.finished_at = Some(now);
-                e.version += 1;
+                e.cancel_for_removed_credential(self.clock.now());
                 actions.push(self.put_action(execution_item(&e)?, Some(Condition::version(expected)))?);
             }
             if self.transact("cancel execution", actions).await?.is_ok() {

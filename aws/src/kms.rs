@@ -10,8 +10,9 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::DataKeySpec;
-use entra_rotator::seal::{KeyRing, SealContext, SealedValue, seal_with_key, unseal_with_key};
-use entra_rotator::secret::SecretValue;
+use entra_rotator::adapters::sealing::{seal_with_key, unseal_with_key};
+use entra_rotator::domain::secret::SecretValue;
+use entra_rotator::ports::key_ring::{KeyRing, SealContext, SealedValue};
 use entra_rotator::{Error, Result};
 use zeroize::Zeroizing;
 
@@ -84,6 +85,11 @@ impl KeyRing for KmsKeyRing {
                 // The context or the blob does not match: the value was moved or tampered with.
                 Some(s) if s.is_invalid_ciphertext_exception() || s.is_incorrect_key_exception() => {
                     Error::Seal("KMS refused the data key: wrong record, wrong key or tampered data")
+                }
+                // The envelope names a key KMS does not have (or not for decryption): no retry
+                // can open it, so it is a seal failure, not a passing store error.
+                Some(s) if s.is_not_found_exception() || s.is_invalid_key_usage_exception() => {
+                    Error::Seal("the envelope names a KMS key that cannot open it")
                 }
                 _ => crate::error::store("KMS Decrypt", e),
             })?;

@@ -86,9 +86,10 @@ use aws_sdk_sqs::types::{
     ChangeMessageVisibilityBatchRequestEntry, Message, MessageAttributeValue, MessageSystemAttributeName,
     QueueAttributeName,
 };
+use entra_rotator::adapters::system_clock::SystemClock;
 use entra_rotator::ports::{
     Clock, DeadLetter, MessageId, OutgoingMessage, Queue, QueueDepth, QueueName, QueueSpec, ReceiptHandle,
-    ReceivedMessage, SystemClock,
+    ReceivedMessage,
 };
 use entra_rotator::{Error, Result};
 use time::OffsetDateTime;

@@ -8,12 +8,13 @@
 
 use std::sync::Arc;
 
-use entra_rotator::contract::store::{NOW, app, execution, password};
 use entra_rotator::domain::execution::{Execution, ExecutionStatus};
+use entra_rotator::domain::ids::CredentialId;
 use entra_rotator::domain::inventory::Credential;
 use entra_rotator::domain::lifecycle::AlertThreshold;
-use entra_rotator::ids::CredentialId;
-use entra_rotator::ports::{AlertKey, AuditEvent, AuditQuery, Claim, ManualClock, Owner, OwnerSnapshot, Store};
+use entra_rotator::ports::{AlertKey, AuditEvent, AuditQuery, Claim, Owner, OwnerSnapshot, Store};
+use entra_rotator::testing::contract::store::{NOW, app, execution, password};
+use entra_rotator::testing::fakes::ManualClock;
 use entra_rotator::{Error, Result};
 use entra_rotator_aws::DynamoStore;
 use entra_rotator_aws::testing::{sdk_config, unique};
@@ -163,7 +164,7 @@ async fn batches_larger_than_dynamodb_allows_are_split_and_duplicates_written_on
     assert_eq!((counts.owners, counts.credentials_written), (1, 40));
     assert_eq!(s.list_credentials(Some(&a.integration)).await.unwrap().len(), 40);
     assert_eq!(
-        s.remove_owner(&a.integration, entra_rotator::ids::OwnerKind::Application, a.object_id.as_uuid())
+        s.remove_owner(&a.integration, entra_rotator::domain::ids::OwnerKind::Application, a.object_id.as_uuid())
             .await
             .unwrap(),
         40

@@ -1,8 +1,10 @@
 //! The KMS key ring against the moto server: envelope encryption, context binding, tampering.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use entra_rotator::seal::{KeyRing, SealContext};
-use entra_rotator::secret::SecretValue;
+use std::sync::Arc;
+
+use entra_rotator::domain::secret::SecretValue;
+use entra_rotator::ports::key_ring::{KeyRing, SealContext};
 use entra_rotator_aws::KmsKeyRing;
 use entra_rotator_aws::testing::sdk_config;
 
@@ -51,4 +53,11 @@ async fn a_value_moved_to_another_record_or_tampered_with_does_not_open() {
     let mut no_key = sealed;
     no_key.encrypted_data_key = None;
     assert!(matches!(ring.unseal(&no_key, &ctx).await, Err(entra_rotator::Error::Seal(_))));
+}
+
+/// The KeyRing contract every key ring keeps, on KMS as on the key file.
+mod contract {
+    use super::*;
+
+    entra_rotator::key_ring_contract_tests!(async { Arc::new(ring().await) as Arc<dyn KeyRing> });
 }

@@ -12,19 +12,21 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
 use entra_rotator::adapters::graph::{GraphClient, RetryPolicy, TokenSource};
-use entra_rotator::contract::faults::FlakyKeyRing;
+use entra_rotator::adapters::steps::Rollout;
+use entra_rotator::adapters::system_clock::SystemClock;
 use entra_rotator::domain::Span;
 use entra_rotator::domain::execution::{Cleanup, Execution, ExecutionStatus, Trigger};
+use entra_rotator::domain::ids::{ClientId, CredentialId, IntegrationId, PolicyId, TenantId};
 use entra_rotator::domain::policy::{PolicySet, RotationPolicy};
+use entra_rotator::domain::secret::SecretValue;
 use entra_rotator::domain::steps::parse_steps;
-use entra_rotator::handlers::{CleanupHandler, Directories, RotateHandler, RotationSettings, Services, StepHandler};
-use entra_rotator::ids::{ClientId, CredentialId, IntegrationId, PolicyId, TenantId};
+use entra_rotator::inbound::batch::{BatchHandler, EnvelopeHandler, MessageFailure};
+use entra_rotator::inbound::handlers::{CleanupHandler, RotateHandler, StepHandler};
 use entra_rotator::messages::{Message, default_queue_specs, queues};
-use entra_rotator::ports::{Clock, Queue, QueueName, ReceivedMessage, Store, SystemClock};
-use entra_rotator::rollout::Rollout;
-use entra_rotator::runtime::{BatchHandler, EnvelopeHandler, MessageFailure};
-use entra_rotator::seal::{KeyRing, SealContext};
-use entra_rotator::secret::SecretValue;
+use entra_rotator::ports::key_ring::{KeyRing, SealContext};
+use entra_rotator::ports::{Clock, Queue, QueueName, ReceivedMessage, Store};
+use entra_rotator::testing::faults::FlakyKeyRing;
+use entra_rotator::usecases::app::{App, Directories, RotationSettings};
 use entra_rotator::usecases::rotation::{RotationAccepted, request_rotation};
 use entra_rotator::usecases::sync::{SyncMode, Syncer};
 use entra_rotator_aws::lambda::QueueFunction;
@@ -121,7 +123,7 @@ struct Deployment {
     dynamo: aws_sdk_dynamodb::Client,
     queue: Arc<SqsQueue>,
     keys: Arc<FlakyKeyRing>,
-    services: Services,
+    services: App,
     mappings: Vec<Mapping>,
     delivered: Arc<Mutex<Vec<String>>>,
     sqs: aws_sdk_sqs::Client,
@@ -198,7 +200,7 @@ impl Deployment {
             .tls_certs_merge(reqwest::Certificate::from_pem_bundle(sim.ca_pem().as_bytes()).unwrap())
             .build()
             .unwrap();
-        let services = Services {
+        let services = App {
             store: store.clone(),
             queue: queue.clone(),
             clock: clock.clone(),
@@ -248,8 +250,8 @@ impl Deployment {
     }
 
     /// Puts a store that fails on request between the handlers and DynamoDB.
-    async fn with_flaky_store(&mut self) -> Arc<entra_rotator::contract::faults::FlakyStore> {
-        let flaky = Arc::new(entra_rotator::contract::faults::FlakyStore::new(self.store.clone()));
+    async fn with_flaky_store(&mut self) -> Arc<entra_rotator::testing::faults::FlakyStore> {
+        let flaky = Arc::new(entra_rotator::testing::faults::FlakyStore::new(self.store.clone()));
         self.services.store = flaky.clone();
         self.mappings = mappings(&self.sqs, &self.prefix, &self.services, self.delivered.clone()).await;
         flaky
@@ -342,7 +344,7 @@ impl Deployment {
 async fn mappings(
     sqs: &aws_sdk_sqs::Client,
     prefix: &str,
-    services: &Services,
+    services: &App,
     delivered: Arc<Mutex<Vec<String>>>,
 ) -> Vec<Mapping> {
     let mut out = Vec::new();

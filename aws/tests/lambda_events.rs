@@ -7,17 +7,19 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use entra_rotator::adapters::sealing::key_file::LocalKeyRing;
 use entra_rotator::adapters::sqlite::{SqliteQueue, SqliteStore};
-use entra_rotator::api::{ApiAuth, ApiState, router};
+use entra_rotator::adapters::steps::Rollout;
 use entra_rotator::config::Role;
+use entra_rotator::domain::ids::PolicyId;
 use entra_rotator::domain::policy::{PolicySet, RotationPolicy};
-use entra_rotator::handlers::{Directories, Services};
-use entra_rotator::ids::PolicyId;
+use entra_rotator::inbound::api::{ApiAuth, ApiState, router};
+use entra_rotator::inbound::batch::{EnvelopeHandler, MessageHandler};
+use entra_rotator::inbound::scheduler::Timer;
 use entra_rotator::messages::{Envelope, Message, default_queue_specs, queues};
-use entra_rotator::ports::{Clock, ManualClock, Queue, QueueName, ReceivedMessage};
-use entra_rotator::rollout::Rollout;
-use entra_rotator::runtime::{EnvelopeHandler, MessageHandler, Timer};
-use entra_rotator::seal::LocalKeyRing;
+use entra_rotator::ports::{Clock, Queue, QueueName, ReceivedMessage};
+use entra_rotator::testing::fakes::ManualClock;
+use entra_rotator::usecases::app::{App, Directories};
 use entra_rotator_aws::lambda::{FunctionEvent, QueueFunction, lambda_router, received_from_record, verified_caller};
 use serde_json::Value;
 use time::macros::datetime;
@@ -139,7 +141,7 @@ async fn an_event_that_is_neither_sqs_nor_eventbridge_fails_the_invocation() {
 fn api() -> axum::Router {
     let clock = clock();
     let dyn_clock: Arc<dyn Clock> = Arc::new(clock.clone());
-    let services = Services {
+    let services = App {
         store: Arc::new(SqliteStore::in_memory(dyn_clock.clone()).unwrap()),
         queue: queue(&clock),
         clock: dyn_clock,

@@ -16,8 +16,9 @@ use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
 };
 use entra_rotator::Error;
-use entra_rotator::contract::queue::QueueFixture;
-use entra_rotator::ports::{Clock, OutgoingMessage, Queue, QueueName, QueueSpec, SystemClock};
+use entra_rotator::adapters::system_clock::SystemClock;
+use entra_rotator::ports::{Clock, OutgoingMessage, Queue, QueueName, QueueSpec};
+use entra_rotator::testing::contract::queue::QueueFixture;
 use entra_rotator_aws::SqsQueue;
 use entra_rotator_aws::sqs::{self, ID_ATTRIBUTE, NOT_BEFORE_ATTRIBUTE};
 use entra_rotator_aws::testing::{sdk_config, unique};
@@ -75,7 +76,7 @@ async fn fixture_with(specs: Vec<QueueSpec>) -> Sqs {
 }
 
 async fn fixture() -> Sqs {
-    fixture_with(entra_rotator::contract::queue::specs()).await
+    fixture_with(entra_rotator::testing::contract::queue::specs()).await
 }
 
 /// Every case of the queue contract but one.

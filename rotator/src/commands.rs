@@ -6,12 +6,14 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use entra_rotator::adapters::sqlite::LocalData;
+use entra_rotator::adapters::system_clock::SystemClock;
 use entra_rotator::config::{Config, Env, ProcessEnv};
+use entra_rotator::domain::ids::CredentialId;
 use entra_rotator::domain::steps::{Severity, parse_steps};
-use entra_rotator::ids::CredentialId;
 use entra_rotator::messages::queues;
-use entra_rotator::ports::{Clock, MessageId, Queue, QueueName, Store, SystemClock};
+use entra_rotator::ports::{Clock, MessageId, Queue, QueueName, Store};
 use entra_rotator::usecases::dashboard::dashboard;
+use entra_rotator::usecases::dead_letters;
 use serde_json::json;
 
 use crate::output::{Output, table, when};
@@ -194,8 +196,7 @@ pub fn steps_check(file: &Path, out: Output) -> anyhow::Result<ExitCode> {
 pub async fn status(config_path: &Path, out: Output) -> anyhow::Result<ExitCode> {
     let config = load_config(config_path)?;
     let Some(data) = open_data(&config)? else { return no_data(&config, out) };
-    let threshold = config.policies.iter().flat_map(|p| p.policy.alert_thresholds.iter().copied()).max().unwrap_or(30);
-    let dash = dashboard(&data.store, SystemClock.now(), threshold, 10).await?;
+    let dash = dashboard(&data.store, SystemClock.now(), config.policy_set().expiring_soon_days(), 10).await?;
     let mut depths = Vec::new();
     for q in queues::ALL {
         depths.push((q, data.queue.depth(&QueueName::new(q)).await?));
@@ -311,47 +312,44 @@ pub async fn history(config_path: &Path, credential: &str, limit: usize, out: Ou
     Ok(ExitCode::SUCCESS)
 }
 
-fn queue_names(queue: Option<&str>) -> anyhow::Result<Vec<QueueName>> {
-    match queue {
-        Some(q) if queues::ALL.contains(&q) => Ok(vec![QueueName::new(q)]),
-        Some(q) => bail!("unknown queue {q:?}; the queues are {}", queues::ALL.join(", ")),
-        None => Ok(queues::ALL.iter().map(|q| QueueName::new(*q)).collect()),
-    }
-}
-
 /// The queues the `dlq` commands work on: the AWS deployment's when its environment is set
 /// (`ROTATOR_AWS_TABLE`, `ROTATOR_AWS_KMS_KEY`, `ROTATOR_AWS_QUEUE_PREFIX`, and AWS credentials), else
 /// this machine's local database. `Err(code)` when there is nothing to look at yet.
-async fn dead_letter_queues(config_path: &Path, out: Output) -> anyhow::Result<Result<Arc<dyn Queue>, ExitCode>> {
+async fn dead_letter_queues(config_path: &Path, out: Output) -> anyhow::Result<Result<DeadLetterPlace, ExitCode>> {
     if ProcessEnv.var(entra_rotator_aws::settings::QUEUE_PREFIX_VAR).is_some() {
         let settings = entra_rotator_aws::AwsSettings::from_env(&ProcessEnv)?;
         let sdk = settings.sdk_config().await;
+        let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
         let queue = entra_rotator_aws::SqsQueue::new(
             aws_sdk_sqs::Client::new(&sdk),
-            aws_sdk_dynamodb::Client::new(&sdk),
+            dynamo.clone(),
             settings.table.clone(),
             settings.queue_prefix.clone(),
             entra_rotator_aws::settings::queue_specs(),
         );
-        return Ok(Ok(Arc::new(queue)));
+        let store = entra_rotator_aws::DynamoStore::new(dynamo, settings.table.clone(), Arc::new(SystemClock));
+        return Ok(Ok(DeadLetterPlace { queue: Arc::new(queue), store: Arc::new(store) }));
     }
     let config = load_config(config_path)?;
     match open_data(&config)? {
-        Some(data) => Ok(Ok(Arc::new(data.queue))),
+        Some(data) => Ok(Ok(DeadLetterPlace { queue: Arc::new(data.queue), store: Arc::new(data.store) })),
         None => Ok(Err(no_data(&config, out)?)),
     }
 }
 
+/// Where the dead letters are, and the store their redrive is audited in.
+struct DeadLetterPlace {
+    queue: Arc<dyn Queue>,
+    store: Arc<dyn Store>,
+}
+
 pub async fn dlq_list(config_path: &Path, queue: Option<&str>, out: Output) -> anyhow::Result<ExitCode> {
-    let names = queue_names(queue)?;
+    dead_letters::queues_named(queue)?;
     let dlq = match dead_letter_queues(config_path, out).await? {
-        Ok(q) => q,
+        Ok(place) => place.queue,
         Err(code) => return Ok(code),
     };
-    let mut all = Vec::new();
-    for q in &names {
-        all.extend(dlq.dead_letters(q, 1000).await?);
-    }
+    let all = dead_letters::list(dlq.as_ref(), queue).await?;
     if out.json {
         out.print_json(&json!({ "dead_letters": all }))?;
         return Ok(ExitCode::SUCCESS);
@@ -400,7 +398,7 @@ fn describe_body(body: &str) -> String {
 
 pub async fn dlq_show(config_path: &Path, id: &str, out: Output) -> anyhow::Result<ExitCode> {
     let dlq = match dead_letter_queues(config_path, out).await? {
-        Ok(q) => q,
+        Ok(place) => place.queue,
         Err(code) => return Ok(code),
     };
     let Some(d) = dlq.dead_letter(&MessageId(id.to_owned())).await? else {
@@ -429,25 +427,22 @@ pub async fn dlq_redrive(
     ids: &[String],
     out: Output,
 ) -> anyhow::Result<ExitCode> {
-    let dlq = match dead_letter_queues(config_path, out).await? {
-        Ok(q) => q,
+    let place = match dead_letter_queues(config_path, out).await? {
+        Ok(place) => place,
         Err(code) => return Ok(code),
     };
-    let mut moved = 0;
-    if ids.is_empty() {
-        for q in queue_names(queue)? {
-            moved += dlq.redrive(&q, None).await?;
-        }
-    } else {
-        for id in ids {
-            let id = MessageId(id.clone());
-            let Some(d) = dlq.dead_letter(&id).await? else { bail!("no dead letter with id {id}") };
-            if queue.is_some_and(|q| q != d.source_queue.as_str()) {
-                bail!("dead letter {id} belongs to queue {}, not {}", d.source_queue, queue.unwrap_or_default());
-            }
-            moved += dlq.redrive(&d.source_queue, Some(std::slice::from_ref(&id))).await?;
-        }
-    }
+    let request = dead_letters::Redrive {
+        queue: queue.map(str::to_owned),
+        ids: ids.iter().map(|id| MessageId(id.clone())).collect(),
+    };
+    let moved = dead_letters::redrive(
+        place.queue.as_ref(),
+        place.store.as_ref(),
+        &SystemClock,
+        &request,
+        &crate::rotate::operator(),
+    )
+    .await?;
     if out.json {
         out.print_json(&json!({ "redriven": moved }))?;
     } else {
@@ -468,7 +463,7 @@ pub fn keys(config_path: &Path, rotate: bool, out: Output) -> anyhow::Result<Exi
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let mut ring = entra_rotator::seal::LocalKeyRing::open_or_create(&path)
+    let mut ring = entra_rotator::adapters::sealing::key_file::LocalKeyRing::open_or_create(&path)
         .with_context(|| format!("opening key file {}", path.display()))?;
     let added = match (rotate, existed) {
         (true, true) => Some(ring.add_key()?),

@@ -7,12 +7,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use entra_rotator::adapters::sealing::key_file::LocalKeyRing;
 use entra_rotator::adapters::sqlite::LocalData;
+use entra_rotator::adapters::system_clock::SystemClock;
 use entra_rotator::domain::execution::{Execution, Trigger};
-use entra_rotator::handlers::Services;
-use entra_rotator::ids::{CredentialId, ExecutionId};
-use entra_rotator::ports::{Clock, Queue, Store, SystemClock};
-use entra_rotator::seal::LocalKeyRing;
+use entra_rotator::domain::ids::{CredentialId, ExecutionId};
+use entra_rotator::ports::{Clock, Queue, Store};
+use entra_rotator::usecases::app::App;
 use entra_rotator::usecases::preflight::CheckOutcome;
 use entra_rotator::usecases::rotation::{RotationAccepted, confirm_cleanup, request_rotation};
 use entra_rotator::wiring;
@@ -21,14 +22,14 @@ use serde_json::json;
 use crate::commands::load_config;
 use crate::output::{Output, table, when};
 
-fn operator() -> String {
+pub(crate) fn operator() -> String {
     // Who asked, for the audit trail: the login name when the shell says it.
     #[allow(clippy::disallowed_methods)] // an operator command's own caller, not configuration
     let user = std::env::var("USER").or_else(|_| std::env::var("USERNAME")).unwrap_or_else(|_| "operator".into());
     format!("cli:{user}")
 }
 
-fn services(config_path: &Path) -> anyhow::Result<(Services, LocalData)> {
+fn services(config_path: &Path) -> anyhow::Result<(App, LocalData)> {
     let config = load_config(config_path)?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let data = LocalData::open(&config.database_path(), clock.clone())
@@ -103,7 +104,7 @@ pub async fn rotate(
     }
 }
 
-async fn wait_for(s: &Services, id: ExecutionId, out: Output) -> anyhow::Result<Execution> {
+async fn wait_for(s: &App, id: ExecutionId, out: Output) -> anyhow::Result<Execution> {
     let mut last = String::new();
     let mut idle = 0;
     loop {
@@ -129,7 +130,7 @@ async fn wait_for(s: &Services, id: ExecutionId, out: Output) -> anyhow::Result<
     }
 }
 
-async fn show(s: &Services, e: &Execution, out: Output) -> anyhow::Result<()> {
+async fn show(s: &App, e: &Execution, out: Output) -> anyhow::Result<()> {
     let steps = s.store.list_step_records(&e.id).await?;
     if out.json {
         return out.print_json(&json!({ "execution": e, "steps": steps }));

@@ -6,13 +6,16 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
+use entra_rotator::adapters::sealing::key_file::LocalKeyRing;
 use entra_rotator::adapters::sqlite::LocalData;
-use entra_rotator::api::ApiState;
-use entra_rotator::handlers::{CleanupHandler, RotateHandler, ScanHandler, StepHandler, SyncHandler};
+use entra_rotator::adapters::system_clock::SystemClock;
+use entra_rotator::inbound::api::ApiState;
+use entra_rotator::inbound::batch::{BatchHandler, EnvelopeHandler};
+use entra_rotator::inbound::handlers::{CleanupHandler, RotateHandler, ScanHandler, StepHandler, SyncHandler};
+use entra_rotator::inbound::runtime::{EmbeddedRuntime, Worker, WorkerOptions};
+use entra_rotator::inbound::scheduler::Scheduler;
 use entra_rotator::messages::queues;
-use entra_rotator::ports::{Clock, Queue, QueueName, Store, SystemClock};
-use entra_rotator::runtime::{BatchHandler, EmbeddedRuntime, EnvelopeHandler, Scheduler, Worker, WorkerOptions};
-use entra_rotator::seal::LocalKeyRing;
+use entra_rotator::ports::{Clock, Queue, QueueName, Store};
 use entra_rotator::wiring;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
@@ -56,7 +59,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
         policies = config.policies.len(),
         "entra-rotator serving"
     );
-    let app = entra_rotator::api::router(ApiState::with_tokens(services, config.api_tokens.clone()));
+    let app = entra_rotator::inbound::api::router(ApiState::with_tokens(services, config.api_tokens.clone()));
     let http_shutdown = shutdown.clone();
     let http = tokio::spawn(async move {
         axum::serve(listener, app).with_graceful_shutdown(async move { http_shutdown.cancelled().await }).await

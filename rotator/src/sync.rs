@@ -8,8 +8,9 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use entra_rotator::adapters::sqlite::LocalData;
-use entra_rotator::ids::OwnerKind;
-use entra_rotator::ports::{Clock, SystemClock};
+use entra_rotator::adapters::system_clock::SystemClock;
+use entra_rotator::domain::ids::OwnerKind;
+use entra_rotator::ports::Clock;
 use entra_rotator::usecases::scan::Scanner;
 use entra_rotator::usecases::sync::{SyncKind, SyncMode, SyncProgress, Syncer};
 use entra_rotator::wiring;

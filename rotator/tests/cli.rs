@@ -7,8 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use entra_rotator::adapters::sqlite::LocalData;
+use entra_rotator::adapters::system_clock::SystemClock;
 use entra_rotator::messages::{Message, queues};
-use entra_rotator::ports::{Queue, QueueName, SystemClock};
+use entra_rotator::ports::{Queue, QueueName};
 
 const SECRET: &str = "Zq8~integration-secret-value";
 
@@ -236,8 +237,8 @@ fn serve_answers_health_creates_an_owner_only_key_file_and_stops_on_ctrl_c() {
 #[tokio::test]
 async fn status_and_history_show_what_the_store_holds() {
     use entra_rotator::domain::execution::{Execution, ExecutionStatus, StepOutcome, StepRecord, Trigger};
+    use entra_rotator::domain::ids::PolicyId;
     use entra_rotator::domain::inventory::Credential;
-    use entra_rotator::ids::PolicyId;
     use entra_rotator::ports::{Clock, Store};
 
     let (dir, path) = temp_config();

@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::execution::Trigger;
-use crate::ids::{AppObjectId, CredentialId, ExecutionId, IntegrationId};
+use crate::domain::ids::{AppObjectId, CredentialId, ExecutionId, IntegrationId};
 use crate::ports::{OutgoingMessage, QueueName, QueueSpec};
 use crate::{Error, Result};
 

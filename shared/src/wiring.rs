@@ -4,17 +4,18 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::Result;
+use crate::adapters::alerts::LogSink;
+use crate::adapters::alerts::webhook::WebhookAlertSink;
 use crate::adapters::graph::{GraphClient, RetryPolicy};
-use crate::adapters::webhook_alerts::WebhookAlertSink;
-use crate::alerts::{AlertSink, LogSink};
+use crate::adapters::steps::Rollout;
 use crate::config::Config;
-use crate::directory::Directory;
-use crate::handlers::{Directories, Services};
+use crate::inbound::scheduler::Timer;
 use crate::messages::Message;
+use crate::ports::alerts::AlertSink;
+use crate::ports::directory::Directory;
+use crate::ports::key_ring::KeyRing;
 use crate::ports::{Clock, Queue, Store};
-use crate::rollout::Rollout;
-use crate::runtime::Timer;
-use crate::seal::KeyRing;
+use crate::usecases::app::{App, Directories};
 
 /// A Graph client for every enabled integration.
 pub fn directories(config: &Config) -> Result<Directories> {
@@ -70,8 +71,8 @@ pub fn services(
     queue: Arc<dyn Queue>,
     clock: Arc<dyn Clock>,
     keys: Arc<dyn KeyRing>,
-) -> Result<Services> {
-    Ok(Services {
+) -> Result<App> {
+    Ok(App {
         store,
         queue,
         clock,

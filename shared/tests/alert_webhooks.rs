@@ -8,13 +8,13 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
-use entra_rotator::adapters::webhook_alerts::WebhookAlertSink;
-use entra_rotator::alerts::{Alert, AlertSink};
+use entra_rotator::adapters::alerts::webhook::WebhookAlertSink;
 use entra_rotator::config::{WebhookFormat, WebhookSink};
+use entra_rotator::domain::ids::{ClientId, CredentialId};
 use entra_rotator::domain::inventory::CredentialKind;
 use entra_rotator::domain::lifecycle::AlertThreshold;
-use entra_rotator::ids::{ClientId, CredentialId};
-use entra_rotator::secret::SecretValue;
+use entra_rotator::domain::secret::SecretValue;
+use entra_rotator::ports::alerts::{Alert, AlertSink};
 use time::macros::datetime;
 
 type Seen = Arc<Mutex<Vec<serde_json::Value>>>;

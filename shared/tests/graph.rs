@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 use entra_rotator::Error;
 use entra_rotator::adapters::graph::{GraphClient, RetryPolicy, TokenSource, odata_string_literal};
 use entra_rotator::config::Config;
-use entra_rotator::directory::{Cursor, Directory, DirectoryApplication, Page, Removal};
-use entra_rotator::ids::{AppObjectId, ClientId, KeyId, TenantId};
-use entra_rotator::secret::{SecretBytes, SecretValue};
+use entra_rotator::domain::ids::{AppObjectId, ClientId, KeyId, TenantId};
+use entra_rotator::domain::secret::{SecretBytes, SecretValue};
+use entra_rotator::ports::directory::{Cursor, Directory, DirectoryApplication, Page, Removal};
 use entra_sim::{Fault, FaultKind, Match, NewApp, RequestRecord, Sim, SimOptions};
 use time::OffsetDateTime;
 

@@ -4,17 +4,18 @@
 
 use std::sync::Arc;
 
+use entra_rotator::adapters::sealing::key_file::LocalKeyRing;
 use entra_rotator::adapters::sqlite::{SqliteQueue, SqliteStore};
-use entra_rotator::api::{ApiState, router};
+use entra_rotator::adapters::steps::Rollout;
 use entra_rotator::config::{ApiToken, Role};
+use entra_rotator::domain::ids::{AppObjectId, ClientId, CredentialId, IntegrationId, KeyId, PolicyId};
 use entra_rotator::domain::inventory::{Credential, CredentialKind};
 use entra_rotator::domain::policy::{PolicySet, RotationPolicy};
-use entra_rotator::handlers::{Directories, Services};
-use entra_rotator::ids::{AppObjectId, ClientId, CredentialId, IntegrationId, KeyId, PolicyId};
+use entra_rotator::inbound::api::{ApiState, router};
 use entra_rotator::messages::{default_queue_specs, queues};
-use entra_rotator::ports::{ManualClock, Queue, QueueName, Store};
-use entra_rotator::rollout::Rollout;
-use entra_rotator::seal::LocalKeyRing;
+use entra_rotator::ports::{Queue, QueueName, Store};
+use entra_rotator::testing::fakes::ManualClock;
+use entra_rotator::usecases::app::{App, Directories};
 use reqwest::StatusCode;
 use serde_json::Value;
 use time::macros::datetime;
@@ -58,7 +59,7 @@ impl Api {
         };
         store.put_credential(&credential).await.unwrap();
         let policy = RotationPolicy::with_defaults(PolicyId::parse("default").unwrap());
-        let services = Services {
+        let services = App {
             store: store.clone(),
             queue: queue.clone(),
             clock: Arc::new(clock),

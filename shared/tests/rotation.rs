@@ -8,24 +8,27 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use entra_rotator::adapters::graph::{GraphClient, RetryPolicy, TokenSource};
+use entra_rotator::adapters::sealing::key_file::LocalKeyRing;
 use entra_rotator::adapters::sqlite::{SqliteQueue, SqliteStore};
-use entra_rotator::contract::faults::FlakyKeyRing;
+use entra_rotator::adapters::steps::Rollout;
 use entra_rotator::domain::Span;
 use entra_rotator::domain::execution::{Cleanup, Execution, ExecutionStatus, Trigger};
+use entra_rotator::domain::ids::{ClientId, CredentialId, IntegrationId, KeyId, PolicyId, TenantId};
 use entra_rotator::domain::lifecycle::{LifecycleFacts, LifecycleState, lifecycle_state};
 use entra_rotator::domain::policy::{PolicySet, RotationPolicy};
+use entra_rotator::domain::secret::SecretValue;
 use entra_rotator::domain::steps::{StepDefinition, parse_steps};
-use entra_rotator::handlers::{CleanupHandler, Directories, RotateHandler, RotationSettings, Services, StepHandler};
-use entra_rotator::ids::{ClientId, CredentialId, IntegrationId, KeyId, PolicyId, TenantId};
+use entra_rotator::inbound::batch::EnvelopeHandler;
+use entra_rotator::inbound::handlers::{CleanupHandler, RotateHandler, StepHandler};
+use entra_rotator::inbound::runtime::{Worker, WorkerOptions};
 use entra_rotator::messages::{Message, default_queue_specs, queues};
+use entra_rotator::ports::key_ring::{KeyRing, SealContext};
 use entra_rotator::ports::{
-    Clock, DeadLetter, ManualClock, MessageId, OutgoingMessage, Queue, QueueDepth, QueueName, ReceiptHandle,
-    ReceivedMessage, Store,
+    Clock, DeadLetter, MessageId, OutgoingMessage, Queue, QueueDepth, QueueName, ReceiptHandle, ReceivedMessage, Store,
 };
-use entra_rotator::rollout::Rollout;
-use entra_rotator::runtime::{EnvelopeHandler, Worker, WorkerOptions};
-use entra_rotator::seal::{KeyRing, LocalKeyRing, SealContext};
-use entra_rotator::secret::SecretValue;
+use entra_rotator::testing::fakes::ManualClock;
+use entra_rotator::testing::faults::FlakyKeyRing;
+use entra_rotator::usecases::app::{App, Directories, RotationSettings};
 use entra_rotator::usecases::rotation::{RotationAccepted, request_rotation};
 use entra_rotator::usecases::sync::{SyncMode, Syncer};
 use entra_sim::{NewApp, Sim, SimOptions};
@@ -95,7 +98,7 @@ struct Chain {
     store: Arc<SqliteStore>,
     queue: Arc<FlakyQueue>,
     keys: Arc<FlakyKeyRing>,
-    services: Services,
+    services: App,
     workers: Vec<Worker>,
     integration: IntegrationId,
     /// The application under rotation and its original secret.
@@ -149,7 +152,7 @@ impl Chain {
             .tls_certs_merge(reqwest::Certificate::from_pem_bundle(sim.ca_pem().as_bytes()).unwrap())
             .build()
             .unwrap();
-        let services = Services {
+        let services = App {
             store: store.clone(),
             queue: queue.clone(),
             clock: dyn_clock,
@@ -163,7 +166,7 @@ impl Chain {
                 orphan_safety_delay: Duration::from_secs(600),
             },
         };
-        let worker = |name: &str, h: Arc<dyn entra_rotator::runtime::BatchHandler>| {
+        let worker = |name: &str, h: Arc<dyn entra_rotator::inbound::batch::BatchHandler>| {
             Worker::new(queue.clone(), QueueName::new(name), h, WorkerOptions::default())
         };
         let workers = vec![
@@ -617,10 +620,10 @@ async fn the_new_secret_appears_in_no_log_message_dead_letter_or_webhook() {
 
 impl Chain {
     /// Puts a store that fails on request between the handlers and the real one.
-    fn with_flaky_store(&mut self) -> Arc<entra_rotator::contract::faults::FlakyStore> {
-        let flaky = Arc::new(entra_rotator::contract::faults::FlakyStore::new(self.store.clone()));
+    fn with_flaky_store(&mut self) -> Arc<entra_rotator::testing::faults::FlakyStore> {
+        let flaky = Arc::new(entra_rotator::testing::faults::FlakyStore::new(self.store.clone()));
         self.services.store = flaky.clone();
-        let worker = |name: &str, h: Arc<dyn entra_rotator::runtime::BatchHandler>| {
+        let worker = |name: &str, h: Arc<dyn entra_rotator::inbound::batch::BatchHandler>| {
             Worker::new(self.queue.clone(), QueueName::new(name), h, WorkerOptions::default())
         };
         self.workers = vec![

@@ -7,13 +7,16 @@ use std::time::Duration;
 use entra_rotator::adapters::graph::{GraphClient, RetryPolicy, TokenSource};
 use entra_rotator::adapters::sqlite::{SqliteQueue, SqliteStore};
 use entra_rotator::domain::execution::{Execution, ExecutionStatus, Trigger};
+use entra_rotator::domain::ids::{ClientId, IntegrationId, OwnerKind, PolicyId, TenantId};
 use entra_rotator::domain::inventory::CredentialKind;
-use entra_rotator::handlers::{Directories, Services, SyncHandler};
-use entra_rotator::ids::{ClientId, IntegrationId, OwnerKind, PolicyId, TenantId};
+use entra_rotator::domain::secret::SecretValue;
+use entra_rotator::inbound::batch::{BatchHandler, EnvelopeHandler};
+use entra_rotator::inbound::handlers::SyncHandler;
+use entra_rotator::inbound::runtime::{Worker, WorkerOptions};
 use entra_rotator::messages::{Envelope, Message, default_queue_specs, queues};
-use entra_rotator::ports::{Clock, ManualClock, Queue, QueueName, Store};
-use entra_rotator::runtime::{BatchHandler, EnvelopeHandler, Worker, WorkerOptions};
-use entra_rotator::secret::SecretValue;
+use entra_rotator::ports::{Clock, Queue, QueueName, Store};
+use entra_rotator::testing::fakes::ManualClock;
+use entra_rotator::usecases::app::{App, Directories};
 use entra_rotator::usecases::sync::{SyncKind, SyncMode, SyncReport, Syncer};
 use entra_sim::{Sim, SimOptions};
 
@@ -142,15 +145,15 @@ async fn a_redelivered_sync_message_asks_for_one_scan() {
     let queue = Arc::new(SqliteQueue::in_memory(default_queue_specs(), clock.clone()).unwrap());
     let mut directories = Directories::new();
     directories.insert(w.integration.clone(), w.graph.clone());
-    let services = Services {
+    let services = App {
         store: w.store.clone(),
         queue: queue.clone(),
         clock,
         directories: Arc::new(directories),
         policies: Arc::new(Default::default()),
         sinks: Arc::new(vec![]),
-        keys: Arc::new(entra_rotator::seal::LocalKeyRing::fixed("k1", [9; 32])),
-        rollout: Arc::new(entra_rotator::rollout::Rollout::new(reqwest::Client::new(), Default::default())),
+        keys: Arc::new(entra_rotator::adapters::sealing::key_file::LocalKeyRing::fixed("k1", [9; 32])),
+        rollout: Arc::new(entra_rotator::adapters::steps::Rollout::new(reqwest::Client::new(), Default::default())),
         settings: Default::default(),
     };
     let sync_q = QueueName::new(queues::SYNC);

@@ -3,9 +3,9 @@
 
 use std::sync::Arc;
 
-use entra_rotator::handlers::SyncHandler;
+use entra_rotator::inbound::batch::EnvelopeHandler;
+use entra_rotator::inbound::handlers::SyncHandler;
 use entra_rotator::messages::queues;
-use entra_rotator::runtime::EnvelopeHandler;
 use entra_rotator_aws::lambda::{Deployment, init_tracing, run_queue_function};
 
 #[tokio::main]

@@ -1,5 +1,12 @@
 //! Adapters: the ports implemented with a technology.
+//!
+//! Layer rule: an adapter may import `domain`, `ports`, `messages` and `error`; never a use case,
+//! the inbound side, `config` (wiring hands each adapter its own settings) or `wiring`.
 
+pub mod alerts;
 pub mod graph;
+pub mod sealing;
+#[cfg(feature = "embedded")]
 pub mod sqlite;
-pub mod webhook_alerts;
+pub mod steps;
+pub mod system_clock;

@@ -5,7 +5,7 @@ use time::OffsetDateTime;
 
 use super::Span;
 use super::steps::{OnFailure, StepDefinition};
-use crate::ids::{AppObjectId, CredentialId, ExecutionId, KeyId, PolicyId};
+use crate::domain::ids::{AppObjectId, CredentialId, ExecutionId, KeyId, PolicyId};
 
 /// Who or what started a rotation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -237,4 +237,26 @@ impl Execution {
     pub fn duration(&self) -> Option<time::Duration> {
         self.finished_at.map(|f| f - self.created_at)
     }
+
+    /// Whether the scheduler's sweeps still need it: not terminal, or finalized with its cleanup
+    /// not done. Both stores index executions by this.
+    pub fn is_open(&self) -> bool {
+        !self.status.is_terminal() || (self.status.is_finalized() && !matches!(self.cleanup, Cleanup::Done { .. }))
+    }
+
+    /// The credential it rotates left the tenant: the execution is cancelled (its target is gone).
+    /// Terminal executions keep their history as it is.
+    pub fn cancel_for_removed_credential(&mut self, now: OffsetDateTime) {
+        if self.status.is_terminal() {
+            return;
+        }
+        self.status = ExecutionStatus::Cancelled;
+        self.error = Some(CREDENTIAL_REMOVED.into());
+        self.updated_at = now;
+        self.finished_at = Some(now);
+        self.version += 1;
+    }
 }
+
+/// The error an execution is cancelled with when its credential leaves the tenant.
+pub const CREDENTIAL_REMOVED: &str = "the credential was removed from the tenant";

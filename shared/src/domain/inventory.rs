@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::ids::{AppObjectId, ClientId, CredentialId, IntegrationId, ServicePrincipalId, TenantId};
+use crate::domain::ids::{AppObjectId, ClientId, CredentialId, IntegrationId, ServicePrincipalId, TenantId};
 
 /// One tenant and how entra-rotator reaches it (the authentication itself lives in the configuration).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -27,7 +27,23 @@ pub struct Application {
 impl Application {
     /// Apps that allow personal Microsoft accounts may hold at most two password credentials.
     pub fn max_passwords(&self) -> Option<usize> {
-        self.sign_in_audience.contains("PersonalMicrosoftAccount").then_some(2)
+        password_limit(Some(&self.sign_in_audience))
+    }
+}
+
+/// How many passwords an application with this `signInAudience` may hold: two when it allows
+/// personal Microsoft accounts, otherwise no limit short of Graph's own.
+pub fn password_limit(sign_in_audience: Option<&str>) -> Option<usize> {
+    sign_in_audience.is_some_and(|a| a.contains("PersonalMicrosoftAccount")).then_some(2)
+}
+
+/// Whether one more password fits on an application holding `count`; the reason when not.
+pub fn room_for_password(sign_in_audience: Option<&str>, count: usize) -> Result<(), String> {
+    match password_limit(sign_in_audience) {
+        Some(limit) if count >= limit => {
+            Err(format!("the application allows personal accounts, which permits {limit} passwords, and has {count}"))
+        }
+        _ => Ok(()),
     }
 }
 
@@ -82,7 +98,7 @@ impl Credential {
         let integration = IntegrationId::parse("contoso").expect("valid");
         let app = AppObjectId::from_uuid(Uuid::new_v4());
         Self {
-            id: CredentialId::for_application(integration, app, crate::ids::KeyId::from_uuid(Uuid::new_v4())),
+            id: CredentialId::for_application(integration, app, crate::domain::ids::KeyId::from_uuid(Uuid::new_v4())),
             kind: CredentialKind::Password,
             app: Some(app),
             client_id: ClientId::from_uuid(Uuid::new_v4()),

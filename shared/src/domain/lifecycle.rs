@@ -185,7 +185,7 @@ mod tests {
     #[test]
     fn facts_come_from_the_executions_that_rotate_the_credential_away() {
         use super::super::execution::{Execution, ExecutionStatus, Trigger};
-        use crate::ids::PolicyId;
+        use crate::domain::ids::PolicyId;
         let cred = Credential::test_password(NOW + Duration::days(20));
         let app = cred.app.unwrap();
         let mut e = Execution::new(

@@ -6,7 +6,7 @@ use time::OffsetDateTime;
 use super::Span;
 use super::inventory::{Credential, CredentialKind};
 use super::steps::StepDefinition;
-use crate::ids::{ClientId, PolicyId};
+use crate::domain::ids::{ClientId, PolicyId};
 
 /// The defaults of the product notes: rotate 30 days before expiry, keep both secrets 30 days,
 /// alert at 30 and 7 days.
@@ -94,6 +94,17 @@ impl PolicySet {
 
     pub fn for_client(&self, client: &ClientId) -> Option<&RotationPolicy> {
         self.by_client.get(client).or(self.default.as_ref()).and_then(|i| self.policies.get(*i))
+    }
+
+    /// What "Expiring Soon" means across the set: the largest alert threshold of any policy (the
+    /// default thresholds' largest when there is none).
+    pub fn expiring_soon_days(&self) -> u32 {
+        self.policies
+            .iter()
+            .flat_map(|p| p.alert_thresholds.iter().copied())
+            .max()
+            .or_else(|| DEFAULT_ALERT_THRESHOLDS.iter().copied().max())
+            .unwrap_or(30)
     }
 
     pub fn get(&self, id: &PolicyId) -> Option<&RotationPolicy> {

@@ -4,12 +4,11 @@
 
 use serde::Serialize;
 
+use crate::Result;
 use crate::domain::execution::{Cleanup, Execution, ExecutionStatus};
-use crate::handlers::Services;
-use crate::ids::IntegrationId;
+use crate::domain::ids::{ExecutionId, IntegrationId};
 use crate::ports::AuditEvent;
-use crate::usecases::rotation::is_marked;
-use crate::{Error, Result};
+use crate::usecases::app::App;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct CleanupReport {
@@ -23,7 +22,7 @@ pub struct CleanupReport {
     pub orphans_removed: usize,
 }
 
-async fn audit(s: &Services, action: &str, e: Option<&Execution>, credential: Option<String>, detail: String) {
+async fn audit(s: &App, action: &str, e: Option<&Execution>, credential: Option<String>, detail: String) {
     let event = AuditEvent {
         at: s.clock.now(),
         action: action.into(),
@@ -37,7 +36,7 @@ async fn audit(s: &Services, action: &str, e: Option<&Execution>, credential: Op
     }
 }
 
-pub async fn cleanup(s: &Services, integration: Option<&IntegrationId>) -> Result<CleanupReport> {
+pub async fn cleanup(s: &App, integration: Option<&IntegrationId>) -> Result<CleanupReport> {
     let now = s.clock.now();
     let mut report = CleanupReport::default();
     for mut e in s.store.list_open_executions().await? {
@@ -103,7 +102,7 @@ pub async fn cleanup(s: &Services, integration: Option<&IntegrationId>) -> Resul
 
 /// Secrets with a rotation marker whose execution does not own them (it never recorded them, or
 /// recorded another one), older than the safety delay, are removed.
-async fn sweep_orphans(s: &Services, integration: Option<&IntegrationId>) -> Result<usize> {
+async fn sweep_orphans(s: &App, integration: Option<&IntegrationId>) -> Result<usize> {
     let now = s.clock.now();
     let safety = time::Duration::try_from(s.settings.orphan_safety_delay).unwrap_or(time::Duration::HOUR);
     let mut removed = 0;
@@ -116,14 +115,14 @@ async fn sweep_orphans(s: &Services, integration: Option<&IntegrationId>) -> Res
             if integration.is_some_and(|i| &c.id.integration != i) || c.removed_at.is_some() {
                 continue;
             }
-            let (Some(hex), Some(app)) = (is_marked(c.display_name.as_deref()), c.app) else { continue };
+            let (Some(marked), Some(app)) = (c.display_name.as_deref().and_then(ExecutionId::from_marker), c.app)
+            else {
+                continue;
+            };
             if c.start.is_some_and(|start| now - start < safety) {
                 continue;
             }
-            let owner = match uuid::Uuid::parse_str(&hex) {
-                Ok(u) => s.store.get_execution(&crate::ids::ExecutionId::from_uuid(u)).await?,
-                Err(_) => None,
-            };
+            let owner = s.store.get_execution(&marked).await?;
             let owned = owner.as_ref().is_some_and(|e| e.new_key_id == Some(c.id.key_id));
             // An execution that has not recorded its secret yet may still be about to: leave it.
             let in_flight = owner.as_ref().is_some_and(|e| e.new_key_id.is_none() && !e.status.is_terminal());
@@ -131,11 +130,8 @@ async fn sweep_orphans(s: &Services, integration: Option<&IntegrationId>) -> Res
                 continue;
             }
             let directory = s.directory(&c.id.integration)?.clone();
-            match directory.remove_password(app, c.id.key_id).await {
-                Ok(_) => {}
-                Err(Error::Directory { status: 404, .. }) => {}
-                Err(e) => return Err(e),
-            }
+            // Removed, or already gone (`Removal::AlreadyGone`): either way it signs in no more.
+            directory.remove_password(app, c.id.key_id).await?;
             s.store.remove_credential(&c.id).await?;
             audit(
                 s,

@@ -7,9 +7,9 @@ use time::OffsetDateTime;
 
 use crate::Result;
 use crate::domain::execution::Execution;
+use crate::domain::ids::{CredentialId, IntegrationId};
 use crate::domain::inventory::{Credential, CredentialKind};
 use crate::domain::lifecycle::{LifecycleFacts, LifecycleState, lifecycle_state};
-use crate::ids::{CredentialId, IntegrationId};
 use crate::ports::Store;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -170,7 +170,7 @@ mod tests {
         sign.kind = CredentialKind::Certificate;
         sign.thumbprint = Some("AB12".into());
         let mut verify = sign.clone();
-        verify.id.key_id = crate::ids::KeyId::from_uuid(uuid::Uuid::new_v4());
+        verify.id.key_id = crate::domain::ids::KeyId::from_uuid(uuid::Uuid::new_v4());
         let dash = summarise(&[sign, verify], &HashMap::new(), &BTreeMap::new(), now, 30, 10);
         assert_eq!(dash.counts.total, 1);
     }

@@ -1,7 +1,12 @@
 //! Use cases: the decisions the entrypoints (the `rotator` command, the Lambdas, the HTTP API) share.
+//!
+//! Layer rule: a use case may import `domain`, `ports`, `messages`, other use cases and `error`;
+//! never an adapter, the inbound side, `config` or `wiring`. It is handed an [`app::App`].
 
+pub mod app;
 pub mod cleanup;
 pub mod dashboard;
+pub mod dead_letters;
 pub mod preflight;
 pub mod rotation;
 pub mod scan;

@@ -4,12 +4,11 @@
 use serde::Serialize;
 
 use crate::Result;
-use crate::domain::inventory::Credential;
+use crate::domain::ids::{AppObjectId, CredentialId};
+use crate::domain::inventory::{Credential, room_for_password};
 use crate::domain::policy::RotationPolicy;
 use crate::domain::steps::{AgentTarget, Phase};
-use crate::handlers::Services;
-use crate::ids::{AppObjectId, CredentialId};
-use crate::rollout::Rollout;
+use crate::usecases::app::App;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -41,7 +40,7 @@ fn check(name: impl Into<String>, outcome: CheckOutcome, reason: impl Into<Strin
 }
 
 pub async fn preflight(
-    s: &Services,
+    s: &App,
     credential: &Credential,
     app: AppObjectId,
     policy: &RotationPolicy,
@@ -58,21 +57,16 @@ pub async fn preflight(
                     "the background sign-in of the integration works and reads the application",
                 ));
                 let passwords = found.password_credentials.unwrap_or_default();
-                let personal =
-                    found.sign_in_audience.as_deref().is_some_and(|a| a.contains("PersonalMicrosoftAccount"));
                 let has_key = passwords.iter().any(|p| p.key_id == credential.id.key_id);
                 checks.push(if has_key {
                     check("credential present", CheckOutcome::Ok, "the secret to rotate is on the application")
                 } else {
                     check("credential present", Failed, "the secret to rotate is no longer on the application")
                 });
-                checks.push(match (personal, passwords.len()) {
-                    (true, n) if n >= 2 => check(
-                        "room for one more password",
-                        Failed,
-                        format!("the application allows personal accounts, which permits 2 passwords, and has {n}"),
-                    ),
-                    (_, n) => check(
+                let n = passwords.len();
+                checks.push(match room_for_password(found.sign_in_audience.as_deref(), n) {
+                    Err(reason) => check("room for one more password", Failed, reason),
+                    Ok(()) => check(
                         "room for one more password",
                         CheckOutcome::Ok,
                         format!("{n} password(s) now, one more fits"),
@@ -125,7 +119,7 @@ pub async fn preflight(
     }
     for step in &policy.steps {
         let name = format!("step {}: {}", step.order, step.display_name());
-        if !Rollout::supports(step.kind()) {
+        if !s.rollout.supports(step.kind()) {
             checks.push(check(
                 name,
                 Failed,

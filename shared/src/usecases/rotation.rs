@@ -16,15 +16,15 @@ use serde::Serialize;
 use crate::domain::execution::{
     Cleanup, Execution, ExecutionStatus, FINALIZE, PlannedStep, StepOutcome, StepRecord, Trigger, VERIFY, plan,
 };
-use crate::domain::inventory::{Credential, CredentialKind};
+use crate::domain::ids::{AppObjectId, CredentialId, ExecutionId};
+use crate::domain::inventory::{Credential, CredentialKind, room_for_password};
 use crate::domain::policy::RotationPolicy;
 use crate::domain::steps::OnFailure;
-use crate::handlers::Services;
-use crate::ids::{AppObjectId, CredentialId, ExecutionId};
 use crate::messages::Message;
+use crate::ports::key_ring::SealContext;
+use crate::ports::step_runner::{StepContext, StepFailure};
 use crate::ports::{AuditEvent, Claim, SealedRecord};
-use crate::rollout::{StepContext, StepFailure};
-use crate::seal::SealContext;
+use crate::usecases::app::App;
 use crate::usecases::preflight::{PreflightReport, preflight};
 use crate::{Error, Result};
 
@@ -47,7 +47,7 @@ fn seal_context(e: &Execution) -> SealContext {
 }
 
 /// The credential and policy a rotation needs, or a clear refusal.
-async fn rotatable(s: &Services, credential: &CredentialId) -> Result<(Credential, AppObjectId, RotationPolicy)> {
+async fn rotatable(s: &App, credential: &CredentialId) -> Result<(Credential, AppObjectId, RotationPolicy)> {
     let c = s.store.get_credential(credential).await?.ok_or_else(|| Error::not_found("credential", credential))?;
     if c.kind != CredentialKind::Password {
         return Err(Error::invalid("request", "only client secrets are rotated; certificates are watched"));
@@ -70,7 +70,7 @@ async fn rotatable(s: &Services, credential: &CredentialId) -> Result<(Credentia
     Ok((c, app, policy))
 }
 
-async fn audit(s: &Services, action: &str, actor: &str, e: &Execution, detail: impl Into<String>) {
+async fn audit(s: &App, action: &str, actor: &str, e: &Execution, detail: impl Into<String>) {
     let event = AuditEvent {
         at: s.clock.now(),
         action: action.into(),
@@ -95,7 +95,7 @@ fn actor(trigger: &Trigger) -> String {
 /// Asks for a rotation (HTTP trigger, `rotator rotate`): claims the credential by writing the
 /// execution record, then queues the work. A dry run only runs preflight.
 pub async fn request_rotation(
-    s: &Services,
+    s: &App,
     credential: &CredentialId,
     trigger: Trigger,
     dry_run: bool,
@@ -124,13 +124,13 @@ fn describe_trigger(t: &Trigger) -> String {
     }
 }
 
-async fn send(s: &Services, message: Message, key: String, delay: Duration) -> Result<()> {
+async fn send(s: &App, message: Message, key: String, delay: Duration) -> Result<()> {
     let envelope = message.envelope(key);
     s.queue.send(&envelope.message.queue(), envelope.to_outgoing(delay)?).await?;
     Ok(())
 }
 
-async fn send_step(s: &Services, e: &Execution, step: u32, attempt: u32, delay: Duration) -> Result<()> {
+async fn send_step(s: &App, e: &Execution, step: u32, attempt: u32, delay: Duration) -> Result<()> {
     let message =
         Message::StepRequested { execution: e.id, credential: e.credential.clone(), app: e.app, step, attempt };
     send(s, message, format!("step:{}:{step}:{attempt}", e.id), delay).await
@@ -139,7 +139,7 @@ async fn send_step(s: &Services, e: &Execution, step: u32, attempt: u32, delay: 
 /// rotate: claims (when the requester did not), creates the new secret, seals and stores it, and
 /// starts the steps.
 pub async fn rotate(
-    s: &Services,
+    s: &App,
     credential: &CredentialId,
     trigger: Trigger,
     execution: Option<ExecutionId>,
@@ -189,12 +189,8 @@ pub async fn rotate(
         audit(s, "orphan.removed", "rotate", &e, format!("secret {} of an earlier attempt was never stored", p.key_id))
             .await;
     }
-    let personal = app.sign_in_audience.as_deref().is_some_and(|a| a.contains("PersonalMicrosoftAccount"));
-    if personal && count >= 2 {
-        return Err(Error::invalid(
-            "rotation",
-            "no room for another password: this application allows personal accounts, which permits 2, and has 2",
-        ));
+    if let Err(reason) = room_for_password(app.sign_in_audience.as_deref(), count) {
+        return Err(Error::invalid("rotation", format!("no room for another password: {reason}")));
     }
 
     let policy = s.policies.get(&e.policy).cloned();
@@ -235,7 +231,7 @@ pub async fn rotate(
 }
 
 /// run-step: runs exactly one step of one execution.
-pub async fn run_step(s: &Services, id: ExecutionId, step: u32, attempt: u32, receive_count: u32) -> Result<()> {
+pub async fn run_step(s: &App, id: ExecutionId, step: u32, attempt: u32, receive_count: u32) -> Result<()> {
     let Some(mut e) = s.store.get_execution(&id).await? else {
         return Err(Error::not_found("execution", id));
     };
@@ -345,7 +341,7 @@ enum StepError {
 }
 
 async fn execute(
-    s: &Services,
+    s: &App,
     e: &mut Execution,
     planned: &PlannedStep,
     step: u32,
@@ -417,7 +413,7 @@ async fn execute(
     }
 }
 
-async fn advance(s: &Services, mut e: Execution, step: u32) -> Result<()> {
+async fn advance(s: &App, mut e: Execution, step: u32) -> Result<()> {
     if e.current_step == step {
         e.current_step = step + 1;
         e.updated_at = s.clock.now();
@@ -431,7 +427,7 @@ async fn advance(s: &Services, mut e: Execution, step: u32) -> Result<()> {
 
 /// The rollout is over: the execution completes (or needs attention) and the old credential
 /// enters its grace period.
-async fn finalize(s: &Services, e: &mut Execution) -> Result<()> {
+async fn finalize(s: &App, e: &mut Execution) -> Result<()> {
     let now = s.clock.now();
     let grace =
         s.policies.get(&e.policy).map(|p| p.grace_period).unwrap_or(crate::domain::policy::DEFAULT_GRACE_PERIOD);
@@ -454,7 +450,7 @@ async fn finalize(s: &Services, e: &mut Execution) -> Result<()> {
 }
 
 /// An operator confirms that the old secret of a rollout that needs attention may be removed.
-pub async fn confirm_cleanup(s: &Services, id: ExecutionId, by: &str) -> Result<Execution> {
+pub async fn confirm_cleanup(s: &App, id: ExecutionId, by: &str) -> Result<Execution> {
     let mut e = s.store.get_execution(&id).await?.ok_or_else(|| Error::not_found("execution", id))?;
     if !e.status.is_finalized() {
         return Err(Error::conflict("execution", id, format!("it is {}, not finished", e.status.as_str())));
@@ -467,12 +463,4 @@ pub async fn confirm_cleanup(s: &Services, id: ExecutionId, by: &str) -> Result<
     e.version = s.store.update_execution(&e).await?;
     audit(s, "cleanup.confirmed", by, &e, "the old secret may be removed after the grace period").await;
     Ok(e)
-}
-
-/// For `Directory` users that want to know which passwords a rotation created.
-pub fn is_marked(display_name: Option<&str>) -> Option<String> {
-    let name = display_name?;
-    let at = name.find("rotator:")?;
-    let hex: String = name[at + 8..].chars().take(32).collect();
-    (hex.len() == 32 && hex.chars().all(|c| c.is_ascii_hexdigit())).then_some(hex)
 }

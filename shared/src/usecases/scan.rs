@@ -9,13 +9,13 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::Result;
-use crate::alerts::{Alert, AlertSink};
 use crate::domain::execution::{Execution, Trigger};
+use crate::domain::ids::{CredentialId, IntegrationId};
 use crate::domain::inventory::{Credential, CredentialKind};
 use crate::domain::lifecycle::{LifecycleFacts, LifecycleState, crossed_threshold, lifecycle_state};
 use crate::domain::policy::PolicySet;
-use crate::ids::{CredentialId, IntegrationId};
 use crate::messages::Message;
+use crate::ports::alerts::{Alert, AlertSink};
 use crate::ports::{AlertKey, Clock, Queue, Store};
 
 /// Credentials read per store page.
@@ -177,13 +177,14 @@ mod tests {
 
     use super::*;
     use crate::adapters::sqlite::{SqliteQueue, SqliteStore};
-    use crate::alerts::RecordingSink;
     use crate::domain::execution::ExecutionStatus;
+    use crate::domain::ids::{ClientId, PolicyId};
     use crate::domain::lifecycle::AlertThreshold;
     use crate::domain::policy::RotationPolicy;
-    use crate::ids::{ClientId, PolicyId};
     use crate::messages::{Envelope, default_queue_specs, queues};
-    use crate::ports::{ManualClock, QueueName};
+    use crate::ports::QueueName;
+    use crate::testing::fakes::ManualClock;
+    use crate::testing::fakes::RecordingSink;
 
     const START: OffsetDateTime = datetime!(2026-11-22 12:00 UTC);
 
@@ -333,7 +334,7 @@ mod tests {
     async fn service_principal_passwords_are_watched_not_rotated() {
         let w = World::new(true);
         let mut c = Credential::test_password(START + TimeDuration::days(10));
-        c.id.owner_kind = crate::ids::OwnerKind::ServicePrincipal;
+        c.id.owner_kind = crate::domain::ids::OwnerKind::ServicePrincipal;
         c.app = None;
         w.store.put_credential(&c).await.unwrap();
         let report = w.scan().await;

@@ -7,9 +7,9 @@ use std::collections::HashSet;
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::directory::{Cursor, Directory, DirectoryObject, KeyCredentialInfo, Page, PasswordCredentialInfo};
+use crate::domain::ids::{AppObjectId, ClientId, CredentialId, IntegrationId, KeyId, OwnerKind, ServicePrincipalId};
 use crate::domain::inventory::{Application, Credential, CredentialKind, ServicePrincipal};
-use crate::ids::{AppObjectId, ClientId, CredentialId, IntegrationId, KeyId, OwnerKind, ServicePrincipalId};
+use crate::ports::directory::{Cursor, Directory, DirectoryObject, KeyCredentialInfo, Page, PasswordCredentialInfo};
 use crate::ports::{Clock, Owner, OwnerSnapshot, Store, SyncCounts, SyncState};
 use crate::{Error, Result};
 

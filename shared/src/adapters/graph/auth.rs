@@ -32,10 +32,11 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::config::Credentials;
-use crate::ids::{ClientId, TenantId};
-use crate::ports::{Clock, SystemClock};
-use crate::secret::{SecretBytes, SecretValue};
+use crate::adapters::system_clock::SystemClock;
+use crate::domain::ids::{ClientId, TenantId};
+use crate::domain::integration::Credentials;
+use crate::domain::secret::{SecretBytes, SecretValue};
+use crate::ports::Clock;
 use crate::{Error, Result};
 
 use super::RetryPolicy;
@@ -298,7 +299,7 @@ mod tests {
     use base64::engine::general_purpose::STANDARD;
     use time::macros::datetime;
 
-    use crate::ports::ManualClock;
+    use crate::testing::fakes::ManualClock;
 
     fn pem(label: &str, der: &[u8]) -> String {
         format!("-----BEGIN {label}-----\n{}\n-----END {label}-----\n", STANDARD.encode(der))

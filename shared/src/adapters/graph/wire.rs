@@ -6,8 +6,8 @@ use serde::Deserialize;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::directory::{DirectoryObject, KeyCredentialInfo, Page, PasswordCredentialInfo};
-use crate::ids::{ClientId, KeyId};
+use crate::domain::ids::{ClientId, KeyId};
+use crate::ports::directory::{DirectoryObject, KeyCredentialInfo, Page, PasswordCredentialInfo};
 
 /// One page of a collection: `value` plus the paging annotations.
 #[derive(Deserialize)]
@@ -169,7 +169,7 @@ impl<Id> CollectionPage<Id> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ids::AppObjectId;
+    use crate::domain::ids::AppObjectId;
 
     const DELTA_PAGE: &str = r#"{
         "@odata.context": "https://graph.microsoft.com/v1.0/$metadata#applications",

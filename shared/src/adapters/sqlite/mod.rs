@@ -121,8 +121,9 @@ mod contract_tests {
     use time::macros::datetime;
 
     use super::{SqliteQueue, SqliteStore};
-    use crate::contract::queue::{QueueFixture, specs};
-    use crate::ports::{ManualClock, Queue, Store};
+    use crate::ports::{Queue, Store};
+    use crate::testing::contract::queue::{QueueFixture, specs};
+    use crate::testing::fakes::ManualClock;
 
     struct Fixture {
         queue: Arc<SqliteQueue>,
@@ -166,7 +167,8 @@ mod tests {
     use time::macros::datetime;
 
     use super::LocalData;
-    use crate::ports::{ManualClock, OutgoingMessage, Queue, QueueName, Store};
+    use crate::ports::{OutgoingMessage, Queue, QueueName, Store};
+    use crate::testing::fakes::ManualClock;
 
     #[tokio::test]
     async fn messages_and_records_survive_reopening_the_database_file() {

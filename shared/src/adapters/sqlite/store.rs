@@ -11,9 +11,9 @@ use serde::de::DeserializeOwned;
 use time::OffsetDateTime;
 
 use super::{Db, Kind, millis, to_error};
-use crate::domain::execution::{Execution, ExecutionStatus, StepRecord};
+use crate::domain::execution::{Execution, StepRecord};
+use crate::domain::ids::{AgentId, AppObjectId, CredentialId, ExecutionId, IntegrationId, OwnerKind};
 use crate::domain::inventory::{Application, Credential, CredentialKind, ServicePrincipal};
-use crate::ids::{AgentId, AppObjectId, CredentialId, ExecutionId, IntegrationId, OwnerKind};
 use crate::ports::{
     AgentRecord, AlertKey, AuditEvent, AuditQuery, Claim, Clock, Owner, OwnerSnapshot, SealedRecord, Store, SyncCounts,
     SyncState,
@@ -122,11 +122,7 @@ fn remove_credentials(tx: &rusqlite::Transaction<'_>, ids: &[String], now: Offse
             params![id],
         )?;
         for mut e in open {
-            e.status = ExecutionStatus::Cancelled;
-            e.error = Some("the credential was removed from the tenant".into());
-            e.updated_at = now;
-            e.finished_at = Some(now);
-            e.version += 1;
+            e.cancel_for_removed_credential(now);
             tx.execute(
                 "UPDATE executions SET active_credential = NULL, open = 0, version = ?2, doc = ?3 WHERE id = ?1",
                 params![e.id.to_string(), e.version as i64, to_doc(&e)?],
@@ -176,11 +172,6 @@ fn upsert_credential(conn: &Connection, c: &Credential) -> Result<()> {
     ])
     .map_err(s("put credential"))?;
     Ok(())
-}
-
-fn is_open(e: &Execution) -> bool {
-    !e.status.is_terminal()
-        || (e.status.is_finalized() && !matches!(e.cleanup, crate::domain::execution::Cleanup::Done { .. }))
 }
 
 impl SqliteStore {
@@ -428,7 +419,7 @@ impl Store for SqliteStore {
                             e.id.to_string(),
                             cred,
                             active,
-                            is_open(&e),
+                            e.is_open(),
                             millis(e.created_at),
                             e.version as i64,
                             to_doc(&e)?
@@ -459,7 +450,7 @@ impl Store for SqliteStore {
                     .execute(
                         "UPDATE executions SET active_credential = ?2, open = ?3, version = ?4, doc = ?5
                          WHERE id = ?1 AND version = ?6",
-                        params![e.id.to_string(), active, is_open(&e), e.version as i64, to_doc(&e)?, expected as i64],
+                        params![e.id.to_string(), active, e.is_open(), e.version as i64, to_doc(&e)?, expected as i64],
                     )
                     .map_err(|err| {
                         if err.sqlite_error_code() == Some(rusqlite::ErrorCode::ConstraintViolation) {

@@ -1,0 +1,58 @@
+//! The step runners: each step type of DESIGN §5 that runs has one file here, behind the one
+//! [`StepRunner`] the use cases see. This build runs `webhook` (signed in the Standard Webhooks
+//! manner), `spring_actuator_refresh` and `http_health_check`; the other types are known to the
+//! planner and refused by preflight (through [`StepRunner::supports`]) until their runners arrive.
+//!
+//! Adding a runner: write `<type>.rs` with a `run` function taking the type's config (from
+//! `domain::steps::<type>`) and the [`StepContext`]; add the kind to [`RUNS`] and its arm to the
+//! dispatch below (the registry); bind it to its simulated endpoint in `tests/step_runners.rs`,
+//! where the StepRunner contract runs on it. A runner answers every failure in words without the
+//! secret or the URL, retryable unless the other side refused for good.
+
+mod health_check;
+mod http;
+mod spring_refresh;
+mod webhook;
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+
+pub use self::http::Http;
+pub use self::webhook::standard_webhook_signature;
+use crate::domain::secret::SecretValue;
+use crate::domain::steps::{StepConfig, StepDefinition, StepKind};
+use crate::ports::step_runner::{StepContext, StepFailure, StepRunner};
+
+/// The step types this build runs.
+pub const RUNS: &[StepKind] = &[StepKind::Webhook, StepKind::SpringActuatorRefresh, StepKind::HttpHealthCheck];
+
+/// Runs the step types this build supports, over one HTTP client.
+pub struct Rollout {
+    http: Http,
+}
+
+impl Rollout {
+    pub fn new(client: reqwest::Client, env_secrets: BTreeMap<String, SecretValue>) -> Self {
+        Self { http: Http::new(client, env_secrets) }
+    }
+}
+
+#[async_trait]
+impl StepRunner for Rollout {
+    fn supports(&self, kind: StepKind) -> bool {
+        RUNS.contains(&kind)
+    }
+
+    async fn run(&self, step: &StepDefinition, ctx: &StepContext<'_>) -> Result<(), StepFailure> {
+        match &step.config {
+            StepConfig::Webhook(cfg) => webhook::run(&self.http, cfg, ctx).await,
+            StepConfig::SpringActuatorRefresh(cfg) => spring_refresh::run(&self.http, cfg).await,
+            StepConfig::HttpHealthCheck(cfg) => health_check::run(&self.http, cfg).await,
+            _ => Err(StepFailure::permanent(format!(
+                "{} steps are not supported by this build yet",
+                step.kind().as_str()
+            ))),
+        }
+    }
+}

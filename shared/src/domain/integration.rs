@@ -1,0 +1,66 @@
+//! An integration: one Entra tenant entra-rotator reads and writes, as one app registration, and how
+//! that registration signs in.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use crate::domain::ids::{ClientId, IntegrationId, TenantId};
+use crate::domain::secret::SecretValue;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMethod {
+    ClientSecret,
+    ClientCertificate,
+    WorkloadIdentity,
+    ManagedIdentity,
+}
+
+impl AuthMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ClientSecret => "client_secret",
+            Self::ClientCertificate => "client_certificate",
+            Self::WorkloadIdentity => "workload_identity",
+            Self::ManagedIdentity => "managed_identity",
+        }
+    }
+}
+
+/// How an integration signs in to Entra. Holds secrets, so it has no `Debug`.
+pub enum Credentials {
+    ClientSecret { secret: SecretValue, source: String },
+    ClientCertificate { path: PathBuf, password: Option<SecretValue> },
+    WorkloadIdentity { token_file: PathBuf },
+    ManagedIdentity { client_id: Option<ClientId> },
+}
+
+impl Credentials {
+    /// Says how, never what.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::ClientSecret { source, .. } => format!("client secret (set, from {source})"),
+            Self::ClientCertificate { path, password } => format!(
+                "client certificate {}{}",
+                path.display(),
+                if password.is_some() { " (password set)" } else { "" }
+            ),
+            Self::WorkloadIdentity { token_file } => format!("workload identity, token file {}", token_file.display()),
+            Self::ManagedIdentity { client_id: Some(id) } => format!("managed identity (user-assigned {id})"),
+            Self::ManagedIdentity { client_id: None } => "managed identity (system-assigned)".into(),
+        }
+    }
+}
+
+pub struct IntegrationConfig {
+    pub id: IntegrationId,
+    pub tenant: TenantId,
+    pub client_id: ClientId,
+    pub display_name: Option<String>,
+    pub enabled: bool,
+    pub credentials: Credentials,
+    pub authority_host: url::Url,
+    pub graph_base_url: url::Url,
+    pub ca_certificate: Option<PathBuf>,
+}

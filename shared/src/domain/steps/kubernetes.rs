@@ -1,0 +1,175 @@
+//! `kubernetes_secret`: publishes the new secret into a key of a Kubernetes Secret, then optionally
+//! rollout-restarts workloads that read it.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::issues::{Notes, unknown_field_message, wrong_type};
+use super::read::{Need, Obj, check_nothing_more};
+use super::{Phase, StepConfig, StepKind, StepType, TypeConfig};
+
+pub(super) const TYPE: StepType = StepType {
+    kind: StepKind::KubernetesSecret,
+    name: "kubernetes_secret",
+    // Still a publish when it restarts workloads: its restart reloads right after its own publish.
+    phase: Phase::Publish,
+    takes_agent: false,
+    config_fields: &["namespace", "secret_name", "key", "context", "restart"],
+    env_field: None,
+    read: |o, _agent, n| read(o, n).map(StepConfig::KubernetesSecret),
+};
+
+/// `kubernetes_secret`: sets `namespace/secret_name/key`, then optionally rollout-restarts workloads
+/// of the same namespace.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct KubernetesSecretConfig {
+    /// A DNS-1123 label.
+    pub namespace: String,
+    /// A DNS-1123 subdomain.
+    pub secret_name: String,
+    /// A Secret data key: letters, digits, `-`, `_` and `.`.
+    pub key: String,
+    /// The kubeconfig context (cluster) to use, when not the default one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub context: Option<String>,
+    pub restart: Vec<WorkloadRef>,
+}
+
+/// A workload restarted (`kubectl rollout restart`) after the Secret changed.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct WorkloadRef {
+    pub kind: WorkloadKind,
+    /// A DNS-1123 subdomain.
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum WorkloadKind {
+    Deployment,
+    StatefulSet,
+    DaemonSet,
+}
+
+impl WorkloadKind {
+    const CHOICES: &[(&str, WorkloadKind)] = &[
+        ("Deployment", WorkloadKind::Deployment),
+        ("StatefulSet", WorkloadKind::StatefulSet),
+        ("DaemonSet", WorkloadKind::DaemonSet),
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Deployment => "Deployment",
+            Self::StatefulSet => "StatefulSet",
+            Self::DaemonSet => "DaemonSet",
+        }
+    }
+}
+
+impl TypeConfig for KubernetesSecretConfig {
+    fn describe(&self) -> String {
+        let mut s = format!("Kubernetes Secret {}/{} key {}", self.namespace, self.secret_name, self.key);
+        if let Some(context) = &self.context {
+            s.push_str(&format!(" in {context}"));
+        }
+        if !self.restart.is_empty() {
+            let workloads: Vec<String> =
+                self.restart.iter().map(|w| format!("{}/{}", w.kind.as_str(), w.name)).collect();
+            s.push_str(&format!(", then restart {}", workloads.join(", ")));
+        }
+        s
+    }
+}
+
+fn read(o: &Obj<'_>, n: &mut Notes) -> Option<KubernetesSecretConfig> {
+    let namespace = o.text(n, "namespace", Need::Required, check_dns_label);
+    let secret_name = o.text(n, "secret_name", Need::Required, check_dns_subdomain);
+    let key = o.text(n, "key", Need::Required, check_secret_data_key);
+    let context = o.text(n, "context", Need::Optional, check_nothing_more);
+    let mut restart = Vec::new();
+    if let Some(items) = o.array(n, "restart") {
+        for (i, item) in items.iter().enumerate() {
+            let at = format!("{}[{i}]", o.path("restart"));
+            let Value::Object(map) = item else {
+                n.error(at, wrong_type("an object {\"kind\": \"Deployment\", \"name\": …}", item));
+                continue;
+            };
+            let w = Obj::new(map, format!("{at}."));
+            for key in map.keys().filter(|k| !["kind", "name"].contains(&k.as_str())) {
+                n.error(w.path(key), unknown_field_message(key, &["kind", "name"], None));
+            }
+            let kind = w.one_of(n, "kind", Need::Required, WorkloadKind::CHOICES);
+            let name = w.text(n, "name", Need::Required, check_dns_subdomain);
+            if let (Some(kind), Some(name)) = (kind, name) {
+                let workload = WorkloadRef { kind, name };
+                if restart.contains(&workload) {
+                    n.error(at, format!("{}/{} is listed twice", kind.as_str(), workload.name));
+                } else {
+                    restart.push(workload);
+                }
+            }
+        }
+    }
+    Some(KubernetesSecretConfig { namespace: namespace?, secret_name: secret_name?, key: key?, context, restart })
+}
+
+fn is_dns_label(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b.first().is_some_and(u8::is_ascii_alphanumeric)
+        && b.last().is_some_and(u8::is_ascii_alphanumeric)
+}
+
+/// A Kubernetes namespace: a DNS-1123 label.
+fn check_dns_label(s: &str) -> Result<(), String> {
+    if s.len() <= 63 && is_dns_label(s) {
+        Ok(())
+    } else {
+        Err("must be a DNS-1123 label: at most 63 lower-case letters, digits and '-', starting and ending with a \
+             letter or digit"
+            .to_owned())
+    }
+}
+
+/// A Kubernetes object name: a DNS-1123 subdomain.
+fn check_dns_subdomain(s: &str) -> Result<(), String> {
+    if s.len() <= 253 && s.split('.').all(is_dns_label) {
+        Ok(())
+    } else {
+        Err("must be a DNS-1123 subdomain: at most 253 lower-case letters, digits, '-' and '.', each part \
+             starting and ending with a letter or digit"
+            .to_owned())
+    }
+}
+
+/// A key of a Secret's `data`.
+fn check_secret_data_key(s: &str) -> Result<(), String> {
+    let ok = s.len() <= 253
+        && s != "."
+        && s != ".."
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if ok { Ok(()) } else { Err("Secret keys are at most 253 letters, digits, '-', '_' and '.'".to_owned()) }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::domain::steps::test_support::*;
+
+    #[test]
+    fn kubernetes_names_and_workloads_are_checked() {
+        let json = r#"[{"type": "kubernetes_secret", "order": 1, "config": {"namespace": "Payroll", "secret_name": "-bad",
+            "key": "a/b", "restart": [{"kind": "Deployment", "name": "api"}, {"kind": "CronJob", "name": "x"},
+            {"kind": "Deployment", "name": "api"}, {"kind": "DaemonSet", "nmae": "y"}]}}]"#;
+        let e = errors(json);
+        assert!(issue(&e, "config.namespace").message.contains("DNS-1123 label"));
+        assert!(issue(&e, "config.secret_name").message.contains("DNS-1123 subdomain"));
+        assert!(issue(&e, "config.key").message.contains("Secret keys"));
+        assert!(
+            issue(&e, "config.restart[1].kind").message.contains("expected one of Deployment, StatefulSet, DaemonSet")
+        );
+        assert!(issue(&e, "config.restart[2]").message.contains("listed twice"));
+        assert!(issue(&e, "config.restart[3].nmae").message.contains("did you mean `name`?"));
+        assert_eq!(issue(&e, "config.restart[3].name").message, "missing");
+    }
+}

@@ -1,0 +1,393 @@
+//! The HTTP API: the trigger for manual rotations and the read side (executions, history,
+//! dashboard). `rotator serve` serves this router; the Lambda will serve it unchanged.
+//!
+//! On one machine callers present `Authorization: Bearer <token>`; the configuration holds only the
+//! SHA-256 of each token with its roles (`entra:read`, `entra:write`, `entra:rotate`). Behind API
+//! Gateway the JWT authorizer has already verified an Entra-issued token, and the Lambda glue hands
+//! the router a [`VerifiedCaller`] with the token's app roles instead. Without a known caller: 401;
+//! without the route's role: 403. No response ever carries a secret or the token.
+
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::Error;
+use crate::config::{ApiToken, Role};
+use crate::domain::execution::{Execution, StepOutcome, StepRecord, Trigger};
+use crate::domain::ids::{CredentialId, ExecutionId};
+use crate::messages::queues;
+use crate::ports::{AuditQuery, DeadLetter, MessageId, QueueName};
+use crate::usecases::app::App;
+use crate::usecases::dashboard::dashboard;
+use crate::usecases::dead_letters;
+use crate::usecases::rotation::{RotationAccepted, confirm_cleanup, request_rotation};
+
+/// What the router needs.
+#[derive(Clone)]
+pub struct ApiState {
+    pub services: App,
+    pub auth: ApiAuth,
+}
+
+impl ApiState {
+    /// Callers authenticate with configured bearer tokens (`rotator serve`).
+    pub fn with_tokens(services: App, tokens: Vec<ApiToken>) -> Self {
+        Self { services, auth: ApiAuth::Tokens(Arc::new(tokens)) }
+    }
+}
+
+/// How callers are known.
+#[derive(Clone)]
+pub enum ApiAuth {
+    /// By a bearer token whose SHA-256 is configured.
+    Tokens(Arc<Vec<ApiToken>>),
+    /// By a [`VerifiedCaller`] request extension that the front door (API Gateway's JWT authorizer,
+    /// through the Lambda glue) put there; any `Authorization` header is then ignored.
+    Verified,
+}
+
+/// A caller whose identity something in front of the router has already verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedCaller {
+    /// Recorded as who asked, e.g. the token's `preferred_username` or client id.
+    pub name: String,
+    pub roles: Vec<Role>,
+}
+
+/// What a request presents to identify its caller.
+pub struct Presented {
+    headers: HeaderMap,
+    verified: Option<VerifiedCaller>,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Presented {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self { headers: parts.headers.clone(), verified: parts.extensions.get::<VerifiedCaller>().cloned() })
+    }
+}
+
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/healthz", get(health))
+        .route("/v1/dashboard", get(get_dashboard))
+        .route("/v1/executions/{id}", get(get_execution))
+        .route("/v1/executions/{id}/confirm", post(confirm))
+        // The credential id holds slashes: accepted URL-encoded in one segment, or as it is.
+        .route("/v1/credentials/{*rest}", get(credential_get).post(credential_post))
+        // The on-call view: what failed and why, and sending it back once fixed.
+        .route("/v1/dead-letters", get(list_dead_letters))
+        .route("/v1/dead-letters/redrive", post(redrive_dead_letters))
+        .route("/v1/dead-letters/{id}", get(get_dead_letter))
+        .layer(DefaultBodyLimit::max(64 * 1024))
+        .with_state(state)
+}
+
+/// An error answer: `{"error": {"code", "message"}}`.
+struct ApiError(StatusCode, &'static str, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = (self.0, Json(json!({ "error": { "code": self.1, "message": self.2 } }))).into_response();
+        if self.0 == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        match &e {
+            Error::Invalid { .. } => ApiError(StatusCode::BAD_REQUEST, "invalid", e.to_string()),
+            Error::NotFound { .. } => ApiError(StatusCode::NOT_FOUND, "not_found", e.to_string()),
+            Error::Conflict { .. } => ApiError(StatusCode::CONFLICT, "conflict", e.to_string()),
+            _ if e.is_transient() => {
+                tracing::warn!(error = %e.chain(), "request failed, worth retrying");
+                ApiError(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "try again shortly".into())
+            }
+            _ => {
+                tracing::error!(error = %e.chain(), "request failed");
+                ApiError(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error".into())
+            }
+        }
+    }
+}
+
+type ApiResult<T = Response> = Result<T, ApiError>;
+
+/// The caller, if it is known and holds `role`.
+fn authorize(state: &ApiState, presented: &Presented, role: Role) -> ApiResult<String> {
+    let (name, roles) = match &state.auth {
+        ApiAuth::Tokens(tokens) => {
+            let token = token_caller(tokens, &presented.headers)?;
+            (token.name.clone(), token.roles.clone())
+        }
+        ApiAuth::Verified => {
+            let caller = presented.verified.as_ref().ok_or_else(|| {
+                ApiError(StatusCode::UNAUTHORIZED, "unauthorized", "no verified caller came with the request".into())
+            })?;
+            (caller.name.clone(), caller.roles.clone())
+        }
+    };
+    if !roles.contains(&role) {
+        return Err(ApiError(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("this route needs the role {}", role.as_str()),
+        ));
+    }
+    Ok(name)
+}
+
+/// The configured token whose hash matches the bearer token presented.
+fn token_caller<'a>(tokens: &'a [ApiToken], headers: &HeaderMap) -> ApiResult<&'a ApiToken> {
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| ApiError(StatusCode::UNAUTHORIZED, "unauthorized", "a bearer token is required".into()))?;
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, presented.as_bytes());
+    // Every configured hash is compared, in constant time, so timing says nothing of which is close.
+    let mut found = None;
+    for t in tokens {
+        let same = t.sha256.iter().zip(digest.as_ref()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0;
+        if same {
+            found = Some(t);
+        }
+    }
+    found.ok_or_else(|| ApiError(StatusCode::UNAUTHORIZED, "unauthorized", "the bearer token is not known".into()))
+}
+
+async fn health(State(state): State<ApiState>) -> Json<Value> {
+    let mut depths = serde_json::Map::new();
+    for q in queues::ALL {
+        if let Ok(d) = state.services.queue.depth(&QueueName::new(q)).await {
+            depths.insert(q.to_string(), serde_json::to_value(d).unwrap_or_default());
+        }
+    }
+    Json(json!({ "status": "ok", "queues": depths }))
+}
+
+async fn get_dashboard(State(state): State<ApiState>, presented: Presented) -> ApiResult {
+    authorize(&state, &presented, Role::Read)?;
+    let s = &state.services;
+    let now = s.clock.now();
+    Ok(Json(dashboard(s.store.as_ref(), now, s.policies.expiring_soon_days(), 10).await?).into_response())
+}
+
+/// An execution as the API shows it: the record and each planned step with its status.
+async fn execution_view(state: &ApiState, e: &Execution) -> ApiResult<Value> {
+    let records = state.services.store.list_step_records(&e.id).await?;
+    let steps: Vec<Value> = e
+        .plan
+        .iter()
+        .enumerate()
+        .map(|(i, planned)| {
+            let r: Option<&StepRecord> = records.iter().find(|r| r.index as usize == i);
+            json!({
+                "index": i,
+                "name": planned.name,
+                "kind": planned.kind,
+                "on_failure": planned.on_failure,
+                "outcome": r.map(|r| r.outcome).unwrap_or(StepOutcome::Pending),
+                "attempts": r.map(|r| r.attempts).unwrap_or(0),
+                "started_at": r.and_then(|r| r.started_at).map(rfc3339),
+                "ended_at": r.and_then(|r| r.ended_at).map(rfc3339),
+                "error": r.and_then(|r| r.error.clone()),
+            })
+        })
+        .collect();
+    Ok(json!({
+        "id": e.id,
+        "credential": e.credential,
+        "app": e.app,
+        "policy": e.policy,
+        "status": e.status,
+        "trigger": e.trigger,
+        "new_key_id": e.new_key_id,
+        "created_at": rfc3339(e.created_at),
+        "finished_at": e.finished_at.map(rfc3339),
+        "duration_seconds": e.duration().map(|d| d.whole_seconds()),
+        "grace_until": e.grace_until.map(rfc3339),
+        "cleanup": e.cleanup,
+        "needs_attention": e.needs_attention,
+        "summary": e.summary,
+        "error": e.error,
+        "steps": steps,
+    }))
+}
+
+fn rfc3339(t: time::OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+}
+
+fn execution_id(raw: &str) -> ApiResult<ExecutionId> {
+    ExecutionId::parse(raw).map_err(|e| ApiError(StatusCode::BAD_REQUEST, "invalid", e.to_string()))
+}
+
+async fn get_execution(State(state): State<ApiState>, presented: Presented, Path(id): Path<String>) -> ApiResult {
+    authorize(&state, &presented, Role::Read)?;
+    let id = execution_id(&id)?;
+    let e = state.services.store.get_execution(&id).await?.ok_or_else(|| Error::not_found("execution", id))?;
+    Ok(Json(execution_view(&state, &e).await?).into_response())
+}
+
+async fn confirm(State(state): State<ApiState>, presented: Presented, Path(id): Path<String>) -> ApiResult {
+    let caller = authorize(&state, &presented, Role::Write)?;
+    let id = execution_id(&id)?;
+    let e = confirm_cleanup(&state.services, id, &format!("http:{caller}")).await?;
+    Ok(Json(execution_view(&state, &e).await?).into_response())
+}
+
+/// Splits `<credential id>/<action>` from the rest of the path.
+fn credential_and_action(rest: &str) -> ApiResult<(CredentialId, &str)> {
+    let (id, action) = rest.rsplit_once('/').ok_or_else(|| {
+        ApiError(StatusCode::NOT_FOUND, "not_found", "expected /v1/credentials/{id}/rotate or /history".into())
+    })?;
+    let id = CredentialId::parse(id).map_err(|e| ApiError(StatusCode::BAD_REQUEST, "invalid", e.to_string()))?;
+    Ok((id, action))
+}
+
+async fn credential_get(State(state): State<ApiState>, presented: Presented, Path(rest): Path<String>) -> ApiResult {
+    authorize(&state, &presented, Role::Read)?;
+    let (credential, action) = credential_and_action(&rest)?;
+    if action != "history" {
+        return Err(ApiError(StatusCode::NOT_FOUND, "not_found", format!("no GET route for {action}")));
+    }
+    let s = &state.services;
+    let mut executions = Vec::new();
+    for e in s.store.list_executions(&credential).await? {
+        executions.push(execution_view(&state, &e).await?);
+    }
+    let audit = s
+        .store
+        .list_audit(&AuditQuery { credential: Some(credential.clone()), limit: 200, ..Default::default() })
+        .await?;
+    Ok(Json(json!({ "credential": credential, "executions": executions, "audit": audit })).into_response())
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RotateBody {
+    reason: Option<String>,
+    #[serde(default)]
+    dry_run: bool,
+}
+
+async fn credential_post(
+    State(state): State<ApiState>,
+    presented: Presented,
+    Path(rest): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult {
+    let caller = authorize(&state, &presented, Role::Rotate)?;
+    let (credential, action) = credential_and_action(&rest)?;
+    if action != "rotate" {
+        return Err(ApiError(StatusCode::NOT_FOUND, "not_found", format!("no POST route for {action}")));
+    }
+    let body: RotateBody = if body.is_empty() {
+        RotateBody::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| ApiError(StatusCode::BAD_REQUEST, "invalid", format!("body: {e}")))?
+    };
+    let trigger = Trigger::Manual { by: format!("http:{caller}"), reason: body.reason };
+    Ok(match request_rotation(&state.services, &credential, trigger, body.dry_run).await? {
+        RotationAccepted::Started { execution } => (
+            StatusCode::ACCEPTED,
+            Json(json!({ "execution_id": execution.id, "status": execution.status, "already_running": false })),
+        )
+            .into_response(),
+        RotationAccepted::AlreadyRunning { execution } => (
+            StatusCode::ACCEPTED,
+            Json(json!({ "execution_id": execution.id, "status": execution.status, "already_running": true })),
+        )
+            .into_response(),
+        RotationAccepted::DryRun { report } => (StatusCode::OK, Json(json!({ "dry_run": report }))).into_response(),
+    })
+}
+
+/// A dead letter as the API shows it: the record, and its message parsed (identifiers only).
+fn dead_letter_view(d: &DeadLetter) -> Value {
+    let message: Value = serde_json::from_str(&d.body).unwrap_or(Value::Null);
+    json!({
+        "id": d.id,
+        "queue": d.source_queue,
+        "group": d.group,
+        "receive_count": d.receive_count,
+        "sent_at": rfc3339(d.sent_at),
+        "dead_at": rfc3339(d.dead_at),
+        "last_error": d.last_error,
+        "message": message,
+    })
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QueueFilter {
+    queue: Option<String>,
+}
+
+async fn list_dead_letters(
+    State(state): State<ApiState>,
+    presented: Presented,
+    axum::extract::Query(filter): axum::extract::Query<QueueFilter>,
+) -> ApiResult {
+    authorize(&state, &presented, Role::Read)?;
+    let all: Vec<Value> = dead_letters::list(state.services.queue.as_ref(), filter.queue.as_deref())
+        .await?
+        .iter()
+        .map(dead_letter_view)
+        .collect();
+    Ok(Json(json!({ "dead_letters": all })).into_response())
+}
+
+async fn get_dead_letter(State(state): State<ApiState>, presented: Presented, Path(id): Path<String>) -> ApiResult {
+    authorize(&state, &presented, Role::Read)?;
+    let id = MessageId(id);
+    let d = state.services.queue.dead_letter(&id).await?.ok_or_else(|| Error::not_found("dead letter", &id))?;
+    Ok(Json(dead_letter_view(&d)).into_response())
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RedriveBody {
+    queue: Option<String>,
+    #[serde(default)]
+    ids: Vec<String>,
+}
+
+/// Sends dead letters back to their queue: all (of one queue, or of every queue), or those named.
+/// The chain resumes at the step that failed. Recorded in the audit trail with who asked.
+async fn redrive_dead_letters(
+    State(state): State<ApiState>,
+    presented: Presented,
+    body: axum::body::Bytes,
+) -> ApiResult {
+    let caller = authorize(&state, &presented, Role::Write)?;
+    let body: RedriveBody = if body.is_empty() {
+        RedriveBody::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| ApiError(StatusCode::BAD_REQUEST, "invalid", format!("body: {e}")))?
+    };
+    let request = dead_letters::Redrive { queue: body.queue, ids: body.ids.into_iter().map(MessageId).collect() };
+    let s = &state.services;
+    let moved = dead_letters::redrive(
+        s.queue.as_ref(),
+        s.store.as_ref(),
+        s.clock.as_ref(),
+        &request,
+        &format!("http:{caller}"),
+    )
+    .await?;
+    Ok(Json(json!({ "redriven": moved })).into_response())
+}

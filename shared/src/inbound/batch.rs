@@ -1,0 +1,135 @@
+//! The reusable batch wrapper: parses each message's envelope, hands it to a per-message handler,
+//! and turns the results into a partial batch failure report — one bad message never fails the
+//! batch. The Lambda entrypoints and the embedded workers share it.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::Error;
+use crate::messages::Envelope;
+use crate::ports::{MessageId, ReceivedMessage};
+
+/// One message of a batch that could not be processed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageFailure {
+    pub id: MessageId,
+    /// In words, for the dead-letter view; never a secret.
+    pub error: String,
+    /// Try again after this long instead of the queue's visibility timeout (zero: at once, which
+    /// sends a malformed message to the dead-letter queue quickly).
+    pub retry_after: Option<Duration>,
+}
+
+/// Processes a batch; returns the messages that failed. The rest are acknowledged.
+#[async_trait]
+pub trait BatchHandler: Send + Sync {
+    async fn handle(&self, batch: &[ReceivedMessage]) -> Vec<MessageFailure>;
+}
+
+/// Handles one message. Must be idempotent: the queue delivers at least once.
+#[async_trait]
+pub trait MessageHandler: Send + Sync {
+    /// A short name for logs, such as `run-step`.
+    fn name(&self) -> &'static str;
+    async fn handle(&self, envelope: Envelope, received: &ReceivedMessage) -> crate::Result<()>;
+}
+
+/// Adapts a [`MessageHandler`] to a [`BatchHandler`].
+pub struct EnvelopeHandler<H>(pub H);
+
+/// How a failed message is retried: transient errors wait for the visibility timeout (the
+/// backoff); permanent ones come back at once, so they reach the dead-letter queue after the
+/// maximum receives instead of hours later.
+pub fn retry_after(error: &Error) -> Option<Duration> {
+    if error.is_transient() { None } else { Some(Duration::ZERO) }
+}
+
+#[async_trait]
+impl<H: MessageHandler> BatchHandler for EnvelopeHandler<H> {
+    async fn handle(&self, batch: &[ReceivedMessage]) -> Vec<MessageFailure> {
+        let mut failures = Vec::new();
+        for received in batch {
+            let result = match Envelope::parse(&received.body) {
+                Ok(envelope) => self.0.handle(envelope, received).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = result {
+                let error = format!("{}: {}", self.0.name(), e.chain());
+                tracing::warn!(
+                    handler = self.0.name(),
+                    message = %received.id,
+                    receive_count = received.receive_count,
+                    transient = e.is_transient(),
+                    error = %error,
+                    "message failed"
+                );
+                failures.push(MessageFailure { id: received.id.clone(), error, retry_after: retry_after(&e) });
+            }
+        }
+        failures
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use time::macros::datetime;
+
+    use super::*;
+    use crate::messages::Message;
+    use crate::ports::ReceiptHandle;
+
+    struct Recorder(Mutex<Vec<String>>);
+
+    #[async_trait]
+    impl MessageHandler for Recorder {
+        fn name(&self) -> &'static str {
+            "recorder"
+        }
+        async fn handle(&self, envelope: Envelope, _: &ReceivedMessage) -> crate::Result<()> {
+            self.0.lock().unwrap().push(envelope.idempotency_key.clone());
+            match envelope.idempotency_key.as_str() {
+                "busy" => Err(Error::Store { context: "locked".into(), transient: true, source: "busy".into() }),
+                "denied" => Err(Error::invalid("request", "403 Authorization_RequestDenied")),
+                _ => Ok(()),
+            }
+        }
+    }
+
+    fn received(id: &str, body: String) -> ReceivedMessage {
+        ReceivedMessage {
+            id: MessageId(id.into()),
+            receipt: ReceiptHandle(id.into()),
+            body,
+            receive_count: 1,
+            group: None,
+            sent_at: datetime!(2026-11-22 12:00 UTC),
+        }
+    }
+
+    fn body(key: &str) -> String {
+        serde_json::to_string(&Message::ScanRequested { integration: None }.envelope(key)).unwrap()
+    }
+
+    #[tokio::test]
+    async fn only_the_failed_messages_of_a_batch_are_reported_with_how_to_retry() {
+        let h = EnvelopeHandler(Recorder(Mutex::new(vec![])));
+        let batch = vec![
+            received("1", body("ok")),
+            received("2", body("busy")),
+            received("3", "{not json".into()),
+            received("4", body("denied")),
+            received("5", body("ok-too")),
+        ];
+        let failures = BatchHandler::handle(&h, &batch).await;
+        let ids: Vec<_> = failures.iter().map(|f| f.id.0.as_str()).collect();
+        assert_eq!(ids, vec!["2", "3", "4"]);
+        assert_eq!(failures[0].retry_after, None, "transient: wait for the visibility timeout");
+        assert_eq!(failures[1].retry_after, Some(Duration::ZERO), "malformed: straight on to the dead-letter queue");
+        assert!(failures[1].error.starts_with("recorder: invalid message"));
+        assert!(failures[2].error.contains("Authorization_RequestDenied"));
+        assert_eq!(*h.0.0.lock().unwrap(), vec!["ok", "busy", "denied", "ok-too"]);
+    }
+}

@@ -1,0 +1,127 @@
+//! The handlers: each takes one message kind off its queue and runs its use case. The embedded
+//! runtime and the Lambda entrypoints wrap the same handlers.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::inbound::batch::MessageHandler;
+use crate::messages::{Envelope, Message};
+use crate::ports::ReceivedMessage;
+use crate::usecases::app::App;
+use crate::usecases::scan::Scanner;
+use crate::usecases::sync::{SyncMode, Syncer};
+use crate::{Error, Result};
+
+fn unexpected(handler: &str, message: &Message) -> Error {
+    Error::invalid("message", format!("{handler} does not handle {}", message.queue()))
+}
+
+/// sync: `SyncRequested` → read the integration from Graph → `ScanRequested`.
+pub struct SyncHandler(pub App);
+
+#[async_trait]
+impl MessageHandler for SyncHandler {
+    fn name(&self) -> &'static str {
+        "sync"
+    }
+
+    async fn handle(&self, envelope: Envelope, received: &ReceivedMessage) -> Result<()> {
+        let Message::SyncRequested { integration, full } = &envelope.message else {
+            return Err(unexpected(self.name(), &envelope.message));
+        };
+        let s = &self.0;
+        let directory = s.directory(integration)?;
+        let mode = if *full { SyncMode::Full } else { SyncMode::Auto };
+        Syncer { directory: directory.as_ref(), store: s.store.as_ref(), clock: s.clock.as_ref(), progress: &|_| {} }
+            .sync(integration, mode)
+            .await?;
+        // Keyed by the sync message, so a redelivered sync asks for one scan, not two.
+        let scan = Message::ScanRequested { integration: Some(integration.clone()) }
+            .envelope(format!("scan-after:{}", received.id));
+        s.queue.send(&scan.message.queue(), scan.to_outgoing(Duration::ZERO)?).await?;
+        Ok(())
+    }
+}
+
+/// expiry-scan: `ScanRequested` → lifecycle, alerts, `RotateRequested` for what is due.
+pub struct ScanHandler(pub App);
+
+#[async_trait]
+impl MessageHandler for ScanHandler {
+    fn name(&self) -> &'static str {
+        "expiry-scan"
+    }
+
+    async fn handle(&self, envelope: Envelope, _: &ReceivedMessage) -> Result<()> {
+        let Message::ScanRequested { integration } = &envelope.message else {
+            return Err(unexpected(self.name(), &envelope.message));
+        };
+        let s = &self.0;
+        Scanner {
+            store: s.store.as_ref(),
+            queue: s.queue.as_ref(),
+            clock: s.clock.as_ref(),
+            policies: &s.policies,
+            sinks: &s.sinks,
+        }
+        .scan(integration.as_ref())
+        .await?;
+        Ok(())
+    }
+}
+
+/// rotate: `RotateRequested` → claim, create the new secret, seal it, start the steps.
+pub struct RotateHandler(pub App);
+
+#[async_trait]
+impl MessageHandler for RotateHandler {
+    fn name(&self) -> &'static str {
+        "rotate"
+    }
+
+    async fn handle(&self, envelope: Envelope, _: &ReceivedMessage) -> Result<()> {
+        let Message::RotateRequested { credential, trigger, dry_run, execution, .. } = envelope.message else {
+            return Err(unexpected(self.name(), &envelope.message));
+        };
+        if dry_run {
+            // Dry runs are answered where they are asked; one that reaches the queue changes nothing.
+            return Ok(());
+        }
+        crate::usecases::rotation::rotate(&self.0, &credential, trigger, execution).await
+    }
+}
+
+/// run-step: `StepRequested` → exactly one step of one execution.
+pub struct StepHandler(pub App);
+
+#[async_trait]
+impl MessageHandler for StepHandler {
+    fn name(&self) -> &'static str {
+        "run-step"
+    }
+
+    async fn handle(&self, envelope: Envelope, received: &ReceivedMessage) -> Result<()> {
+        let Message::StepRequested { execution, step, attempt, .. } = envelope.message else {
+            return Err(unexpected(self.name(), &envelope.message));
+        };
+        crate::usecases::rotation::run_step(&self.0, execution, step, attempt, received.receive_count).await
+    }
+}
+
+/// grace-cleanup: `CleanupRequested` → remove old secrets whose grace ended, sweep orphans.
+pub struct CleanupHandler(pub App);
+
+#[async_trait]
+impl MessageHandler for CleanupHandler {
+    fn name(&self) -> &'static str {
+        "grace-cleanup"
+    }
+
+    async fn handle(&self, envelope: Envelope, _: &ReceivedMessage) -> Result<()> {
+        let Message::CleanupRequested { integration } = &envelope.message else {
+            return Err(unexpected(self.name(), &envelope.message));
+        };
+        crate::usecases::cleanup::cleanup(&self.0, integration.as_ref()).await.map(drop)
+    }
+}

@@ -1,0 +1,46 @@
+//! The step runner port: runs one rollout step of one execution. Each step type of DESIGN §5 has its
+//! runner under `adapters::steps`; a failure says in words (never a secret) whether retrying helps.
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+
+use crate::domain::ids::{AppObjectId, ClientId, CredentialId, ExecutionId, KeyId};
+use crate::domain::secret::SecretValue;
+use crate::domain::steps::{StepDefinition, StepKind};
+
+/// What a step may know of the rotation. The new secret is here for the steps that publish it;
+/// the steps of this build never send it anywhere.
+pub struct StepContext<'a> {
+    pub execution: ExecutionId,
+    pub step_index: u32,
+    pub credential: &'a CredentialId,
+    pub app: AppObjectId,
+    pub client_id: ClientId,
+    pub new_key_id: KeyId,
+    pub new_secret_end: Option<OffsetDateTime>,
+    pub secret: &'a SecretValue,
+    pub now: OffsetDateTime,
+}
+
+/// Why a step failed, in words (never a secret), and whether trying again may help.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepFailure {
+    pub message: String,
+    pub retryable: bool,
+}
+
+impl StepFailure {
+    pub fn retryable(message: impl Into<String>) -> Self {
+        Self { message: message.into(), retryable: true }
+    }
+    pub fn permanent(message: impl Into<String>) -> Self {
+        Self { message: message.into(), retryable: false }
+    }
+}
+
+#[async_trait]
+pub trait StepRunner: Send + Sync {
+    /// Whether this runner can run steps of `kind`; preflight refuses a plan with a step it cannot.
+    fn supports(&self, kind: StepKind) -> bool;
+    async fn run(&self, step: &StepDefinition, ctx: &StepContext<'_>) -> Result<(), StepFailure>;
+}

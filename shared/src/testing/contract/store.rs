@@ -1,0 +1,476 @@
+//! The Store contract: what every store adapter keeps, conditional writes above all.
+
+use std::sync::Arc;
+
+use time::OffsetDateTime;
+use time::macros::datetime;
+use uuid::Uuid;
+
+use crate::domain::execution::{Cleanup, Execution, ExecutionStatus, StepOutcome, StepRecord, Trigger};
+use crate::domain::ids::{
+    AgentId, AppObjectId, ClientId, CredentialId, ExecutionId, IntegrationId, KeyId, OwnerKind, PolicyId,
+    ServicePrincipalId,
+};
+use crate::domain::inventory::{Application, Credential, CredentialKind, ServicePrincipal};
+use crate::domain::lifecycle::AlertThreshold;
+use crate::ports::key_ring::SealedValue;
+use crate::ports::{
+    AgentRecord, AlertKey, AuditEvent, AuditQuery, Claim, Owner, OwnerSnapshot, SealedRecord, Store, SyncState,
+};
+
+/// The time the contract's records are made at.
+pub const NOW: OffsetDateTime = datetime!(2026-11-22 12:00 UTC);
+
+/// Test builders, for adapters' own tests too.
+pub fn integration(name: &str) -> IntegrationId {
+    IntegrationId::parse(name).expect("valid")
+}
+
+/// An application of integration `i` with fresh ids.
+pub fn app(i: &str) -> Application {
+    Application {
+        integration: integration(i),
+        object_id: AppObjectId::from_uuid(Uuid::new_v4()),
+        client_id: ClientId::from_uuid(Uuid::new_v4()),
+        display_name: "Payroll API".into(),
+        sign_in_audience: "AzureADMyOrg".into(),
+    }
+}
+
+/// A client secret of `app` ending `days_left` days after [`NOW`].
+pub fn password(app: &Application, days_left: i64) -> Credential {
+    Credential {
+        id: CredentialId::for_application(app.integration.clone(), app.object_id, KeyId::from_uuid(Uuid::new_v4())),
+        kind: CredentialKind::Password,
+        app: Some(app.object_id),
+        client_id: app.client_id,
+        display_name: Some("prod".into()),
+        hint: Some("Abc".into()),
+        start: Some(NOW - time::Duration::days(100)),
+        end: Some(NOW + time::Duration::days(days_left)),
+        thumbprint: None,
+        removed_at: None,
+    }
+}
+
+/// A manual execution rotating `cred`, created at [`NOW`].
+pub fn execution(cred: &Credential) -> Execution {
+    Execution::new(
+        cred.id.clone(),
+        cred.app.expect("app credential"),
+        PolicyId::parse("default").expect("valid"),
+        Trigger::Manual { by: "alice".into(), reason: Some("test".into()) },
+        vec![],
+        NOW,
+    )
+}
+
+fn sealed(record_id: &str, execution: Option<ExecutionId>) -> SealedRecord {
+    SealedRecord {
+        record_id: record_id.into(),
+        purpose: "new_client_secret".into(),
+        execution,
+        sealed: SealedValue {
+            v: 1,
+            key_id: "k1".into(),
+            nonce: vec![0; 12],
+            ciphertext: vec![1, 2, 3],
+            encrypted_data_key: None,
+        },
+        created_at: NOW,
+    }
+}
+
+pub async fn applications_are_upserted_and_listed_per_integration(s: Arc<dyn Store>) {
+    let mut a = app("contoso");
+    s.put_application(&a).await.unwrap();
+    a.display_name = "Payroll API v2".into();
+    s.put_application(&a).await.unwrap();
+    s.put_application(&app("fabrikam")).await.unwrap();
+    let listed = s.list_applications(&integration("contoso")).await.unwrap();
+    assert_eq!(listed, vec![a.clone()]);
+    assert_eq!(s.get_application(&a.integration, &a.object_id).await.unwrap(), Some(a));
+}
+
+pub async fn credentials_are_listed_soonest_expiry_first(s: Arc<dyn Store>) {
+    let a = app("contoso");
+    s.put_application(&a).await.unwrap();
+    let later = password(&a, 90);
+    let sooner = password(&a, 5);
+    let mut no_end = password(&a, 1);
+    no_end.end = None;
+    for c in [&later, &no_end, &sooner] {
+        s.put_credential(c).await.unwrap();
+    }
+    let other = app("fabrikam");
+    s.put_credential(&password(&other, 1)).await.unwrap();
+    let ids: Vec<_> = s.list_credentials(Some(&a.integration)).await.unwrap().into_iter().map(|c| c.id).collect();
+    assert_eq!(ids, vec![sooner.id.clone(), later.id.clone(), no_end.id.clone()]);
+    assert_eq!(s.list_credentials(None).await.unwrap().len(), 4);
+    assert_eq!(s.get_credential(&sooner.id).await.unwrap(), Some(sooner));
+}
+
+pub async fn removing_an_application_takes_its_credentials_and_rotation_entries_with_it(s: Arc<dyn Store>) {
+    let gone = app("contoso");
+    let kept = app("contoso");
+    let (c1, c2, c3) = (password(&gone, 10), password(&gone, 20), password(&kept, 10));
+    for a in [&gone, &kept] {
+        s.put_application(a).await.unwrap();
+    }
+    for c in [&c1, &c2, &c3] {
+        s.put_credential(c).await.unwrap();
+    }
+    let running = execution(&c1);
+    assert_eq!(s.create_execution(&running).await.unwrap(), Claim::Created);
+    s.put_sealed(&sealed("gone-secret", Some(running.id))).await.unwrap();
+    let alert = AlertKey { credential: c1.id.clone(), end: c1.end.unwrap(), threshold: AlertThreshold::DaysBefore(30) };
+    assert!(s.record_alert(&alert, NOW).await.unwrap());
+    let kept_exec = execution(&c3);
+    s.create_execution(&kept_exec).await.unwrap();
+
+    s.remove_application(&gone.integration, &gone.object_id).await.unwrap();
+
+    assert_eq!(s.get_application(&gone.integration, &gone.object_id).await.unwrap(), None);
+    assert_eq!(s.get_credential(&c1.id).await.unwrap(), None);
+    assert_eq!(s.get_credential(&c2.id).await.unwrap(), None);
+    assert!(s.get_credential(&c3.id).await.unwrap().is_some(), "another app's credential stays");
+    let cancelled = s.get_execution(&running.id).await.unwrap().expect("history stays");
+    assert_eq!(cancelled.status, ExecutionStatus::Cancelled);
+    assert_eq!(s.get_sealed("gone-secret").await.unwrap(), None, "its sealed secret goes");
+    assert!(s.record_alert(&alert, NOW).await.unwrap(), "its alert records went too");
+    assert_eq!(s.get_execution(&kept_exec.id).await.unwrap().unwrap().status, ExecutionStatus::Pending);
+}
+
+pub async fn one_active_execution_per_credential(s: Arc<dyn Store>) {
+    let a = app("contoso");
+    let c = password(&a, 10);
+    s.put_credential(&c).await.unwrap();
+    let first = execution(&c);
+    assert_eq!(s.create_execution(&first).await.unwrap(), Claim::Created);
+    let second = execution(&c);
+    match s.create_execution(&second).await.unwrap() {
+        Claim::AlreadyActive(holder) => assert_eq!(holder.id, first.id),
+        Claim::Created => panic!("two active executions for one credential"),
+    }
+    assert_eq!(s.get_execution(&second.id).await.unwrap(), None);
+    // Once the first is terminal the credential can be claimed again.
+    let mut done = first.clone();
+    done.status = ExecutionStatus::Completed;
+    s.update_execution(&done).await.unwrap();
+    assert_eq!(s.create_execution(&second).await.unwrap(), Claim::Created);
+}
+
+pub async fn failed_execution_keeps_its_claim(s: Arc<dyn Store>) {
+    let c = password(&app("contoso"), 10);
+    let mut first = execution(&c);
+    s.create_execution(&first).await.unwrap();
+    first.status = ExecutionStatus::Failed;
+    first.version = s.update_execution(&first).await.unwrap();
+    assert!(matches!(s.create_execution(&execution(&c)).await.unwrap(), Claim::AlreadyActive(_)));
+}
+
+pub async fn execution_updates_are_conditional_on_the_version(s: Arc<dyn Store>) {
+    let c = password(&app("contoso"), 10);
+    let e = execution(&c);
+    s.create_execution(&e).await.unwrap();
+    let mut mine = s.get_execution(&e.id).await.unwrap().unwrap();
+    let mut theirs = mine.clone();
+    mine.status = ExecutionStatus::Running;
+    let v = s.update_execution(&mine).await.unwrap();
+    assert_eq!(v, e.version + 1);
+    theirs.status = ExecutionStatus::Cancelled;
+    assert!(matches!(s.update_execution(&theirs).await, Err(crate::Error::Conflict { .. })));
+    let stored = s.get_execution(&e.id).await.unwrap().unwrap();
+    assert_eq!(stored.status, ExecutionStatus::Running);
+    assert_eq!(stored.version, v);
+}
+
+pub async fn creating_the_same_execution_twice_is_a_conflict(s: Arc<dyn Store>) {
+    let c = password(&app("contoso"), 10);
+    let mut e = execution(&c);
+    e.status = ExecutionStatus::Completed; // terminal, so no claim is involved
+    s.create_execution(&e).await.unwrap();
+    assert!(matches!(s.create_execution(&e).await, Err(crate::Error::Conflict { .. })));
+}
+
+pub async fn executions_are_listed_newest_first_and_open_ones_found(s: Arc<dyn Store>) {
+    let c = password(&app("contoso"), 10);
+    let mut old = execution(&c);
+    old.created_at = NOW - time::Duration::days(200);
+    old.status = ExecutionStatus::Completed;
+    old.cleanup = Cleanup::Done { at: NOW - time::Duration::days(150) };
+    let mut graced = execution(&c);
+    graced.created_at = NOW - time::Duration::days(10);
+    graced.status = ExecutionStatus::Completed;
+    graced.grace_until = Some(NOW + time::Duration::days(20));
+    let current = execution(&c);
+    for e in [&old, &graced, &current] {
+        s.create_execution(e).await.unwrap();
+    }
+    let ids: Vec<_> = s.list_executions(&c.id).await.unwrap().into_iter().map(|e| e.id).collect();
+    assert_eq!(ids, vec![current.id, graced.id, old.id]);
+    let mut open: Vec<_> = s.list_open_executions().await.unwrap().into_iter().map(|e| e.id).collect();
+    open.sort();
+    let mut want = vec![graced.id, current.id];
+    want.sort();
+    assert_eq!(open, want, "running, or finalized with cleanup still to do");
+}
+
+pub async fn step_records_are_upserted_and_ordered(s: Arc<dyn Store>) {
+    let e = ExecutionId::new();
+    let rec = |index, outcome| StepRecord {
+        execution: e,
+        index,
+        name: format!("step {index}"),
+        kind: "webhook".into(),
+        attempts: 1,
+        outcome,
+        started_at: Some(NOW),
+        ended_at: None,
+        error: None,
+    };
+    s.put_step_record(&rec(1, StepOutcome::Running)).await.unwrap();
+    s.put_step_record(&rec(0, StepOutcome::Succeeded)).await.unwrap();
+    s.put_step_record(&rec(1, StepOutcome::Failed)).await.unwrap();
+    let got = s.list_step_records(&e).await.unwrap();
+    assert_eq!(
+        got.iter().map(|r| (r.index, r.outcome)).collect::<Vec<_>>(),
+        vec![(0, StepOutcome::Succeeded), (1, StepOutcome::Failed)]
+    );
+    assert!(s.list_step_records(&ExecutionId::new()).await.unwrap().is_empty());
+}
+
+pub async fn an_alert_is_recorded_once_per_credential_expiry_and_threshold(s: Arc<dyn Store>) {
+    let c = password(&app("contoso"), 10);
+    let key = AlertKey { credential: c.id.clone(), end: c.end.unwrap(), threshold: AlertThreshold::DaysBefore(30) };
+    assert!(s.record_alert(&key, NOW).await.unwrap());
+    assert!(!s.record_alert(&key, NOW + time::Duration::hours(1)).await.unwrap());
+    let seven = AlertKey { threshold: AlertThreshold::DaysBefore(7), ..key.clone() };
+    assert!(s.record_alert(&seven, NOW).await.unwrap());
+    let renewed = AlertKey { end: c.end.unwrap() + time::Duration::days(180), ..key };
+    assert!(s.record_alert(&renewed, NOW).await.unwrap(), "a new expiry date alerts afresh");
+}
+
+pub async fn audit_trail_is_newest_first_and_filtered(s: Arc<dyn Store>) {
+    let c = password(&app("contoso"), 10);
+    let e = ExecutionId::new();
+    for (i, action) in ["rotation.started", "secret.created", "rotation.completed"].iter().enumerate() {
+        s.append_audit(&AuditEvent {
+            at: NOW + time::Duration::seconds(i as i64),
+            action: (*action).into(),
+            actor: "scheduler".into(),
+            execution: Some(e),
+            credential: Some(c.id.clone()),
+            detail: String::new(),
+        })
+        .await
+        .unwrap();
+    }
+    s.append_audit(&AuditEvent {
+        at: NOW,
+        action: "sync.completed".into(),
+        actor: "scheduler".into(),
+        execution: None,
+        credential: None,
+        detail: "42 applications".into(),
+    })
+    .await
+    .unwrap();
+    let mine = s.list_audit(&AuditQuery { credential: Some(c.id.clone()), ..Default::default() }).await.unwrap();
+    assert_eq!(
+        mine.iter().map(|a| a.action.as_str()).collect::<Vec<_>>(),
+        vec!["rotation.completed", "secret.created", "rotation.started"]
+    );
+    let by_exec = s.list_audit(&AuditQuery { execution: Some(e), limit: 1, ..Default::default() }).await.unwrap();
+    assert_eq!(by_exec.len(), 1);
+    assert_eq!(s.list_audit(&AuditQuery::default()).await.unwrap().len(), 4);
+}
+
+pub async fn sealed_records_are_stored_read_and_deleted_idempotently(s: Arc<dyn Store>) {
+    let r = sealed("exe-1/new-secret", Some(ExecutionId::new()));
+    s.put_sealed(&r).await.unwrap();
+    assert_eq!(s.get_sealed(&r.record_id).await.unwrap(), Some(r.clone()));
+    s.delete_sealed(&r.record_id).await.unwrap();
+    s.delete_sealed(&r.record_id).await.unwrap();
+    assert_eq!(s.get_sealed(&r.record_id).await.unwrap(), None);
+}
+
+pub async fn agents_and_sync_state_are_kept(s: Arc<dyn Store>) {
+    let agent = AgentRecord {
+        id: AgentId::from_uuid(Uuid::new_v4()),
+        hostname: "web01".into(),
+        os: "windows".into(),
+        version: "0.1.0".into(),
+        last_heartbeat: NOW,
+    };
+    s.put_agent(&agent).await.unwrap();
+    let beat = AgentRecord { last_heartbeat: NOW + time::Duration::minutes(1), ..agent.clone() };
+    s.put_agent(&beat).await.unwrap();
+    assert_eq!(s.get_agent(&agent.id).await.unwrap(), Some(beat));
+    assert_eq!(s.list_agents().await.unwrap().len(), 1);
+
+    let i = integration("contoso");
+    assert_eq!(s.get_sync_state(&i).await.unwrap(), None);
+    let state = SyncState {
+        integration: i.clone(),
+        applications_delta_link: Some("https://graph/delta?$deltatoken=abc".into()),
+        service_principals_delta_link: None,
+        last_full_sync: Some(NOW),
+        last_delta_sync: None,
+    };
+    s.put_sync_state(&state).await.unwrap();
+    assert_eq!(s.get_sync_state(&i).await.unwrap(), Some(state));
+}
+
+pub async fn service_principals_are_kept_per_integration(s: Arc<dyn Store>) {
+    let sp = ServicePrincipal {
+        integration: integration("contoso"),
+        object_id: ServicePrincipalId::from_uuid(Uuid::new_v4()),
+        client_id: ClientId::from_uuid(Uuid::new_v4()),
+        display_name: "Payroll API".into(),
+    };
+    s.put_service_principal(&sp).await.unwrap();
+    s.put_service_principal(&sp).await.unwrap();
+    assert_eq!(s.list_service_principals(&sp.integration).await.unwrap(), vec![sp]);
+    assert!(s.list_service_principals(&integration("fabrikam")).await.unwrap().is_empty());
+}
+
+fn snapshot(app: &Application, passwords: Option<Vec<Credential>>) -> OwnerSnapshot {
+    OwnerSnapshot { owner: Owner::Application(app.clone()), passwords, certificates: Some(vec![]) }
+}
+
+pub async fn syncing_owners_upserts_them_and_removes_credentials_no_longer_listed(s: Arc<dyn Store>) {
+    let i = integration("contoso");
+    let a = app("contoso");
+    let (keep, drop_, cleaned) = (password(&a, 10), password(&a, 20), password(&a, 30));
+    let mut cleaned = cleaned;
+    cleaned.removed_at = Some(NOW);
+    s.put_credential(&cleaned).await.unwrap();
+    let counts = s.sync_owners(&i, &[snapshot(&a, Some(vec![keep.clone(), drop_.clone()]))]).await.unwrap();
+    assert_eq!((counts.owners, counts.credentials_written, counts.credentials_removed), (1, 2, 0));
+    let running = execution(&drop_);
+    s.create_execution(&running).await.unwrap();
+
+    let counts = s.sync_owners(&i, &[snapshot(&a, Some(vec![keep.clone()]))]).await.unwrap();
+    assert_eq!(counts.credentials_removed, 1);
+    assert!(s.get_credential(&keep.id).await.unwrap().is_some());
+    assert_eq!(s.get_credential(&drop_.id).await.unwrap(), None);
+    assert_eq!(s.get_execution(&running.id).await.unwrap().unwrap().status, ExecutionStatus::Cancelled);
+    assert_eq!(s.get_credential(&cleaned.id).await.unwrap(), Some(cleaned.clone()), "our own Cleaned Up record stays");
+
+    // A delta page that did not mention the credentials leaves them alone.
+    let mut renamed = a.clone();
+    renamed.display_name = "Payroll API (renamed)".into();
+    s.sync_owners(&i, &[snapshot(&renamed, None)]).await.unwrap();
+    assert!(s.get_credential(&keep.id).await.unwrap().is_some());
+    assert_eq!(s.get_application(&i, &a.object_id).await.unwrap().unwrap().display_name, "Payroll API (renamed)");
+}
+
+pub async fn removing_a_service_principal_takes_only_its_own_credentials(s: Arc<dyn Store>) {
+    let i = integration("contoso");
+    let a = app("contoso");
+    let sp = ServicePrincipal {
+        integration: i.clone(),
+        object_id: ServicePrincipalId::from_uuid(Uuid::new_v4()),
+        client_id: a.client_id,
+        display_name: a.display_name.clone(),
+    };
+    let app_secret = password(&a, 10);
+    let mut sp_secret = password(&a, 10);
+    sp_secret.id = CredentialId::for_service_principal(i.clone(), sp.object_id, KeyId::from_uuid(Uuid::new_v4()));
+    sp_secret.app = None;
+    s.sync_owners(&i, &[snapshot(&a, Some(vec![app_secret.clone()]))]).await.unwrap();
+    s.sync_owners(
+        &i,
+        &[OwnerSnapshot {
+            owner: Owner::ServicePrincipal(sp.clone()),
+            passwords: Some(vec![sp_secret.clone()]),
+            certificates: None,
+        }],
+    )
+    .await
+    .unwrap();
+    assert_eq!(s.owner_ids(&i, OwnerKind::ServicePrincipal).await.unwrap(), vec![sp.object_id.as_uuid()]);
+    assert_eq!(s.owner_ids(&i, OwnerKind::Application).await.unwrap(), vec![a.object_id.as_uuid()]);
+    assert_eq!(s.remove_owner(&i, OwnerKind::ServicePrincipal, sp.object_id.as_uuid()).await.unwrap(), 1);
+    assert_eq!(s.get_credential(&sp_secret.id).await.unwrap(), None);
+    assert!(s.get_credential(&app_secret.id).await.unwrap().is_some());
+    assert!(s.owner_ids(&i, OwnerKind::ServicePrincipal).await.unwrap().is_empty());
+}
+
+pub async fn credentials_can_be_read_page_by_page(s: Arc<dyn Store>) {
+    let a = app("contoso");
+    let mut all = Vec::new();
+    for d in 0..7 {
+        let c = password(&a, d);
+        s.put_credential(&c).await.unwrap();
+        all.push(c.id);
+    }
+    all.sort_by_key(|id| id.to_string());
+    let mut seen = Vec::new();
+    let mut after: Option<CredentialId> = None;
+    loop {
+        let page = s.credentials_page(after.as_ref(), 3).await.unwrap();
+        if page.is_empty() {
+            break;
+        }
+        assert!(page.len() <= 3);
+        after = page.last().map(|c| c.id.clone());
+        seen.extend(page.into_iter().map(|c| c.id));
+    }
+    assert_eq!(seen, all);
+}
+
+pub async fn alerts_and_marks_are_recorded_in_batches(s: Arc<dyn Store>) {
+    let c = password(&app("contoso"), 10);
+    let k30 = AlertKey { credential: c.id.clone(), end: c.end.unwrap(), threshold: AlertThreshold::DaysBefore(30) };
+    let k7 = AlertKey { threshold: AlertThreshold::DaysBefore(7), ..k30.clone() };
+    assert_eq!(s.alerts_recorded(&[k30.clone(), k7.clone()]).await.unwrap(), vec![false, false]);
+    s.record_alerts(std::slice::from_ref(&k30), NOW).await.unwrap();
+    s.record_alerts(std::slice::from_ref(&k30), NOW).await.unwrap();
+    assert_eq!(s.alerts_recorded(&[k30.clone(), k7]).await.unwrap(), vec![true, false]);
+    assert!(!s.record_alert(&k30, NOW).await.unwrap());
+
+    let keys = vec!["rotate:a:1".to_string(), "rotate:b:1".to_string()];
+    assert_eq!(s.marked(&keys).await.unwrap(), vec![false, false]);
+    s.mark(&keys[..1], NOW).await.unwrap();
+    s.mark(&keys[..1], NOW).await.unwrap();
+    assert_eq!(s.marked(&keys).await.unwrap(), vec![true, false]);
+}
+
+/// Expands to one `#[tokio::test]` per contract case. `$make` is an async expression giving an
+/// `Arc<dyn Store>` that starts empty.
+#[macro_export]
+macro_rules! store_contract_tests {
+    ($make:expr) => {
+        $crate::store_contract_tests!(@cases $make;
+            applications_are_upserted_and_listed_per_integration,
+            credentials_are_listed_soonest_expiry_first,
+            removing_an_application_takes_its_credentials_and_rotation_entries_with_it,
+            one_active_execution_per_credential,
+            failed_execution_keeps_its_claim,
+            execution_updates_are_conditional_on_the_version,
+            creating_the_same_execution_twice_is_a_conflict,
+            executions_are_listed_newest_first_and_open_ones_found,
+            step_records_are_upserted_and_ordered,
+            an_alert_is_recorded_once_per_credential_expiry_and_threshold,
+            audit_trail_is_newest_first_and_filtered,
+            sealed_records_are_stored_read_and_deleted_idempotently,
+            agents_and_sync_state_are_kept,
+            service_principals_are_kept_per_integration,
+            syncing_owners_upserts_them_and_removes_credentials_no_longer_listed,
+            removing_a_service_principal_takes_only_its_own_credentials,
+            credentials_can_be_read_page_by_page,
+            alerts_and_marks_are_recorded_in_batches,
+        );
+    };
+    (@cases $make:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $case() {
+                let store = $make.await;
+                $crate::testing::contract::store::$case(store).await;
+            }
+        )*
+    };
+}
