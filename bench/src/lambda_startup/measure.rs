@@ -198,22 +198,40 @@ pub fn last_lines(text: &str, lines: usize) -> String {
 /// What a function's package weighs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Package {
-    /// `zip`: the bootstrap.zip of cargo-lambda; `binary`: the release binary itself.
+    /// `zip`: the bootstrap.zip of cargo-lambda; `zipped`: the binary zipped here as `bootstrap`, as
+    /// Lambda receives a package; `binary`: the release binary itself.
     pub kind: &'static str,
     pub path: PathBuf,
     pub bytes: u64,
+    /// The unzipped binary.
+    pub binary_bytes: u64,
 }
 
 /// `target/lambda/<name>/bootstrap.zip` next to `target/release/<name>` when cargo-lambda made one,
-/// else the binary. (No zip or deflate crate is in the workspace's lock, so no zip is made here.)
+/// else the binary zipped here the same way (one entry, `bootstrap`, deflated, mode 755).
 pub fn package(binary: &Path, name: &str) -> std::io::Result<Package> {
+    let binary_bytes = std::fs::metadata(binary)?.len();
     let zip =
         binary.parent().and_then(Path::parent).map(|target| target.join("lambda").join(name).join("bootstrap.zip"));
     if let Some(zip) = zip.filter(|zip| zip.is_file()) {
         let bytes = std::fs::metadata(&zip)?.len();
-        return Ok(Package { kind: "zip", path: zip, bytes });
+        return Ok(Package { kind: "zip", path: zip, bytes, binary_bytes });
     }
-    Ok(Package { kind: "binary", path: binary.to_owned(), bytes: std::fs::metadata(binary)?.len() })
+    let bytes = zipped_len(&std::fs::read(binary)?)?;
+    Ok(Package { kind: "zipped", path: binary.to_owned(), bytes, binary_bytes })
+}
+
+/// The size of a Lambda package holding `bootstrap`, built in memory.
+pub fn zipped_len(bootstrap: &[u8]) -> std::io::Result<u64> {
+    use std::io::Write;
+    let mut writer = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let options = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated)
+        .unix_permissions(0o755);
+    writer.start_file("bootstrap", options).map_err(std::io::Error::other)?;
+    writer.write_all(bootstrap)?;
+    let cursor = writer.finish().map_err(std::io::Error::other)?;
+    Ok(cursor.into_inner().len() as u64)
 }
 
 #[cfg(test)]
@@ -256,12 +274,14 @@ mod tests {
         std::fs::create_dir_all(&release).unwrap();
         let binary = release.join("sync");
         std::fs::write(&binary, [0u8; 1000]).unwrap();
-        assert_eq!(package(&binary, "sync").unwrap(), Package { kind: "binary", path: binary.clone(), bytes: 1000 });
+        let zipped = package(&binary, "sync").unwrap();
+        assert_eq!((zipped.kind, zipped.binary_bytes), ("zipped", 1000));
+        assert!(zipped.bytes < 1000, "a thousand zeros deflate: {}", zipped.bytes);
         let zip_dir = dir.path().join("lambda").join("sync");
         std::fs::create_dir_all(&zip_dir).unwrap();
         std::fs::write(zip_dir.join("bootstrap.zip"), [0u8; 300]).unwrap();
         let found = package(&binary, "sync").unwrap();
-        assert_eq!((found.kind, found.bytes), ("zip", 300));
+        assert_eq!((found.kind, found.bytes, found.binary_bytes), ("zip", 300, 1000));
         assert!(package(&release.join("absent"), "absent").is_err());
     }
 

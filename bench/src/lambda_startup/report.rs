@@ -162,7 +162,7 @@ pub fn to_json(measured: &[Measured], runs: usize, warmup: usize) -> serde_json:
             json!({
                 "name": m.target.name,
                 "path": m.target.path,
-                "package": m.package.as_ref().map(|p| json!({ "kind": p.kind, "path": p.path, "bytes": p.bytes })),
+                "package": m.package.as_ref().map(|p| json!({ "kind": p.kind, "path": p.path, "bytes": p.bytes, "binary_bytes": p.binary_bytes })),
                 "package_ratio": row.package_ratio.map(round3),
                 "startup_ms": {
                     "median": row.startup_median_ms.map(round3),
@@ -219,7 +219,7 @@ mod tests {
     fn measured(name: &str, bytes: u64, ms: &[u64], peak_kib: u64) -> Measured {
         Measured {
             target: Target { name: name.into(), path: PathBuf::from(name) },
-            package: Some(Package { kind: "binary", path: PathBuf::from(name), bytes }),
+            package: Some(Package { kind: "zipped", path: PathBuf::from(name), bytes, binary_bytes: bytes * 3 }),
             startups: ms.iter().map(|&ms| Duration::from_millis(ms)).collect(),
             memories: ms.iter().map(|_| Memory { peak_kib, rss_kib: peak_kib }).collect(),
             failure: None,
