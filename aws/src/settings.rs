@@ -1,12 +1,10 @@
 //! Where the AWS deployment keeps its state, read once at cold start from the environment the SAM
 //! template sets. A missing value fails fast, naming the variable.
 
-use std::time::Duration;
-
 use aws_config::{BehaviorVersion, SdkConfig};
 use entra_rotator::config::Env;
-use entra_rotator::messages::queues;
-use entra_rotator::ports::{QueueName, QueueSpec};
+use entra_rotator::messages;
+use entra_rotator::ports::QueueSpec;
 use entra_rotator::{Error, Result};
 
 pub const TABLE_VAR: &str = "ROTATOR_AWS_TABLE";
@@ -61,26 +59,10 @@ impl AwsSettings {
     }
 }
 
-/// The queues as `infra/template.yaml` deploys them: FIFO, five receives before the dead-letter
-/// queue, and a visibility timeout six times the consuming function's timeout (sync 900 s,
-/// expiry-scan, run-step and grace-cleanup 300 s, rotate 120 s). Keep the two in step.
+/// The queues as `infra/template.yaml` deploys them: the chain's table
+/// ([`entra_rotator::messages::CHAIN`]), each visibility six times its function's timeout.
 pub fn queue_specs() -> Vec<QueueSpec> {
-    queues::ALL
-        .iter()
-        .map(|name| {
-            let function_timeout = match *name {
-                queues::SYNC => 900,
-                queues::ROTATE => 120,
-                _ => 300,
-            };
-            QueueSpec {
-                name: QueueName::new(*name),
-                fifo: true,
-                max_receive_count: 5,
-                visibility_timeout: Duration::from_secs(6 * function_timeout),
-            }
-        })
-        .collect()
+    messages::deployed_queue_specs()
 }
 
 #[cfg(test)]
@@ -110,6 +92,48 @@ mod tests {
             let visibility = format!("VisibilityTimeout: {}", spec.visibility_timeout.as_secs());
             assert!(block.contains(&visibility), "{}: the template does not say {visibility}", spec.name);
             assert!(block.contains(&format!("maxReceiveCount: {}", spec.max_receive_count)), "{}", spec.name);
+        }
+    }
+
+    /// The resource block of `name` (a top-level resource of the template), up to the next one.
+    fn resource<'t>(template: &'t str, name: &str) -> &'t str {
+        let head = format!("\n  {name}:\n");
+        let at = template.find(&head).unwrap_or_else(|| panic!("the template has no resource {name}"));
+        let rest = &template[at + head.len()..];
+        let end =
+            rest.match_indices("\n  ").find(|(i, _)| !rest[i + 3..].starts_with(' ')).map_or(rest.len(), |(i, _)| i);
+        &rest[..end]
+    }
+
+    #[test]
+    fn each_function_of_the_chain_has_its_timeout_and_reads_its_queue() {
+        let template = include_str!("../../infra/template.yaml");
+        for link in messages::CHAIN {
+            let function = format!("FunctionName: !Sub \"${{AWS::StackName}}-{}\"", link.handler);
+            let at =
+                template.find(&function).unwrap_or_else(|| panic!("the template has no function {}", link.handler));
+            // The resource holding it: the nearest line above indented by exactly two spaces.
+            let name = template[..at]
+                .lines()
+                .rev()
+                .find(|l| l.starts_with("  ") && l.chars().nth(2).is_some_and(char::is_alphanumeric))
+                .map(|l| l.trim().trim_end_matches(':').to_owned())
+                .unwrap_or_else(|| panic!("{} is in no resource", link.handler));
+            let block = resource(template, &name);
+            let timeout = format!("Timeout: {}", link.timeout.as_secs());
+            assert!(block.contains(&timeout), "{}: the template does not say {timeout}", link.handler);
+            let queue = block
+                .split("Queue: !GetAtt ")
+                .nth(1)
+                .and_then(|r| r.split(".Arn").next())
+                .unwrap_or_else(|| panic!("{} reads no queue", link.handler));
+            let queue_name = format!("QueueName: !Sub \"${{AWS::StackName}}-{}.fifo\"", link.queue);
+            assert!(
+                resource(template, queue).contains(&queue_name),
+                "{} reads {queue}, not {}",
+                link.handler,
+                link.queue
+            );
         }
     }
 

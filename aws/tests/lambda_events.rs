@@ -7,19 +7,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use entra_rotator::adapters::sealing::key_file::LocalKeyRing;
-use entra_rotator::adapters::sqlite::{SqliteQueue, SqliteStore};
-use entra_rotator::adapters::steps::Rollout;
+use entra_rotator::adapters::sqlite::SqliteQueue;
 use entra_rotator::config::Role;
-use entra_rotator::domain::ids::PolicyId;
-use entra_rotator::domain::policy::{PolicySet, RotationPolicy};
 use entra_rotator::inbound::api::{ApiAuth, ApiState, router};
 use entra_rotator::inbound::batch::{EnvelopeHandler, MessageHandler};
 use entra_rotator::inbound::scheduler::Timer;
 use entra_rotator::messages::{Envelope, Message, default_queue_specs, queues};
-use entra_rotator::ports::{Clock, Queue, QueueName, ReceivedMessage};
+use entra_rotator::ports::{Queue, QueueName, ReceivedMessage};
 use entra_rotator::testing::fakes::ManualClock;
-use entra_rotator::usecases::app::{App, Directories};
+use entra_rotator::usecases::app::App;
 use entra_rotator_aws::lambda::{FunctionEvent, QueueFunction, lambda_router, received_from_record, verified_caller};
 use serde_json::Value;
 use time::macros::datetime;
@@ -140,21 +136,7 @@ async fn an_event_that_is_neither_sqs_nor_eventbridge_fails_the_invocation() {
 
 fn api() -> axum::Router {
     let clock = clock();
-    let dyn_clock: Arc<dyn Clock> = Arc::new(clock.clone());
-    let services = App {
-        store: Arc::new(SqliteStore::in_memory(dyn_clock.clone()).unwrap()),
-        queue: queue(&clock),
-        clock: dyn_clock,
-        directories: Arc::new(Directories::new()),
-        policies: Arc::new(PolicySet::new(vec![(
-            RotationPolicy::with_defaults(PolicyId::parse("default").unwrap()),
-            vec![],
-        )])),
-        sinks: Arc::new(vec![]),
-        keys: Arc::new(LocalKeyRing::fixed("k1", [7; 32])),
-        rollout: Arc::new(Rollout::new(reqwest::Client::new(), Default::default())),
-        settings: Default::default(),
-    };
+    let services = App::test_at(clock.clone()).with_queue(queue(&clock));
     lambda_router(router(ApiState { services, auth: ApiAuth::Verified }))
 }
 

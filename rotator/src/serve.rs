@@ -10,11 +10,9 @@ use entra_rotator::adapters::sealing::key_file::LocalKeyRing;
 use entra_rotator::adapters::sqlite::LocalData;
 use entra_rotator::adapters::system_clock::SystemClock;
 use entra_rotator::inbound::api::ApiState;
-use entra_rotator::inbound::batch::{BatchHandler, EnvelopeHandler};
-use entra_rotator::inbound::handlers::{CleanupHandler, RotateHandler, ScanHandler, StepHandler, SyncHandler};
+use entra_rotator::inbound::handlers::chain_handlers;
 use entra_rotator::inbound::runtime::{EmbeddedRuntime, Worker, WorkerOptions};
 use entra_rotator::inbound::scheduler::Scheduler;
-use entra_rotator::messages::queues;
 use entra_rotator::ports::{Clock, Queue, QueueName, Store};
 use entra_rotator::wiring;
 use tokio_util::sync::CancellationToken;
@@ -36,17 +34,17 @@ pub async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
     let store: Arc<dyn Store> = Arc::new(data.store.clone());
     let queue: Arc<dyn Queue> = Arc::new(data.queue.clone());
     let services = wiring::services(&config, store, queue.clone(), clock.clone(), Arc::new(keys))?;
-    let worker = |name: &str, handler: Arc<dyn BatchHandler>| {
-        Worker::new(queue.clone(), QueueName::new(name), handler, WorkerOptions::default())
-    };
-    let timers = wiring::timers(&config);
-    let runtime = EmbeddedRuntime::new()
-        .with_worker(worker(queues::SYNC, Arc::new(EnvelopeHandler(SyncHandler(services.clone())))))
-        .with_worker(worker(queues::SCAN, Arc::new(EnvelopeHandler(ScanHandler(services.clone())))))
-        .with_worker(worker(queues::ROTATE, Arc::new(EnvelopeHandler(RotateHandler(services.clone())))))
-        .with_worker(worker(queues::STEP, Arc::new(EnvelopeHandler(StepHandler(services.clone())))))
-        .with_worker(worker(queues::CLEANUP, Arc::new(EnvelopeHandler(CleanupHandler(services.clone())))))
-        .with_scheduler(Scheduler::new(queue.clone(), clock.clone(), timers));
+    // One worker per link of the chain, with the handler the chain's table gives it.
+    let mut runtime = EmbeddedRuntime::new();
+    for (link, handler) in chain_handlers(&services) {
+        runtime = runtime.with_worker(Worker::new(
+            queue.clone(),
+            QueueName::new(link.queue),
+            handler,
+            WorkerOptions::default(),
+        ));
+    }
+    let runtime = runtime.with_scheduler(Scheduler::new(queue.clone(), clock.clone(), wiring::timers(&config)));
 
     let shutdown = CancellationToken::new();
     let listener = tokio::net::TcpListener::bind(config.listen)

@@ -27,19 +27,65 @@ pub mod queues {
     pub const ALL: [&str; 5] = [SYNC, SCAN, ROTATE, STEP, CLEANUP];
 }
 
-/// The queue definitions for the embedded runtime, with SQS-like defaults: a visibility timeout
-/// at least six times a handler's time budget, and five receives before dead-lettering.
-pub fn default_queue_specs() -> Vec<QueueSpec> {
-    queues::ALL
+/// One link of the chain: the queue, the handler that consumes it (on AWS, the Lambda function of
+/// that name), and the handler's time budget (the function's timeout).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Link {
+    pub queue: &'static str,
+    pub handler: &'static str,
+    pub timeout: Duration,
+}
+
+/// The chain, queue by queue: `rotator serve`, the Lambda functions, `infra/template.yaml` and the
+/// tests all follow this one table (aws/src/settings.rs holds the template to it).
+pub const CHAIN: [Link; 5] = [
+    Link { queue: queues::SYNC, handler: "sync", timeout: Duration::from_secs(900) },
+    Link { queue: queues::SCAN, handler: "expiry-scan", timeout: Duration::from_secs(300) },
+    Link { queue: queues::ROTATE, handler: "rotate", timeout: Duration::from_secs(120) },
+    Link { queue: queues::STEP, handler: "run-step", timeout: Duration::from_secs(300) },
+    Link { queue: queues::CLEANUP, handler: "grace-cleanup", timeout: Duration::from_secs(300) },
+];
+
+/// The link of `queue`.
+pub fn link(queue: &str) -> Option<&'static Link> {
+    CHAIN.iter().find(|l| l.queue == queue)
+}
+
+/// Receives before a message goes to its dead-letter queue, on both runtimes.
+pub const MAX_RECEIVE_COUNT: u32 = 5;
+
+/// The queues as the AWS deployment has them: FIFO, [`MAX_RECEIVE_COUNT`] receives, and a
+/// visibility timeout six times the consuming function's timeout (as AWS advises for SQS event
+/// sources), so a message is never redelivered while a slow invocation still holds it.
+pub fn deployed_queue_specs() -> Vec<QueueSpec> {
+    CHAIN
         .iter()
-        .map(|name| QueueSpec {
-            name: QueueName::new(*name),
+        .map(|l| QueueSpec {
+            name: QueueName::new(l.queue),
             fifo: true,
-            max_receive_count: 5,
-            visibility_timeout: Duration::from_secs(if *name == queues::SYNC { 900 } else { 360 }),
+            max_receive_count: MAX_RECEIVE_COUNT,
+            visibility_timeout: l.timeout * 6,
         })
         .collect()
 }
+
+/// The queues of the embedded runtime: as deployed, but a message held by a worker that died comes
+/// back after the longer of its handler's budget and [`EMBEDDED_MAX_VISIBILITY`]: one process runs
+/// every worker, so there is no slow sibling invocation to wait for, and recovery after a restart
+/// should not take half an hour.
+pub fn default_queue_specs() -> Vec<QueueSpec> {
+    deployed_queue_specs()
+        .into_iter()
+        .map(|mut spec| {
+            let floor = link(spec.name.as_str()).map_or(Duration::ZERO, |l| l.timeout);
+            spec.visibility_timeout = spec.visibility_timeout.min(EMBEDDED_MAX_VISIBILITY.max(floor));
+            spec
+        })
+        .collect()
+}
+
+/// The longest an embedded queue hides a received message (unless its handler's budget is longer).
+pub const EMBEDDED_MAX_VISIBILITY: Duration = Duration::from_secs(360);
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type")]

@@ -4,18 +4,15 @@
 
 use std::sync::Arc;
 
-use entra_rotator::adapters::sealing::key_file::LocalKeyRing;
 use entra_rotator::adapters::sqlite::{SqliteQueue, SqliteStore};
-use entra_rotator::adapters::steps::Rollout;
 use entra_rotator::config::{ApiToken, Role};
-use entra_rotator::domain::ids::{AppObjectId, ClientId, CredentialId, IntegrationId, KeyId, PolicyId};
+use entra_rotator::domain::ids::{AppObjectId, ClientId, CredentialId, IntegrationId, KeyId};
 use entra_rotator::domain::inventory::{Credential, CredentialKind};
-use entra_rotator::domain::policy::{PolicySet, RotationPolicy};
 use entra_rotator::inbound::api::{ApiState, router};
 use entra_rotator::messages::{default_queue_specs, queues};
 use entra_rotator::ports::{Queue, QueueName, Store};
 use entra_rotator::testing::fakes::ManualClock;
-use entra_rotator::usecases::app::{App, Directories};
+use entra_rotator::usecases::app::App;
 use reqwest::StatusCode;
 use serde_json::Value;
 use time::macros::datetime;
@@ -58,18 +55,7 @@ impl Api {
             removed_at: None,
         };
         store.put_credential(&credential).await.unwrap();
-        let policy = RotationPolicy::with_defaults(PolicyId::parse("default").unwrap());
-        let services = App {
-            store: store.clone(),
-            queue: queue.clone(),
-            clock: Arc::new(clock),
-            directories: Arc::new(Directories::new()),
-            policies: Arc::new(PolicySet::new(vec![(policy, vec![])])),
-            sinks: Arc::new(vec![]),
-            keys: Arc::new(LocalKeyRing::fixed("k1", [7; 32])),
-            rollout: Arc::new(Rollout::new(reqwest::Client::new(), Default::default())),
-            settings: Default::default(),
-        };
+        let services = App::test_at(clock).with_store(store.clone()).with_queue(queue.clone());
         let tokens = vec![
             token("reader", READER, vec![Role::Read]),
             token("rotator", ROTATOR, vec![Role::Rotate, Role::Read]),

@@ -16,7 +16,7 @@ use entra_rotator::inbound::runtime::{Worker, WorkerOptions};
 use entra_rotator::messages::{Envelope, Message, default_queue_specs, queues};
 use entra_rotator::ports::{Clock, Queue, QueueName, Store};
 use entra_rotator::testing::fakes::ManualClock;
-use entra_rotator::usecases::app::{App, Directories};
+use entra_rotator::usecases::app::App;
 use entra_rotator::usecases::sync::{SyncKind, SyncMode, SyncReport, Syncer};
 use entra_sim::{Sim, SimOptions};
 
@@ -143,19 +143,10 @@ async fn a_redelivered_sync_message_asks_for_one_scan() {
     let w = World::new(10).await;
     let clock: Arc<dyn Clock> = Arc::new(w.clock.clone());
     let queue = Arc::new(SqliteQueue::in_memory(default_queue_specs(), clock.clone()).unwrap());
-    let mut directories = Directories::new();
-    directories.insert(w.integration.clone(), w.graph.clone());
-    let services = App {
-        store: w.store.clone(),
-        queue: queue.clone(),
-        clock,
-        directories: Arc::new(directories),
-        policies: Arc::new(Default::default()),
-        sinks: Arc::new(vec![]),
-        keys: Arc::new(entra_rotator::adapters::sealing::key_file::LocalKeyRing::fixed("k1", [9; 32])),
-        rollout: Arc::new(entra_rotator::adapters::steps::Rollout::new(reqwest::Client::new(), Default::default())),
-        settings: Default::default(),
-    };
+    let services = App::test_at(w.clock.clone())
+        .with_store(w.store.clone())
+        .with_queue(queue.clone())
+        .with_directory(w.integration.clone(), w.graph.clone());
     let sync_q = QueueName::new(queues::SYNC);
     let envelope = Message::SyncRequested { integration: w.integration.clone(), full: false }.envelope("timer:sync:1");
     queue.send(&sync_q, envelope.to_outgoing(Duration::ZERO).unwrap()).await.unwrap();

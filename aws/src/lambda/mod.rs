@@ -80,6 +80,14 @@ impl Deployment {
         Ok(Self { config, settings, services, queue })
     }
 
+    /// The function of one queue of the chain, with the handler the chain's table gives it
+    /// ([`entra_rotator::inbound::handlers::batch_handler`]).
+    pub fn chain_function(&self, queue: &str) -> Result<QueueFunction> {
+        let handler = entra_rotator::inbound::handlers::batch_handler(queue, self.services.clone())
+            .ok_or_else(|| Error::Config(format!("{queue} is not a queue of the chain")))?;
+        Ok(self.queue_function(queue, handler))
+    }
+
     /// The function of one queue: its handler and the timers whose messages travel on it.
     pub fn queue_function(&self, queue: &str, handler: Arc<dyn BatchHandler>) -> QueueFunction {
         let name = QueueName::new(queue);

@@ -1,10 +1,6 @@
 //! The grace-cleanup Lambda function: removes old secrets whose grace period ended after a healthy rollout and sweeps orphans. Fed by its SQS queue and by a schedule.
 //! Wiring only; the handler is the one `rotator serve` runs.
 
-use std::sync::Arc;
-
-use entra_rotator::inbound::batch::EnvelopeHandler;
-use entra_rotator::inbound::handlers::CleanupHandler;
 use entra_rotator::messages::queues;
 use entra_rotator_aws::lambda::{Deployment, init_tracing, run_queue_function};
 
@@ -12,6 +8,5 @@ use entra_rotator_aws::lambda::{Deployment, init_tracing, run_queue_function};
 async fn main() -> Result<(), lambda_runtime::Error> {
     init_tracing();
     let deployment = Deployment::from_env().await.map_err(|e| e.chain())?;
-    let handler = Arc::new(EnvelopeHandler(CleanupHandler(deployment.services.clone())));
-    run_queue_function(deployment.queue_function(queues::CLEANUP, handler)).await
+    run_queue_function(deployment.chain_function(queues::CLEANUP).map_err(|e| e.chain())?).await
 }

@@ -1,10 +1,6 @@
 //! The run-step Lambda function: runs exactly one step of one rotation (verify, a rollout step, finalize). Fed by its SQS queue.
 //! Wiring only; the handler is the one `rotator serve` runs.
 
-use std::sync::Arc;
-
-use entra_rotator::inbound::batch::EnvelopeHandler;
-use entra_rotator::inbound::handlers::StepHandler;
 use entra_rotator::messages::queues;
 use entra_rotator_aws::lambda::{Deployment, init_tracing, run_queue_function};
 
@@ -12,6 +8,5 @@ use entra_rotator_aws::lambda::{Deployment, init_tracing, run_queue_function};
 async fn main() -> Result<(), lambda_runtime::Error> {
     init_tracing();
     let deployment = Deployment::from_env().await.map_err(|e| e.chain())?;
-    let handler = Arc::new(EnvelopeHandler(StepHandler(deployment.services.clone())));
-    run_queue_function(deployment.queue_function(queues::STEP, handler)).await
+    run_queue_function(deployment.chain_function(queues::STEP).map_err(|e| e.chain())?).await
 }

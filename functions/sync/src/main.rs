@@ -1,10 +1,6 @@
 //! The sync Lambda function: reads one integration from Microsoft Graph, full or delta, then asks for an expiry scan. Fed by its SQS queue and by an hourly schedule.
 //! Wiring only; the handler is the one `rotator serve` runs.
 
-use std::sync::Arc;
-
-use entra_rotator::inbound::batch::EnvelopeHandler;
-use entra_rotator::inbound::handlers::SyncHandler;
 use entra_rotator::messages::queues;
 use entra_rotator_aws::lambda::{Deployment, init_tracing, run_queue_function};
 
@@ -12,6 +8,5 @@ use entra_rotator_aws::lambda::{Deployment, init_tracing, run_queue_function};
 async fn main() -> Result<(), lambda_runtime::Error> {
     init_tracing();
     let deployment = Deployment::from_env().await.map_err(|e| e.chain())?;
-    let handler = Arc::new(EnvelopeHandler(SyncHandler(deployment.services.clone())));
-    run_queue_function(deployment.queue_function(queues::SYNC, handler)).await
+    run_queue_function(deployment.chain_function(queues::SYNC).map_err(|e| e.chain())?).await
 }

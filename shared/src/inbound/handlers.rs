@@ -1,12 +1,13 @@
 //! The handlers: each takes one message kind off its queue and runs its use case. The embedded
 //! runtime and the Lambda entrypoints wrap the same handlers.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::inbound::batch::MessageHandler;
-use crate::messages::{Envelope, Message};
+use crate::inbound::batch::{BatchHandler, EnvelopeHandler, MessageHandler};
+use crate::messages::{CHAIN, Envelope, Link, Message, queues};
 use crate::ports::ReceivedMessage;
 use crate::usecases::app::App;
 use crate::usecases::scan::Scanner;
@@ -123,5 +124,40 @@ impl MessageHandler for CleanupHandler {
             return Err(unexpected(self.name(), &envelope.message));
         };
         crate::usecases::cleanup::cleanup(&self.0, integration.as_ref()).await.map(drop)
+    }
+}
+
+/// The handler of `queue`, wrapped for batches: the one mapping from the chain's table
+/// ([`crate::messages::CHAIN`]) to code, which `rotator serve`, the Lambda functions and the
+/// tests all use. `None` for a queue that is not the chain's.
+pub fn batch_handler(queue: &str, app: App) -> Option<Arc<dyn BatchHandler>> {
+    Some(match queue {
+        queues::SYNC => Arc::new(EnvelopeHandler(SyncHandler(app))),
+        queues::SCAN => Arc::new(EnvelopeHandler(ScanHandler(app))),
+        queues::ROTATE => Arc::new(EnvelopeHandler(RotateHandler(app))),
+        queues::STEP => Arc::new(EnvelopeHandler(StepHandler(app))),
+        queues::CLEANUP => Arc::new(EnvelopeHandler(CleanupHandler(app))),
+        _ => return None,
+    })
+}
+
+/// Every link of the chain with its handler, in the table's order.
+pub fn chain_handlers(app: &App) -> Vec<(&'static Link, Arc<dyn BatchHandler>)> {
+    CHAIN.iter().filter_map(|link| batch_handler(link.queue, app.clone()).map(|h| (link, h))).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_link_of_the_chain_has_its_handler_under_its_own_name() {
+        let app = App::test();
+        let handlers = chain_handlers(&app);
+        assert_eq!(handlers.len(), CHAIN.len());
+        for link in CHAIN {
+            assert!(batch_handler(link.queue, app.clone()).is_some(), "{} has no handler", link.queue);
+        }
+        assert!(batch_handler("no-such-queue", app).is_none());
     }
 }
