@@ -199,7 +199,7 @@ struct TlsAwareTransport(reqwest::Client);
 impl HttpClient for TlsAwareTransport {
     async fn execute_request(&self, request: &Request) -> azure_core::Result<AsyncRawResponse> {
         match self.0.execute_request(request).await {
-            Err(e) if super::tls_problem(&e).is_some() => Err(azure_core::Error::with_error(
+            Err(e) if super::failure::tls_problem(&e).is_some() => Err(azure_core::Error::with_error(
                 azure_core::error::ErrorKind::Other,
                 e,
                 "TLS with the token endpoint failed",

@@ -1,0 +1,179 @@
+//! The `[integrations.<name>]` tables: one Entra tenant each, its sign-in method and the secret
+//! or file that method needs (the environment winning over the file), and the https hosts of its
+//! authority and Graph.
+
+use std::path::{Path, PathBuf};
+
+use super::Env;
+use super::raw::RawIntegration;
+use crate::domain::ids::{ClientId, IntegrationId, TenantId};
+use crate::domain::integration::{AuthMethod, Credentials, IntegrationConfig};
+use crate::domain::secret::SecretValue;
+
+pub const DEFAULT_AUTHORITY_HOST: &str = "https://login.microsoftonline.com";
+pub const DEFAULT_GRAPH_BASE_URL: &str = "https://graph.microsoft.com/v1.0";
+
+/// The integration `name` as configured, or every error found in its table.
+pub(super) fn integration(
+    name: &str,
+    r: RawIntegration,
+    env: &dyn Env,
+    resolve: &dyn Fn(&Path) -> PathBuf,
+) -> std::result::Result<IntegrationConfig, Vec<String>> {
+    let at = format!("integrations.{name}");
+    let mut errors = Vec::new();
+    let id = IntegrationId::parse(name).map_err(|e| errors.push(format!("{at}: {e}"))).ok();
+    let tenant = TenantId::parse(&r.tenant_id).map_err(|e| errors.push(format!("{at}.tenant_id: {e}"))).ok();
+    let client_id = ClientId::parse(&r.client_id).map_err(|e| errors.push(format!("{at}.client_id: {e}"))).ok();
+    let url_field = |field: &str, v: Option<String>, default: &str, errors: &mut Vec<String>| {
+        let text = v.unwrap_or_else(|| default.to_owned());
+        match url::Url::parse(&text) {
+            Ok(u) if u.scheme() == "https" => Some(u),
+            Ok(_) => {
+                errors.push(format!("{at}.{field}: must be https (the Entra and Graph clients refuse plain http)"));
+                None
+            }
+            Err(e) => {
+                errors.push(format!("{at}.{field}: {e}"));
+                None
+            }
+        }
+    };
+    let authority_host = url_field("authority_host", r.authority_host, DEFAULT_AUTHORITY_HOST, &mut errors);
+    let graph_base_url = url_field("graph_base_url", r.graph_base_url, DEFAULT_GRAPH_BASE_URL, &mut errors);
+
+    // Fields that belong to another method are a mistake worth naming.
+    let given: [(&str, bool, AuthMethod); 6] = [
+        ("client_secret", r.client_secret.is_some(), AuthMethod::ClientSecret),
+        ("client_secret_env", r.client_secret_env.is_some(), AuthMethod::ClientSecret),
+        ("certificate_path", r.certificate_path.is_some(), AuthMethod::ClientCertificate),
+        ("certificate_password_env", r.certificate_password_env.is_some(), AuthMethod::ClientCertificate),
+        ("federated_token_file", r.federated_token_file.is_some(), AuthMethod::WorkloadIdentity),
+        ("managed_identity_client_id", r.managed_identity_client_id.is_some(), AuthMethod::ManagedIdentity),
+    ];
+    for (field, present, method) in given {
+        if present && method != r.auth {
+            errors.push(format!(
+                "{at}.{field}: only used with auth = \"{}\", not \"{}\"",
+                method.as_str(),
+                r.auth.as_str()
+            ));
+        }
+    }
+
+    let env_name = format!("ROTATOR_{}_CLIENT_SECRET", name.to_ascii_uppercase().replace('-', "_"));
+    let credentials = match r.auth {
+        AuthMethod::ClientSecret => {
+            // The environment wins over the file, so a file with a placeholder can be committed.
+            let from_named = r.client_secret_env.as_ref().and_then(|v| env.var(v).map(|s| (s, format!("${v}"))));
+            let found = from_named
+                .or_else(|| env.var(&env_name).map(|s| (s, format!("${env_name}"))))
+                .or_else(|| r.client_secret.clone().map(|s| (s, "the configuration file".to_owned())));
+            match found {
+                Some((secret, source)) => Some(Credentials::ClientSecret { secret: SecretValue::new(secret), source }),
+                None => {
+                    let named = r.client_secret_env.as_deref().map(|v| format!("${v} or ")).unwrap_or_default();
+                    errors.push(format!("{at}: auth = \"client_secret\" needs a secret: set {named}${env_name}"));
+                    None
+                }
+            }
+        }
+        AuthMethod::ClientCertificate => match r.certificate_path {
+            Some(p) => Some(Credentials::ClientCertificate {
+                path: resolve(&p),
+                password: r.certificate_password_env.as_ref().and_then(|v| env.var(v)).map(SecretValue::new),
+            }),
+            None => {
+                errors.push(format!("{at}.certificate_path: missing (needed with auth = \"client_certificate\")"));
+                None
+            }
+        },
+        AuthMethod::WorkloadIdentity => {
+            match r
+                .federated_token_file
+                .map(|p| resolve(&p))
+                .or_else(|| env.var("AZURE_FEDERATED_TOKEN_FILE").map(PathBuf::from))
+            {
+                Some(token_file) => Some(Credentials::WorkloadIdentity { token_file }),
+                None => {
+                    errors.push(format!(
+                        "{at}.federated_token_file: missing, and $AZURE_FEDERATED_TOKEN_FILE is not set"
+                    ));
+                    None
+                }
+            }
+        }
+        AuthMethod::ManagedIdentity => match r.managed_identity_client_id.as_deref().map(ClientId::parse).transpose() {
+            Ok(client_id) => Some(Credentials::ManagedIdentity { client_id }),
+            Err(e) => {
+                errors.push(format!("{at}.managed_identity_client_id: {e}"));
+                None
+            }
+        },
+    };
+
+    match (id, tenant, client_id, credentials, authority_host, graph_base_url) {
+        (Some(id), Some(tenant), Some(client_id), Some(credentials), Some(authority_host), Some(graph_base_url))
+            if errors.is_empty() =>
+        {
+            Ok(IntegrationConfig {
+                id,
+                tenant,
+                client_id,
+                display_name: r.display_name,
+                enabled: r.enabled,
+                credentials,
+                authority_host,
+                graph_base_url,
+                ca_certificate: r.ca_certificate.map(|p| resolve(&p)),
+            })
+        }
+        _ => Err(errors),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::tests::{MINIMAL, env, err, parse};
+
+    #[test]
+    fn the_environment_overrides_the_file_and_no_secret_is_shown_back() {
+        let text =
+            MINIMAL.replace("auth = \"client_secret\"", "auth = \"client_secret\"\nclient_secret = \"from-the-file\"");
+        let c = parse(&text, &env(&[("ROTATOR_CONTOSO_CLIENT_SECRET", "from-the-env")])).unwrap();
+        let Credentials::ClientSecret { secret, source } = &c.integrations[0].credentials else { panic!() };
+        assert_eq!(secret.expose(), "from-the-env");
+        assert_eq!(source, "$ROTATOR_CONTOSO_CLIENT_SECRET");
+        let shown = c.integrations[0].credentials.describe();
+        assert!(!shown.contains("from-the-env") && !shown.contains("from-the-file"), "{shown}");
+        let named =
+            MINIMAL.replace("auth = \"client_secret\"", "auth = \"client_secret\"\nclient_secret_env = \"MY_SECRET\"");
+        let c = parse(&named, &env(&[("MY_SECRET", "v")])).unwrap();
+        assert!(c.integrations[0].credentials.describe().contains("$MY_SECRET"));
+    }
+
+    #[test]
+    fn a_missing_secret_names_the_variables_to_set() {
+        let e = err(MINIMAL, &env(&[]));
+        assert!(e.contains("integrations.contoso") && e.contains("$ROTATOR_CONTOSO_CLIENT_SECRET"), "{e}");
+    }
+
+    #[test]
+    fn a_field_of_another_auth_method_is_named() {
+        let text =
+            MINIMAL.replace("auth = \"client_secret\"", "auth = \"managed_identity\"\ncertificate_path = \"c.pem\"");
+        let e = err(&text, &env(&[]));
+        assert!(e.contains("integrations.contoso.certificate_path") && e.contains("client_certificate"), "{e}");
+    }
+
+    #[test]
+    fn plain_http_graph_is_refused() {
+        let text = MINIMAL.replace(
+            "auth = \"client_secret\"",
+            "auth = \"client_secret\"\ngraph_base_url = \"http://localhost/v1.0\"",
+        );
+        let e = err(&text, &env(&[("ROTATOR_CONTOSO_CLIENT_SECRET", "x")]));
+        assert!(e.contains("graph_base_url") && e.contains("https"), "{e}");
+    }
+}
