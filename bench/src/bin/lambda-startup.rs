@@ -78,6 +78,7 @@ async fn run(options: Options) -> anyhow::Result<bool> {
             target,
             startups: Vec::new(),
             memories: Vec::new(),
+            cold_starts: Vec::new(),
             failure: None,
         })
         .collect();
@@ -93,9 +94,10 @@ async fn run(options: Options) -> anyhow::Result<bool> {
         let counted = round >= options.warmup;
         for m in measured.iter_mut().filter(|m| m.failure.is_none()) {
             match measure::start_once(&m.target, &env, options.timeout).await? {
-                Outcome::Polled { startup, memory } if counted => {
+                Outcome::Polled { startup, memory, cold_start } if counted => {
                     m.startups.push(startup);
                     m.memories.extend(memory);
+                    m.cold_starts.extend(cold_start);
                 }
                 Outcome::Polled { .. } => {}
                 Outcome::Failed(failure) => {
@@ -116,7 +118,8 @@ async fn run(options: Options) -> anyhow::Result<bool> {
              and peak RSS (VmHWM) then; median of {} start(s) each after {} warm-up, {} cores; ratios (x base) to\n\
              {}, a lambda_runtime function that does nothing, measured in the same run.\n\
              Environment beyond Lambda's: {}.\n\
-             Package: cargo-lambda's bootstrap.zip where there is one, else the release binary (uncompressed).\n",
+             Package: cargo-lambda's bootstrap.zip where there is one, else the release binary zipped here as\n\
+             Lambda receives it (one entry, bootstrap, deflated).\n",
             options.runs,
             options.warmup,
             std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
@@ -124,6 +127,15 @@ async fn run(options: Options) -> anyhow::Result<bool> {
             keys.into_iter().collect::<Vec<_>>().join(", ")
         );
         print!("{}", report::table(&rows));
+        let breakdown = report::breakdown(&measured);
+        if !breakdown.is_empty() {
+            println!(
+                "\nWhere a function's start-up goes (medians, from its `cold start` log line): the AWS SDK's\n\
+                 configuration, the configuration file, the AWS clients, the services (Graph clients, alert sinks,\n\
+                 step runners); `rest` is the start-up less those: exec and loading, the runtimes, the first poll.\n"
+            );
+            print!("{breakdown}");
+        }
     }
     let mut ok = true;
     for m in &measured {

@@ -27,7 +27,7 @@ pub struct Target {
 /// How one start went.
 #[derive(Debug, Clone)]
 pub enum Outcome {
-    Polled { startup: Duration, memory: Option<Memory> },
+    Polled { startup: Duration, memory: Option<Memory>, cold_start: Option<ColdStart> },
     Failed(Failure),
 }
 
@@ -78,6 +78,40 @@ pub fn base_env(passed: &[(String, String)], extra: &[(String, String)]) -> Vec<
 /// overrides and the log filter.
 pub fn passes_through(key: &str) -> bool {
     key.starts_with("ROTATOR_") || key.starts_with("AWS_ENDPOINT_URL") || key == "RUST_LOG"
+}
+
+/// Where a function's cold start went, from the `cold start` line it logs (fields in microseconds:
+/// `sdk_us`, `config_us`, `aws_us`, `services_us`, `total_us`). The baseline logs none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ColdStart {
+    pub sdk: Duration,
+    pub config: Duration,
+    pub aws: Duration,
+    pub services: Duration,
+    pub total: Duration,
+}
+
+impl ColdStart {
+    /// The last `cold start` line of `output`, in the text or the JSON log format.
+    pub fn parse(output: &str) -> Option<Self> {
+        let line = output.lines().rev().find(|l| l.contains("cold start"))?;
+        let field = |name: &str| -> Option<Duration> {
+            let at = line
+                .find(&format!("{name}="))
+                .map(|i| i + name.len() + 1)
+                .or_else(|| line.find(&format!("\"{name}\":")).map(|i| i + name.len() + 3))?;
+            let digits: String =
+                line[at..].chars().skip_while(|c| *c == '"').take_while(char::is_ascii_digit).collect();
+            digits.parse().ok().map(Duration::from_micros)
+        };
+        Some(Self {
+            sdk: field("sdk_us")?,
+            config: field("config_us")?,
+            aws: field("aws_us")?,
+            services: field("services_us")?,
+            total: field("total_us")?,
+        })
+    }
 }
 
 /// Starts `target` once and measures it; a function that exits, or does not poll within `timeout`,
@@ -150,7 +184,7 @@ pub async fn start_once(target: &Target, env: &[(String, String)], timeout: Dura
         return Ok(Outcome::Failed(failure(e, init_error, output_tail)));
     }
     Ok(match result {
-        Ok((startup, memory)) => Outcome::Polled { startup, memory },
+        Ok((startup, memory)) => Outcome::Polled { startup, memory, cold_start: ColdStart::parse(&output_tail) },
         Err(mut reason) => {
             if !refused.is_empty() {
                 reason.push_str(&format!("; the API refused: {}", refused.join(", ")));
@@ -299,6 +333,23 @@ mod tests {
             panic!("a missing binary started");
         };
         assert!(failure.reason.contains("could not start"), "{}", failure.reason);
+    }
+
+    #[test]
+    fn the_cold_start_line_is_read_in_both_log_formats() {
+        let text = "2026-12-01T10:00:00Z  INFO entra_rotator_aws::lambda: cold start sdk_us=1200 config_us=300 \
+                    aws_us=40 services_us=2500 total_us=4100\n";
+        let want = ColdStart {
+            sdk: Duration::from_micros(1200),
+            config: Duration::from_micros(300),
+            aws: Duration::from_micros(40),
+            services: Duration::from_micros(2500),
+            total: Duration::from_micros(4100),
+        };
+        assert_eq!(ColdStart::parse(text), Some(want));
+        let json = r#"{"level":"INFO","fields":{"message":"cold start","sdk_us":1200,"config_us":300,"aws_us":40,"services_us":2500,"total_us":4100}}"#;
+        assert_eq!(ColdStart::parse(json), Some(want));
+        assert_eq!(ColdStart::parse("nothing here"), None);
     }
 
     #[test]

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use super::measure::{Failure, Package, Target};
+use super::measure::{ColdStart, Failure, Package, Target};
 use super::proc_status::Memory;
 
 /// Everything measured for one binary.
@@ -15,6 +15,8 @@ pub struct Measured {
     /// One per measured start that polled.
     pub startups: Vec<Duration>,
     pub memories: Vec<Memory>,
+    /// One per measured start that logged its `cold start` line.
+    pub cold_starts: Vec<ColdStart>,
     /// The start that failed, if one did (a binary is not started again after a failure).
     pub failure: Option<Failure>,
 }
@@ -152,6 +154,46 @@ pub fn table(rows: &[Row]) -> String {
     out
 }
 
+/// The start-up breakdown of every binary that logged one: a table of medians in milliseconds.
+pub fn breakdown(measured: &[Measured]) -> String {
+    let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
+    let mut lines = vec![["binary", "sdk", "config", "aws", "services", "rest"].map(str::to_owned).to_vec()];
+    for m in measured.iter().filter(|m| !m.cold_starts.is_empty()) {
+        let part = |f: fn(&ColdStart) -> std::time::Duration| {
+            median(&m.cold_starts.iter().map(|c| ms(f(c))).collect::<Vec<_>>())
+        };
+        let startup = median(&m.startups.iter().map(|d| ms(*d)).collect::<Vec<_>>());
+        let rest = startup.zip(part(|c| c.total)).map(|(s, t)| (s - t).max(0.0));
+        lines.push(vec![
+            m.target.name.clone(),
+            num(part(|c| c.sdk), 2, " ms"),
+            num(part(|c| c.config), 2, " ms"),
+            num(part(|c| c.aws), 2, " ms"),
+            num(part(|c| c.services), 2, " ms"),
+            num(rest, 2, " ms"),
+        ]);
+    }
+    if lines.len() == 1 {
+        return String::new();
+    }
+    let widths: Vec<usize> = (0..6).map(|c| lines.iter().map(|l| l[c].chars().count()).max().unwrap_or(0)).collect();
+    let mut out = String::new();
+    for line in &lines {
+        let cells: Vec<String> = line
+            .iter()
+            .enumerate()
+            .map(
+                |(c, cell)| {
+                    if c == 0 { format!("{cell:<w$}", w = widths[c]) } else { format!("{cell:>w$}", w = widths[c]) }
+                },
+            )
+            .collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
 /// Everything as JSON, raw samples included.
 pub fn to_json(measured: &[Measured], runs: usize, warmup: usize) -> serde_json::Value {
     let rows = rows(measured);
@@ -222,6 +264,7 @@ mod tests {
             package: Some(Package { kind: "zipped", path: PathBuf::from(name), bytes, binary_bytes: bytes * 3 }),
             startups: ms.iter().map(|&ms| Duration::from_millis(ms)).collect(),
             memories: ms.iter().map(|_| Memory { peak_kib, rss_kib: peak_kib }).collect(),
+            cold_starts: Vec::new(),
             failure: None,
         }
     }
