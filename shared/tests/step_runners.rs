@@ -54,86 +54,98 @@ fn one_step(json: String) -> StepDefinition {
     parse_steps(&json).unwrap().steps.remove(0)
 }
 
+/// How one step type meets its simulated endpoint.
+struct Binding {
+    /// The step, against an endpoint scripted to answer as asked.
+    step: fn(&Targets, Answer) -> StepDefinition,
+    /// What must not appear in a failure's words.
+    private_words: &'static [&'static str],
+    refusal_is_final: bool,
+}
+
+struct Fixture {
+    targets: Targets,
+    binding: Binding,
+}
+
+impl Fixture {
+    async fn start(binding: Binding) -> Self {
+        Self { targets: Targets::start().await, binding }
+    }
+}
+
+#[async_trait]
+impl StepRunnerFixture for Fixture {
+    fn runner(&self) -> Arc<dyn StepRunner> {
+        self.targets.runner.clone()
+    }
+    async fn step(&self, answer: Answer) -> StepDefinition {
+        (self.binding.step)(&self.targets, answer)
+    }
+    fn private_words(&self) -> Vec<String> {
+        self.binding.private_words.iter().map(|w| (*w).to_owned()).collect()
+    }
+    fn refusal_is_final(&self) -> bool {
+        self.binding.refusal_is_final
+    }
+}
+
 mod webhook {
     use super::*;
 
-    struct Fixture(Targets);
-
-    #[async_trait]
-    impl StepRunnerFixture for Fixture {
-        fn runner(&self) -> Arc<dyn StepRunner> {
-            self.0.runner.clone()
-        }
-        async fn step(&self, answer: Answer) -> StepDefinition {
+    const BINDING: Binding = Binding {
+        step: |t, answer| {
             if let Some(status) = Targets::status(answer) {
-                self.0.sim.targets().set_webhook_failures("contract", u32::MAX, status);
+                t.sim.targets().set_webhook_failures("contract", u32::MAX, status);
             }
-            let url = self.0.url("/hooks/contract?token=hook-token-123", answer);
+            let url = t.url("/hooks/contract?token=hook-token-123", answer);
             one_step(format!(r#"[{{"type":"webhook","order":10,"config":{{"url":"{url}"}}}}]"#))
-        }
-        fn private_words(&self) -> Vec<String> {
-            vec!["hook-token-123".into(), "/hooks/contract".into()]
-        }
-    }
+        },
+        private_words: &["hook-token-123", "/hooks/contract"],
+        refusal_is_final: true,
+    };
 
-    entra_rotator::step_runner_contract_tests!(async { Fixture(Targets::start().await) });
+    entra_rotator::step_runner_contract_tests!(Fixture::start(BINDING));
 }
 
 mod spring_refresh {
     use super::*;
 
-    struct Fixture(Targets);
-
-    #[async_trait]
-    impl StepRunnerFixture for Fixture {
-        fn runner(&self) -> Arc<dyn StepRunner> {
-            self.0.runner.clone()
-        }
-        async fn step(&self, answer: Answer) -> StepDefinition {
+    const BINDING: Binding = Binding {
+        step: |t, answer| {
             if let Some(status) = Targets::status(answer) {
-                self.0.sim.targets().set_spring_failures("orders", u32::MAX, status);
+                t.sim.targets().set_spring_failures("orders", u32::MAX, status);
             }
-            let url = self.0.url("/apps/orders/actuator/refresh", answer);
+            let url = t.url("/apps/orders/actuator/refresh", answer);
             one_step(format!(
                 r#"[{{"type":"spring_actuator_refresh","order":10,"config":{{"url":"{url}","timeout":"5s"}}}}]"#
             ))
-        }
-        fn private_words(&self) -> Vec<String> {
-            vec!["/apps/orders".into()]
-        }
-    }
+        },
+        private_words: &["/apps/orders"],
+        refusal_is_final: true,
+    };
 
-    entra_rotator::step_runner_contract_tests!(async { Fixture(Targets::start().await) });
+    entra_rotator::step_runner_contract_tests!(Fixture::start(BINDING));
 }
 
 mod health_check {
     use super::*;
 
-    struct Fixture(Targets);
-
-    #[async_trait]
-    impl StepRunnerFixture for Fixture {
-        fn runner(&self) -> Arc<dyn StepRunner> {
-            self.0.runner.clone()
-        }
-        async fn step(&self, answer: Answer) -> StepDefinition {
+    const BINDING: Binding = Binding {
+        step: |t, answer| {
             if let Some(status) = Targets::status(answer) {
-                self.0.sim.targets().set_health("orders", HealthScript::always(status));
+                t.sim.targets().set_health("orders", HealthScript::always(status));
             }
-            let url = self.0.url("/apps/orders/health", answer);
+            let url = t.url("/apps/orders/health", answer);
             one_step(format!(
                 r#"[{{"type":"http_health_check","order":10,"config":{{"url":"{url}","timeout":"1s","interval":"200ms"}}}}]"#
             ))
-        }
-        fn private_words(&self) -> Vec<String> {
-            vec!["/apps/orders".into()]
-        }
-        fn refusal_is_final(&self) -> bool {
-            // A health check waits for health: a 403 may still turn into a 200 before its timeout,
-            // and the step's retries decide how long to keep waiting.
-            false
-        }
-    }
+        },
+        private_words: &["/apps/orders"],
+        // A health check waits for health: a 403 may still turn into a 200 before its timeout, and
+        // the step's retries decide how long to keep waiting.
+        refusal_is_final: false,
+    };
 
-    entra_rotator::step_runner_contract_tests!(async { Fixture(Targets::start().await) });
+    entra_rotator::step_runner_contract_tests!(Fixture::start(BINDING));
 }

@@ -135,10 +135,16 @@ pub fn table(rows: &[Row]) -> String {
             format!("{}{}", row.runs, if row.failed { " FAILED" } else { "" }),
         ]);
     }
+    render(&lines)
+}
+
+/// Columns padded to their widest cell: the first left-aligned, the rest right-aligned.
+fn render(lines: &[Vec<String>]) -> String {
+    let columns = lines.first().map_or(0, Vec::len);
     let widths: Vec<usize> =
-        (0..header.len()).map(|c| lines.iter().map(|l| l[c].chars().count()).max().unwrap_or(0)).collect();
+        (0..columns).map(|c| lines.iter().map(|l| l[c].chars().count()).max().unwrap_or(0)).collect();
     let mut out = String::new();
-    for line in &lines {
+    for line in lines {
         let cells: Vec<String> = line
             .iter()
             .enumerate()
@@ -176,22 +182,7 @@ pub fn breakdown(measured: &[Measured]) -> String {
     if lines.len() == 1 {
         return String::new();
     }
-    let widths: Vec<usize> = (0..6).map(|c| lines.iter().map(|l| l[c].chars().count()).max().unwrap_or(0)).collect();
-    let mut out = String::new();
-    for line in &lines {
-        let cells: Vec<String> = line
-            .iter()
-            .enumerate()
-            .map(
-                |(c, cell)| {
-                    if c == 0 { format!("{cell:<w$}", w = widths[c]) } else { format!("{cell:>w$}", w = widths[c]) }
-                },
-            )
-            .collect();
-        out.push_str(cells.join("  ").trim_end());
-        out.push('\n');
-    }
-    out
+    render(&lines)
 }
 
 /// Everything as JSON, raw samples included.
