@@ -42,8 +42,8 @@ pub fn alert_sinks(config: &Config) -> Result<Vec<Arc<dyn AlertSink>>> {
     Ok(sinks)
 }
 
-/// The HTTP client of rollout steps: the system's roots, the configured `ca_certificate`, and each
-/// integration's (so one simulated tenant serves the demo's targets too).
+/// The step runners over one HTTP client: the system's roots, the configured `ca_certificate`, and
+/// each integration's (so one simulated tenant serves the demo's targets too).
 pub fn rollout(config: &Config) -> Result<Rollout> {
     let mut builder = reqwest::Client::builder().connect_timeout(std::time::Duration::from_secs(10));
     let mut pems = Vec::new();
@@ -61,8 +61,9 @@ pub fn rollout(config: &Config) -> Result<Rollout> {
     if !certs.is_empty() {
         builder = builder.tls_certs_merge(certs);
     }
-    let http = builder.build().map_err(|e| crate::Error::Config(format!("cannot build the rollout client: {e}")))?;
-    Ok(Rollout::new(http, config.step_secrets.clone()))
+    // The CA files are read now, so a bad one fails at start; the client itself is built when the
+    // first step runs, so the functions that run no step never load the TLS roots for it.
+    Ok(Rollout::deferred(builder, config.step_secrets.clone()))
 }
 
 pub fn services(

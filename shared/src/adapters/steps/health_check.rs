@@ -14,7 +14,7 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 pub(super) async fn run(http: &Http, cfg: &HttpHealthCheckConfig) -> Result<(), StepFailure> {
     let deadline = tokio::time::Instant::now() + cfg.timeout.as_duration();
     loop {
-        let attempt = http.client.get(cfg.url.as_str()).timeout(PROBE_TIMEOUT).send().await;
+        let attempt = http.client()?.get(cfg.url.as_str()).timeout(PROBE_TIMEOUT).send().await;
         let last = match attempt {
             Ok(r) if r.status().as_u16() == cfg.expected_status => {
                 let Some(needle) = &cfg.contains else { return Ok(()) };

@@ -36,6 +36,11 @@ impl Rollout {
     pub fn new(client: reqwest::Client, env_secrets: BTreeMap<String, SecretValue>) -> Self {
         Self { http: Http::new(client, env_secrets) }
     }
+
+    /// As [`Rollout::new`], the client built when the first step runs (see [`Http::deferred`]).
+    pub fn deferred(builder: reqwest::ClientBuilder, env_secrets: BTreeMap<String, SecretValue>) -> Self {
+        Self { http: Http::deferred(builder, env_secrets) }
+    }
 }
 
 #[async_trait]
