@@ -4,6 +4,7 @@
 //! queue send atomic together, just as on AWS: a bug that would lose data there fails here too.
 
 mod queue;
+mod rows;
 mod store;
 
 use std::path::Path;
