@@ -3,8 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use aes_gcm::Aes256Gcm;
-use aes_gcm::aead::{KeyInit, OsRng};
+use aes_gcm::aead::Generate;
 use async_trait::async_trait;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -73,7 +72,7 @@ impl LocalKeyRing {
     /// Adds a fresh random key and makes it the one new seals use; older keys still open what
     /// they sealed. Saves the key file when there is one.
     pub fn add_key(&mut self) -> Result<String> {
-        let key: [u8; 32] = Aes256Gcm::generate_key(&mut OsRng).into();
+        let key = <[u8; 32]>::generate();
         let id = format!("k{}", self.keys.len() + 1);
         self.keys.insert(id.clone(), Zeroizing::new(key));
         self.active = id.clone();
