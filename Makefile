@@ -15,11 +15,13 @@ demo:
 test:
 	bash scripts/with-moto.sh $(CARGO) test --workspace --locked
 
-## Formatting and clippy, warnings as errors.
+## Formatting and clippy, warnings as errors; the dependencies' licences and duplicate versions
+## (cargo-deny, deny.toml, installed once, no advisory database fetch).
 ## Then the AWS deployment's offline checks (cfn-lint, SAM transform, checkov, infra/checks.py).
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+	CARGO="$(CARGO)" bash scripts/deny.sh
 	bash scripts/lint-infra.sh
 
 fmt:

@@ -1,6 +1,10 @@
 //! How results are shown: tables for people, JSON for scripts.
 
+use std::io::IsTerminal;
+use std::time::Duration;
+
 use comfy_table::{ContentArrangement, Table, presets};
+use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
 #[derive(Clone, Copy)]
@@ -9,6 +13,11 @@ pub struct Output {
 }
 
 impl Output {
+    /// Whether progress is drawn: for a person at a terminal, never into JSON or a pipe.
+    pub fn shows_progress(&self) -> bool {
+        !self.json && std::io::stderr().is_terminal()
+    }
+
     pub fn print_json<T: Serialize>(&self, value: &T) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(value)?);
         Ok(())
@@ -24,4 +33,14 @@ pub fn table(header: &[&str]) -> Table {
 pub fn when(t: Option<time::OffsetDateTime>) -> String {
     t.map(|t| t.format(&time::format_description::well_known::Rfc3339).unwrap_or_else(|_| t.to_string()))
         .unwrap_or_else(|| "-".into())
+}
+
+/// A spinner on stderr with `template` (`indicatif`'s syntax), ticking on its own while a long
+/// call runs. Only for [`Output::shows_progress`]: off a terminal the commands print what they
+/// always printed, line by line.
+pub fn spinner(template: &str) -> ProgressBar {
+    let bar = ProgressBar::new_spinner();
+    bar.set_style(ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_spinner()));
+    bar.enable_steady_tick(Duration::from_millis(120));
+    bar
 }

@@ -20,7 +20,7 @@ use entra_rotator::wiring;
 use serde_json::json;
 
 use crate::commands::load_config;
-use crate::output::{Output, table, when};
+use crate::output::{Output, spinner, table, when};
 
 pub(crate) fn operator() -> String {
     // Who asked, for the audit trail: the login name when the shell says it.
@@ -105,25 +105,38 @@ pub async fn rotate(
 }
 
 async fn wait_for(s: &App, id: ExecutionId, out: Output) -> anyhow::Result<Execution> {
+    // On a terminal a spinner shows the step now running, with the lines of the steps before it
+    // above; elsewhere the lines alone, as they always were.
+    let bar = out.shows_progress().then(|| spinner("{spinner} {msg} ({elapsed})"));
+    let note = |line: String| match &bar {
+        Some(bar) => bar.println(line),
+        None => eprintln!("{line}"),
+    };
     let mut last = String::new();
     let mut idle = 0;
     loop {
         let e = s.store.get_execution(&id).await?.context("the execution vanished")?;
         if e.status.is_terminal() || e.status == entra_rotator::domain::execution::ExecutionStatus::Failed {
+            if let Some(bar) = &bar {
+                bar.finish_and_clear();
+            }
             return Ok(e);
         }
         let now = format!("{} step {}", e.status.as_str(), e.current_step);
         if now != last {
             if !out.json {
                 let name = e.plan.get(e.current_step as usize).map(|p| p.name.clone()).unwrap_or_default();
-                eprintln!("  {}: {name}", e.status.as_str());
+                note(format!("  {}: {name}", e.status.as_str()));
+                if let Some(bar) = &bar {
+                    bar.set_message(format!("{}: {name}", e.status.as_str()));
+                }
             }
             last = now;
             idle = 0;
         } else {
             idle += 1;
             if idle == 60 {
-                eprintln!("  (no progress for 30 s: is `rotator serve` running?)");
+                note("  (no progress for 30 s: is `rotator serve` running?)".to_owned());
             }
         }
         tokio::time::sleep(Duration::from_millis(500)).await;

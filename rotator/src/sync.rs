@@ -1,7 +1,6 @@
 //! `rotator sync`: read integrations from Microsoft Graph into the local inventory now, then run
 //! the expiry scan, showing progress on a terminal.
 
-use std::io::{IsTerminal, Write};
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -14,10 +13,11 @@ use entra_rotator::ports::Clock;
 use entra_rotator::usecases::scan::Scanner;
 use entra_rotator::usecases::sync::{SyncKind, SyncMode, SyncProgress, Syncer};
 use entra_rotator::wiring;
+use indicatif::ProgressBar;
 use serde_json::json;
 
 use crate::commands::load_config;
-use crate::output::{Output, table};
+use crate::output::{Output, spinner, table};
 
 pub async fn run(config_path: &Path, only: Option<&str>, full: bool, out: Output) -> anyhow::Result<ExitCode> {
     let config = load_config(config_path)?;
@@ -36,9 +36,14 @@ pub async fn run(config_path: &Path, only: Option<&str>, full: bool, out: Output
     if names.is_empty() {
         bail!("no enabled integrations in {}", config_path.display());
     }
-    let tty = std::io::stderr().is_terminal() && !out.json;
-    let progress = move |p: SyncProgress| {
-        if tty {
+    let mode = if full { SyncMode::Full } else { SyncMode::Auto };
+    let mut reports = Vec::new();
+    for name in &names {
+        // Hidden off a terminal, where the sync has always been silent until its table.
+        let bar = if out.shows_progress() { spinner("{spinner} {prefix}: {msg}") } else { ProgressBar::hidden() };
+        bar.set_prefix(format!("syncing {name}"));
+        bar.set_message("reading Microsoft Graph");
+        let progress = |p: SyncProgress| {
             let what = match p.owner {
                 OwnerKind::Application => "applications",
                 OwnerKind::ServicePrincipal => "service principals",
@@ -47,25 +52,16 @@ pub async fn run(config_path: &Path, only: Option<&str>, full: bool, out: Output
                 SyncKind::Full => "full",
                 SyncKind::Delta => "delta",
             };
-            eprint!("\r  {kind} sync: {} {what}, {} pages   ", p.objects, p.pages);
-            let _ = std::io::stderr().flush();
-        }
-    };
-    let mode = if full { SyncMode::Full } else { SyncMode::Auto };
-    let mut reports = Vec::new();
-    for name in &names {
-        if tty {
-            eprintln!("syncing {name}");
-        }
+            bar.set_message(format!("{kind} sync: {} {what}, {} pages", p.objects, p.pages));
+        };
         let directory = directories.get(name).context("integration vanished")?;
         let report =
             Syncer { directory: directory.as_ref(), store: &data.store, clock: clock.as_ref(), progress: &progress }
                 .sync(name, mode)
                 .await
                 .with_context(|| format!("syncing {name}"))?;
-        if tty {
-            eprintln!();
-        }
+        // The last count stays on screen, one line per integration.
+        bar.finish();
         reports.push(report);
     }
     let sinks = wiring::alert_sinks(&config)?;

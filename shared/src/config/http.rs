@@ -58,11 +58,8 @@ pub(super) fn api_tokens(written: Vec<RawToken>, errors: &mut Vec<String>) -> Ve
     let mut api_tokens = Vec::new();
     for (i, t) in written.into_iter().enumerate() {
         let at = format!("http.tokens[{i}]");
-        let hex = t.sha256.trim().to_ascii_lowercase();
-        let bytes: Option<Vec<u8>> = (hex.len() == 64)
-            .then(|| (0..32).map(|k| u8::from_str_radix(&hex[2 * k..2 * k + 2], 16).ok()).collect())
-            .flatten();
-        match bytes.and_then(|b| <[u8; 32]>::try_from(b).ok()) {
+        let mut sha256 = [0u8; 32];
+        match hex::decode_to_slice(t.sha256.trim(), &mut sha256).ok().map(|()| sha256) {
             Some(sha256) if !t.roles.is_empty() && !t.name.trim().is_empty() => {
                 api_tokens.push(ApiToken { name: t.name, sha256, roles: t.roles })
             }
@@ -89,6 +86,9 @@ mod tests {
         let c = parse(&text, &env(&[("ROTATOR_CONTOSO_CLIENT_SECRET", "x")])).unwrap();
         assert_eq!(c.api_tokens[0].roles, vec![Role::Read, Role::Rotate]);
         assert_eq!(c.api_tokens[0].sha256, [0xaa; 32]);
+        let upper =
+            parse(&text.replace(&hash, &"A".repeat(64)), &env(&[("ROTATOR_CONTOSO_CLIENT_SECRET", "x")])).unwrap();
+        assert_eq!(upper.api_tokens[0].sha256, [0xaa; 32]);
         let bad = text.replace(&hash, "not-hex");
         assert!(err(&bad, &env(&[("ROTATOR_CONTOSO_CLIENT_SECRET", "x")])).contains("http.tokens[0].sha256"));
         let bad_role = text.replace("entra:rotate", "entra:admin");

@@ -160,8 +160,7 @@ fn token_caller<'a>(tokens: &'a [ApiToken], headers: &HeaderMap) -> ApiResult<&'
     // Every configured hash is compared, in constant time, so timing says nothing of which is close.
     let mut found = None;
     for t in tokens {
-        let same = t.sha256.iter().zip(digest.as_ref()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0;
-        if same {
+        if aws_lc_rs::constant_time::verify_slices_are_equal(&t.sha256, digest.as_ref()).is_ok() {
             found = Some(t);
         }
     }

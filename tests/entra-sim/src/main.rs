@@ -61,21 +61,14 @@ fn webhook_key(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|key| !key.is_empty())
 }
 
-/// `250ms`, `5s`, `2m`, `1h`, `7d`; a bare number is seconds.
+/// `250ms`, `5s`, `2m`, `1h`, `7d` (anything `humantime` reads, such as `1m 30s`); a bare number
+/// is seconds, which `humantime` alone refuses.
 fn parse_duration(raw: &str) -> Result<Duration, String> {
     let raw = raw.trim();
-    let split = raw.find(|c: char| !c.is_ascii_digit()).unwrap_or(raw.len());
-    let (number, unit) = raw.split_at(split);
-    let number: u64 = number.parse().map_err(|_| format!("'{raw}' is not a duration such as 5s or 250ms"))?;
-    let unit_secs = match unit.trim() {
-        "ms" => return Ok(Duration::from_millis(number)),
-        "" | "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        other => return Err(format!("unknown unit '{other}' in '{raw}' (use ms, s, m, h or d)")),
-    };
-    Ok(Duration::from_secs(number.saturating_mul(unit_secs)))
+    if !raw.is_empty() && raw.bytes().all(|b| b.is_ascii_digit()) {
+        return raw.parse().map(Duration::from_secs).map_err(|e| format!("'{raw}': {e}"));
+    }
+    humantime::parse_duration(raw).map_err(|e| format!("'{raw}' is not a duration such as 5s or 250ms: {e}"))
 }
 
 #[tokio::main]
@@ -161,6 +154,10 @@ mod tests {
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
         assert!(parse_duration("5 parsecs").is_err());
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86_400)));
+        assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
         assert!(parse_duration("s").is_err());
+        assert!(parse_duration("").is_err());
     }
 }

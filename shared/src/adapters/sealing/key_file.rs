@@ -3,8 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use aes_gcm::Aes256Gcm;
-use aes_gcm::aead::{KeyInit, OsRng};
+use aes_gcm::aead::Generate;
 use async_trait::async_trait;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -73,7 +72,7 @@ impl LocalKeyRing {
     /// Adds a fresh random key and makes it the one new seals use; older keys still open what
     /// they sealed. Saves the key file when there is one.
     pub fn add_key(&mut self) -> Result<String> {
-        let key: [u8; 32] = Aes256Gcm::generate_key(&mut OsRng).into();
+        let key = <[u8; 32]>::generate();
         let id = format!("k{}", self.keys.len() + 1);
         self.keys.insert(id.clone(), Zeroizing::new(key));
         self.active = id.clone();
@@ -180,6 +179,19 @@ mod tests {
 
     fn ctx() -> SealContext {
         SealContext::new("exe-1/new-secret", "new_client_secret")
+    }
+
+    /// Sealed by aes-gcm 0.10.3 (the release before 0.11) under the fixed test key: what a
+    /// deployment stored before the upgrade must still open after it.
+    #[tokio::test]
+    async fn a_value_sealed_by_the_previous_aes_gcm_release_still_opens() {
+        let sealed: SealedValue = serde_json::from_str(
+            r#"{"v":1,"key_id":"k1","nonce":"qtgXzZ2BluwfDmnI","ciphertext":"D2MinL8gVaXu8euBq+iKWX82Kddx9ID1pZuUmiyxkYipntCAKiA="}"#,
+        )
+        .unwrap();
+        let ring = LocalKeyRing::fixed("k1", [7; 32]);
+        let ctx = SealContext::new("exe-1/new-secret", "new_client_secret");
+        assert_eq!(ring.unseal(&sealed, &ctx).await.unwrap().expose(), "sealed-by-aes-gcm-0.10");
     }
 
     #[tokio::test]

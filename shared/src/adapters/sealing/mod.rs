@@ -8,8 +8,8 @@
 #[cfg(feature = "embedded")]
 pub mod key_file;
 
-use aes_gcm::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
-use aes_gcm::{Aes256Gcm, Key, Nonce};
+use aes_gcm::Aes256Gcm;
+use aes_gcm::aead::{Aead, Generate, KeyInit, Nonce, Payload};
 use zeroize::Zeroizing;
 
 use crate::domain::secret::SecretValue;
@@ -18,8 +18,9 @@ use crate::{Error, Result};
 
 /// AES-256-GCM with a 32-byte key: the seal format every key ring shares.
 pub fn seal_with_key(key: &[u8; 32], key_id: &str, value: &SecretValue, ctx: &SealContext) -> Result<SealedValue> {
-    let cipher = Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(key));
-    let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
+    let cipher = Aes256Gcm::new(key.into());
+    // From the operating system's generator, as `OsRng` was before aes-gcm 0.11.
+    let nonce = Nonce::<Aes256Gcm>::generate();
     let aad = ctx.aad(key_id);
     let ciphertext = cipher
         .encrypt(&nonce, Payload { msg: value.expose().as_bytes(), aad: &aad })
@@ -31,14 +32,12 @@ pub fn unseal_with_key(key: &[u8; 32], sealed: &SealedValue, ctx: &SealContext) 
     if sealed.v != 1 {
         return Err(Error::Seal("unknown seal version"));
     }
-    if sealed.nonce.len() != 12 {
-        return Err(Error::Seal("malformed nonce"));
-    }
-    let cipher = Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(key));
+    let nonce = <&Nonce<Aes256Gcm>>::try_from(sealed.nonce.as_slice()).map_err(|_| Error::Seal("malformed nonce"))?;
+    let cipher = Aes256Gcm::new(key.into());
     let aad = ctx.aad(&sealed.key_id);
     let plain = Zeroizing::new(
         cipher
-            .decrypt(Nonce::from_slice(&sealed.nonce), Payload { msg: &sealed.ciphertext, aad: &aad })
+            .decrypt(nonce, Payload { msg: &sealed.ciphertext, aad: &aad })
             .map_err(|_| Error::Seal("authentication failed: wrong key, wrong record or tampered data"))?,
     );
     let text = std::str::from_utf8(&plain).map_err(|_| Error::Seal("not text"))?;
