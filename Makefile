@@ -27,7 +27,7 @@ lint:
 fmt:
 	$(CARGO) fmt --all
 
-## Build the `rotator` command (target/release/rotator).
+## Build the `rotator` command (release, in cargo's target directory).
 build:
 	$(CARGO) build --release --locked -p rotator
 

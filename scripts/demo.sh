@@ -11,6 +11,8 @@ note() { printf '%s%s%s\n' "$dim" "$*" "$off"; }
 
 stage "Building rotator and entra-sim (the simulated tenant)"
 cargo build --quiet --locked -p rotator -p entra-sim
+# Where cargo put them: target/ unless CARGO_TARGET_DIR (or a cargo config) says otherwise.
+bin="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')/debug"
 work="$(mktemp -d "${TMPDIR:-/tmp}/entra-rotator-demo.XXXXXX")"
 sim_pid=""; serve_pid=""
 # Stops a process: SIGTERM (rotator serve finishes the batches in hand), then SIGKILL after 10 s.
@@ -34,7 +36,7 @@ api_token="$(rand)"
 api_hash="$(printf %s "$api_token" | python3 -c 'import hashlib,sys; print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest())')"
 
 stage "Starting entra-sim: Entra token endpoint, Microsoft Graph, and the apps' endpoints, over HTTPS"
-target/debug/entra-sim --apps 200 --seed 7 --replication-delay 3s --control > "$work/sim.json" 2> "$work/sim.log" &
+"$bin"/entra-sim --apps 200 --seed 7 --replication-delay 3s --control > "$work/sim.json" 2> "$work/sim.log" &
 sim_pid=$!
 for _ in $(seq 1 100); do [ -s "$work/sim.json" ] && break; sleep 0.1; done
 read -r tenant client authority graph ca targets control < <(python3 -c '
@@ -90,7 +92,7 @@ name = "demo-operator"
 sha256 = "$api_hash"
 roles = ["entra:read", "entra:rotate", "entra:write"]
 TOML
-rotator() { target/debug/rotator --config "$work/rotator.toml" "$@"; }
+rotator() { "$bin"/rotator --config "$work/rotator.toml" "$@"; }
 api() { # METHOD PATH [JSON]
   python3 - "$1" "http://127.0.0.1:$port$2" "${3:-}" "$api_token" <<'PY'
 import json, sys, urllib.request, urllib.error
@@ -107,7 +109,7 @@ PY
 
 stage "Starting rotator serve: every handler, the timers and the HTTP API in one process"
 # Started directly (not through the function above), so that $! is the rotator process itself.
-target/debug/rotator --config "$work/rotator.toml" serve > "$work/serve.log" 2>&1 &
+"$bin"/rotator --config "$work/rotator.toml" serve > "$work/serve.log" 2>&1 &
 serve_pid=$!
 for _ in $(seq 1 100); do
   python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$port/healthz')" 2>/dev/null && break

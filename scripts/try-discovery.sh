@@ -6,12 +6,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 APPS="${APPS:-2000}"
 cargo build --quiet --locked -p rotator -p entra-sim
+# Where cargo put them: target/ unless CARGO_TARGET_DIR (or a cargo config) says otherwise.
+bin="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')/debug"
 work="$(mktemp -d)"
 trap 'kill "$sim_pid" 2>/dev/null || true; wait "$sim_pid" 2>/dev/null || true' EXIT
 
 echo "== starting entra-sim with $APPS applications"
 export ENTRA_SIM_CLIENT_SECRET="try-discovery-$(date +%s)"
-target/debug/entra-sim --apps "$APPS" --control > "$work/sim.json" 2> "$work/sim.log" &
+"$bin"/entra-sim --apps "$APPS" --control > "$work/sim.json" 2> "$work/sim.log" &
 sim_pid=$!
 for _ in $(seq 1 100); do [ -s "$work/sim.json" ] && break; sleep 0.1; done
 read -r tenant client authority graph ca control < <(python3 -c '
@@ -28,7 +30,7 @@ graph_base_url = "$graph"
 ca_certificate = "$ca"
 TOML
 export ROTATOR_SIM_CLIENT_SECRET="$ENTRA_SIM_CLIENT_SECRET"
-rotator() { target/debug/rotator --config "$work/rotator.toml" "$@"; }
+rotator() { "$bin"/rotator --config "$work/rotator.toml" "$@"; }
 
 echo "== rotator sync (full: the first time there is no delta link)"
 rotator sync
