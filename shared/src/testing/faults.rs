@@ -1,8 +1,11 @@
-//! Fault injection for tests: a store that fails chosen calls, standing for a crash right at that
-//! point (the call's effect does not happen and the caller sees an error, as after a restart).
+//! Fault injection for tests: a store, a key ring and a queue that fail chosen calls, standing for
+//! a crash right at that point (the call's effect does not happen and the caller sees an error, as
+//! after a restart), and a queue that delivers every message twice, as an at-least-once queue may.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use time::OffsetDateTime;
@@ -11,7 +14,8 @@ use crate::domain::execution::{Execution, StepRecord};
 use crate::domain::ids::{AgentId, AppObjectId, CredentialId, ExecutionId, IntegrationId, OwnerKind};
 use crate::domain::inventory::{Application, Credential, ServicePrincipal};
 use crate::ports::{
-    AgentRecord, AlertKey, AuditEvent, AuditQuery, Claim, OwnerSnapshot, SealedRecord, Store, SyncCounts, SyncState,
+    AgentRecord, AlertKey, AuditEvent, AuditQuery, Claim, DeadLetter, MessageId, OutgoingMessage, OwnerSnapshot, Queue,
+    QueueDepth, QueueName, ReceiptHandle, ReceivedMessage, SealedRecord, Store, SyncCounts, SyncState,
 };
 use crate::{Error, Result};
 
@@ -131,7 +135,6 @@ impl crate::ports::key_ring::KeyRing for FlakyKeyRing {
         value: &crate::domain::secret::SecretValue,
         ctx: &crate::ports::key_ring::SealContext,
     ) -> Result<crate::ports::key_ring::SealedValue> {
-        use std::sync::atomic::Ordering;
         if self.fail_seals.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
             return Err(Error::Store {
                 context: "injected crash after addPassword".into(),
@@ -147,5 +150,93 @@ impl crate::ports::key_ring::KeyRing for FlakyKeyRing {
         ctx: &crate::ports::key_ring::SealContext,
     ) -> Result<crate::domain::secret::SecretValue> {
         self.inner.unseal(sealed, ctx).await
+    }
+}
+
+/// Wraps a queue, and records the body of every message sent through it (to search them for
+/// secrets). `fail_sends_to(queue, n)` makes the next `n` sends to `queue` fail before reaching the
+/// queue, standing for a crash right after the store write that precedes the send;
+/// `duplicate_sends(true)` sends every message a second time, as a fresh copy without deduplication
+/// id, so the queue delivers it twice (as an at-least-once queue may).
+pub struct FlakyQueue {
+    inner: Arc<dyn Queue>,
+    fail_sends_to: Mutex<Option<(String, u32)>>,
+    duplicate: AtomicBool,
+    sent: Mutex<Vec<String>>,
+}
+
+impl FlakyQueue {
+    pub fn new(inner: Arc<dyn Queue>) -> Self {
+        Self { inner, fail_sends_to: Mutex::new(None), duplicate: AtomicBool::new(false), sent: Mutex::new(Vec::new()) }
+    }
+
+    /// Fails the next `n` sends to `queue` (and no longer those to a queue named before).
+    pub fn fail_sends_to(&self, queue: &str, n: u32) {
+        *self.fail_sends_to.lock().unwrap_or_else(|p| p.into_inner()) = Some((queue.to_owned(), n));
+    }
+
+    /// From now on, sends every message twice (`true`) or once (`false`).
+    pub fn duplicate_sends(&self, on: bool) {
+        self.duplicate.store(on, Ordering::SeqCst);
+    }
+
+    /// The body of every message sent so far (a duplicate counts once), oldest first.
+    pub fn sent(&self) -> Vec<String> {
+        self.sent.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+#[async_trait]
+impl Queue for FlakyQueue {
+    async fn send(&self, queue: &QueueName, message: OutgoingMessage) -> Result<MessageId> {
+        {
+            let mut fail = self.fail_sends_to.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((name, n)) = fail.as_mut()
+                && name == queue.as_str()
+                && *n > 0
+            {
+                *n -= 1;
+                return Err(Error::Queue {
+                    context: "injected crash before the send".into(),
+                    transient: true,
+                    source: "crash".into(),
+                });
+            }
+        }
+        self.sent.lock().unwrap_or_else(|p| p.into_inner()).push(message.body.clone());
+        let copy = self.duplicate.load(Ordering::SeqCst).then(|| OutgoingMessage {
+            body: message.body.clone(),
+            group: message.group.clone(),
+            ..Default::default()
+        });
+        let id = self.inner.send(queue, message).await?;
+        if let Some(copy) = copy {
+            self.inner.send(queue, copy).await?;
+        }
+        Ok(id)
+    }
+    async fn receive(&self, q: &QueueName, max: usize, v: Option<Duration>) -> Result<Vec<ReceivedMessage>> {
+        self.inner.receive(q, max, v).await
+    }
+    async fn delete(&self, q: &QueueName, r: &ReceiptHandle) -> Result<()> {
+        self.inner.delete(q, r).await
+    }
+    async fn change_visibility(&self, q: &QueueName, r: &ReceiptHandle, t: Duration) -> Result<()> {
+        self.inner.change_visibility(q, r, t).await
+    }
+    async fn record_failure(&self, q: &QueueName, r: &ReceiptHandle, e: &str) -> Result<()> {
+        self.inner.record_failure(q, r, e).await
+    }
+    async fn dead_letters(&self, q: &QueueName, limit: usize) -> Result<Vec<DeadLetter>> {
+        self.inner.dead_letters(q, limit).await
+    }
+    async fn dead_letter(&self, id: &MessageId) -> Result<Option<DeadLetter>> {
+        self.inner.dead_letter(id).await
+    }
+    async fn redrive(&self, q: &QueueName, ids: Option<&[MessageId]>) -> Result<usize> {
+        self.inner.redrive(q, ids).await
+    }
+    async fn depth(&self, q: &QueueName) -> Result<QueueDepth> {
+        self.inner.depth(q).await
     }
 }

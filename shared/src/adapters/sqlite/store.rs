@@ -519,3 +519,41 @@ impl Store for SqliteStore {
         self.execute("put sync state", sql, vec![text(&state.integration), Value::Text(to_doc(state)?)]).await.map(drop)
     }
 }
+
+#[cfg(any(test, feature = "test-support"))]
+impl SqliteStore {
+    /// Every row of every table, one line each, as text: what a test searches to show that a value
+    /// (a secret) is nowhere in the store, as the AWS tests scan the DynamoDB table.
+    pub async fn contents_as_text(&self) -> Result<String> {
+        self.db
+            .call(|conn| {
+                let mut out = String::new();
+                let tables: Vec<String> = conn
+                    .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+                    .and_then(|mut q| q.query_map([], |r| r.get(0))?.collect())
+                    .map_err(s("listing tables"))?;
+                for table in tables {
+                    let mut q = conn.prepare(&format!("SELECT * FROM \"{table}\"")).map_err(s("reading a table"))?;
+                    let columns = q.column_count();
+                    let mut rows = q.query([]).map_err(s("reading a table"))?;
+                    while let Some(row) = rows.next().map_err(s("reading a row"))? {
+                        let mut line = format!("{table}:");
+                        for i in 0..columns {
+                            // Text as it is stored, not escaped, so a search finds what was written.
+                            match row.get::<_, Value>(i).map_err(s("reading a column"))? {
+                                Value::Null => line.push_str(" NULL"),
+                                Value::Integer(n) => line.push_str(&format!(" {n}")),
+                                Value::Real(x) => line.push_str(&format!(" {x}")),
+                                Value::Text(t) => line.push_str(&format!(" {t}")),
+                                Value::Blob(b) => line.push_str(&format!(" {}", String::from_utf8_lossy(&b))),
+                            }
+                        }
+                        out.push_str(&line);
+                        out.push('\n');
+                    }
+                }
+                Ok(out)
+            })
+            .await
+    }
+}
