@@ -440,7 +440,7 @@ pub async fn dlq_redrive(
         place.store.as_ref(),
         &SystemClock,
         &request,
-        &crate::rotate::operator(),
+        &crate::caller::operator(),
     )
     .await?;
     if out.json {

@@ -1,5 +1,6 @@
 //! `rotator`: the embedded runtime (`serve`) and the operator commands of entra-rotator.
 
+mod caller;
 mod commands;
 mod output;
 mod rotate;

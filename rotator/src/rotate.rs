@@ -19,15 +19,9 @@ use entra_rotator::usecases::rotation::{RotationAccepted, confirm_cleanup, reque
 use entra_rotator::wiring;
 use serde_json::json;
 
+use crate::caller::operator;
 use crate::commands::load_config;
 use crate::output::{Output, spinner, table, when};
-
-pub(crate) fn operator() -> String {
-    // Who asked, for the audit trail: the login name when the shell says it.
-    #[allow(clippy::disallowed_methods)] // an operator command's own caller, not configuration
-    let user = std::env::var("USER").or_else(|_| std::env::var("USERNAME")).unwrap_or_else(|_| "operator".into());
-    format!("cli:{user}")
-}
 
 fn services(config_path: &Path) -> anyhow::Result<(App, LocalData)> {
     let config = load_config(config_path)?;

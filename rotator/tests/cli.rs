@@ -9,7 +9,7 @@ use std::time::Duration;
 use entra_rotator::adapters::sqlite::LocalData;
 use entra_rotator::adapters::system_clock::SystemClock;
 use entra_rotator::messages::{Message, queues};
-use entra_rotator::ports::{Queue, QueueName};
+use entra_rotator::ports::{AuditQuery, Queue, QueueName, Store};
 
 const SECRET: &str = "Zq8~integration-secret-value";
 
@@ -184,6 +184,12 @@ async fn dead_letters_can_be_listed_shown_and_redriven() {
     let back = data.queue.receive(&q, 1, None).await.unwrap();
     assert_eq!(back.len(), 1);
     assert_eq!(back[0].receive_count, 1);
+    // Audited as the HTTP API's redrive is, with who asked.
+    let audit = data.store.list_audit(&AuditQuery { limit: 10, ..Default::default() }).await.unwrap();
+    let redriven =
+        audit.iter().find(|a| a.action == "dead_letters.redriven").expect("the redrive is in the audit trail");
+    assert!(redriven.actor.starts_with("cli:"), "{redriven:?}");
+    assert!(redriven.detail.contains("1 message(s)"), "{redriven:?}");
 }
 
 #[test]
