@@ -6,7 +6,23 @@ use std::net::SocketAddr;
 use serde::Deserialize;
 
 use super::Env;
-use super::raw::RawToken;
+
+/// The `[http]` table as written.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawHttp {
+    #[serde(default)]
+    pub(super) tokens: Vec<RawToken>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawToken {
+    pub(super) name: String,
+    /// SHA-256 of the bearer token, hex: the file never holds the token itself.
+    pub(super) sha256: String,
+    pub(super) roles: Vec<Role>,
+}
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use super::http::Role;
+use super::http::RawHttp;
 use crate::domain::Span;
 use crate::domain::integration::AuthMethod;
 use crate::ports::alerts::WebhookFormat;
@@ -35,22 +35,6 @@ pub(super) struct RawConfig {
     pub(super) alerts: RawAlerts,
     #[serde(default)]
     pub(super) http: RawHttp,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawHttp {
-    #[serde(default)]
-    pub(super) tokens: Vec<RawToken>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawToken {
-    pub(super) name: String,
-    /// SHA-256 of the bearer token, hex: the file never holds the token itself.
-    pub(super) sha256: String,
-    pub(super) roles: Vec<Role>,
 }
 
 #[derive(Deserialize, Default)]

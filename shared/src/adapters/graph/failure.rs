@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 
-use super::request::{Access, Op};
+use super::op::{Access, Op};
 use super::wire;
 use crate::Error;
 

@@ -20,6 +20,7 @@
 mod auth;
 mod failure;
 mod odata;
+mod op;
 mod passwords;
 mod reads;
 mod request;

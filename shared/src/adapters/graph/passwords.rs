@@ -11,7 +11,7 @@ use zeroize::Zeroize;
 use super::failure::{
     GRAPH, TOKEN_ENDPOINT, names_missing_key, one_line, status_text, token_network_error, unreadable,
 };
-use super::request::Op;
+use super::op::Op;
 use super::{GraphClient, auth, wire};
 use crate::domain::ids::{AppObjectId, ClientId, KeyId};
 use crate::domain::secret::SecretValue;

@@ -1,5 +1,5 @@
-//! How the Graph adapter sends one request: what the request is ([`Op`], which decides how far it
-//! may be retried), the access token it carries, the retry loop, and the reading of the answer.
+//! How the Graph adapter sends one request ([`Op`] says what it is and how far it may be retried):
+//! the access token it carries, the retry loop, and the reading of the answer.
 //! Deciding what a refusal means is `failure.rs`'s business.
 
 use std::time::{Duration, Instant};
@@ -10,58 +10,9 @@ use serde::de::DeserializeOwned;
 
 use super::GraphClient;
 use super::failure::{Failure, classify, network_failure, token_error, unreadable};
+use super::op::Op;
 use super::retry::parse_retry_after;
 use crate::Result;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Access {
-    Read,
-    Write,
-}
-
-/// What a request does, so its failures can say so and be retried only as far as is safe.
-#[derive(Debug, Clone)]
-pub(super) struct Op {
-    /// For messages and logs, e.g. `addPassword on application …`.
-    pub(super) what: String,
-    /// What a 404 means is missing.
-    pub(super) object: String,
-    pub(super) access: Access,
-    /// Sending it twice is harmless, so a 5xx, a timeout or a dropped connection may be retried.
-    pub(super) replayable: bool,
-    /// A listing, possibly on a delta link: an expired-delta answer is [`crate::Error::DeltaExpired`].
-    pub(super) listing: bool,
-    /// Its answer may hold a secret: nothing from it, not even an error text, is repeated.
-    pub(super) sensitive: bool,
-}
-
-impl Op {
-    pub(super) fn read(what: String, object: String) -> Self {
-        Self { what, object, access: Access::Read, replayable: true, listing: false, sensitive: false }
-    }
-    pub(super) fn write(what: String, object: String) -> Self {
-        Self { what, object, access: Access::Write, replayable: true, listing: false, sensitive: false }
-    }
-    pub(super) fn not_replayable(mut self) -> Self {
-        self.replayable = false;
-        self
-    }
-    pub(super) fn sensitive(mut self) -> Self {
-        self.sensitive = true;
-        self
-    }
-    pub(super) fn listing(mut self) -> Self {
-        self.listing = true;
-        self
-    }
-    /// The Graph application permission the call needs.
-    pub(super) fn permission(&self) -> &'static str {
-        match self.access {
-            Access::Read => "Application.Read.All",
-            Access::Write => "Application.ReadWrite.All",
-        }
-    }
-}
 
 impl GraphClient {
     /// An access token for Graph. `azure_identity` caches it and retries its own transient failures,
