@@ -197,6 +197,8 @@ impl Deployment {
         directories.insert(integration.clone(), Arc::new(graph));
         let policy = RotationPolicy {
             grace_period: Span::from_secs(GRACE.as_secs()),
+            // No step that publishes the secret runs yet: the chain's worlds deliver by hand.
+            manual_delivery: true,
             steps: chain::rollout_steps(&sim, "abort"),
             ..RotationPolicy::with_defaults(PolicyId::parse("default").unwrap())
         };
@@ -217,6 +219,8 @@ impl Deployment {
             settings: RotationSettings {
                 verify_budget: Duration::from_secs(60),
                 orphan_safety_delay: Duration::from_secs(2),
+                // Seconds of real time: a stalled execution is resumed within the grace period.
+                stall_after: Duration::from_secs(2),
             },
         };
 
@@ -341,10 +345,11 @@ impl World for Deployment {
         flaky
     }
 
-    async fn set_steps(&mut self, steps: Vec<StepDefinition>) {
+    async fn set_plan(&mut self, steps: Vec<StepDefinition>, manual_delivery: bool) {
         let policy = RotationPolicy {
             grace_period: Span::from_secs(GRACE.as_secs()),
             steps,
+            manual_delivery,
             ..RotationPolicy::with_defaults(PolicyId::parse("default").unwrap())
         };
         self.services.policies = Arc::new(PolicySet::new(vec![(policy, vec![])]));
@@ -357,6 +362,10 @@ impl World for Deployment {
 
     fn fail_next_send(&self, queue: &str) {
         self.flaky_queue.fail_sends_to(queue, 1);
+    }
+
+    fn fail_next_send_where(&self, queue: &str, when: fn(&str) -> bool) {
+        self.flaky_queue.fail_send_where(queue, when);
     }
 
     /// The chain runs to completion; then every message it delivered is sent again under a new

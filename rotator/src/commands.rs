@@ -76,6 +76,8 @@ pub fn config_check(file: &Path, out: Output) -> anyhow::Result<ExitCode> {
                 "applications": p.applications.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
                 "steps": p.policy.steps,
                 "notes": p.step_notes.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
+                "delivery": if p.policy.manual_delivery { "manual" } else { "steps" },
+                "warnings": p.policy.delivery_problem().into_iter().collect::<Vec<_>>(),
             })
         })
         .collect();
@@ -127,6 +129,14 @@ pub fn config_check(file: &Path, out: Output) -> anyhow::Result<ExitCode> {
     for p in &config.policies {
         for n in &p.step_notes {
             println!("  policy {}: {n}", p.policy.id);
+        }
+        if let Some(problem) = p.policy.delivery_problem() {
+            println!("  warning: {problem}");
+        } else if p.policy.manual_delivery {
+            println!(
+                "  policy {}: manual delivery: read each new secret once with `rotator reveal`, then `rotator confirm`",
+                p.policy.id
+            );
         }
     }
     if !config.webhooks.is_empty() {

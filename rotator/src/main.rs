@@ -66,6 +66,13 @@ enum Command {
     },
     /// Confirm that the old secret of a rollout that needs attention may be removed after its grace period.
     Confirm { execution: String },
+    /// End an execution that failed, is stuck or needs attention, freeing its credential for a new
+    /// rotation. Removes the new secret unless a step published it (then it refuses: confirm or
+    /// roll forward instead). The old secret stays.
+    Cancel { execution: String },
+    /// Print the new secret of a rotation whose policy declares `delivery = "manual"`, once
+    /// (audited); put it where it is used, then `rotator confirm`.
+    Reveal { execution: String },
     /// Rotations of one credential, newest first, with their steps.
     History(HistoryArgs),
     /// Dead-letter queues: what failed, and sending it back.
@@ -143,6 +150,8 @@ fn main() -> ExitCode {
                 rotate::rotate(&cli.config, &credential, dry_run, wait, reason, out).await
             }
             Command::Confirm { execution } => rotate::confirm(&cli.config, &execution, out).await,
+            Command::Cancel { execution } => rotate::cancel(&cli.config, &execution, out).await,
+            Command::Reveal { execution } => rotate::reveal(&cli.config, &execution, out).await,
             Command::History(a) => commands::history(&cli.config, &a.credential, a.limit, out).await,
             Command::Dlq(DlqCommand::List { queue }) => commands::dlq_list(&cli.config, queue.as_deref(), out).await,
             Command::Dlq(DlqCommand::Show { id }) => commands::dlq_show(&cli.config, &id, out).await,

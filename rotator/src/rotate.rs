@@ -1,4 +1,4 @@
-//! `rotator rotate`, `rotator confirm`: operator commands of the rotation chain on this machine.
+//! `rotator rotate`, `confirm`, `cancel`, `reveal`: operator commands of the rotation chain on this machine.
 //! They record the request in the local database; `rotator serve` does the work.
 
 use std::path::Path;
@@ -10,12 +10,13 @@ use anyhow::Context;
 use entra_rotator::adapters::sealing::key_file::LocalKeyRing;
 use entra_rotator::adapters::sqlite::LocalData;
 use entra_rotator::adapters::system_clock::SystemClock;
-use entra_rotator::domain::execution::{Execution, Trigger};
+use entra_rotator::domain::execution::{Execution, ExecutionStatus, Trigger};
 use entra_rotator::domain::ids::{CredentialId, ExecutionId};
 use entra_rotator::ports::{Clock, Queue, Store};
 use entra_rotator::usecases::app::App;
 use entra_rotator::usecases::preflight::CheckOutcome;
-use entra_rotator::usecases::rotation::{RotationAccepted, confirm_cleanup, request_rotation};
+use entra_rotator::usecases::intervention;
+use entra_rotator::usecases::rotation::{RotationAccepted, request_rotation};
 use entra_rotator::wiring;
 use serde_json::json;
 
@@ -70,7 +71,7 @@ pub async fn rotate(
         RotationAccepted::Started { execution } | RotationAccepted::AlreadyRunning { execution } if wait => {
             let done = wait_for(&s, execution.id, out).await?;
             show(&s, &done, out).await?;
-            Ok(if done.status == entra_rotator::domain::execution::ExecutionStatus::Completed {
+            Ok(if done.status == ExecutionStatus::Completed {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE
@@ -110,7 +111,7 @@ async fn wait_for(s: &App, id: ExecutionId, out: Output) -> anyhow::Result<Execu
     let mut idle = 0;
     loop {
         let e = s.store.get_execution(&id).await?.context("the execution vanished")?;
-        if e.status.is_terminal() || e.status == entra_rotator::domain::execution::ExecutionStatus::Failed {
+        if e.status.is_terminal() || e.status == ExecutionStatus::Failed {
             if let Some(bar) = &bar {
                 bar.finish_and_clear();
             }
@@ -130,7 +131,12 @@ async fn wait_for(s: &App, id: ExecutionId, out: Output) -> anyhow::Result<Execu
         } else {
             idle += 1;
             if idle == 60 {
-                note("  (no progress for 30 s: is `rotator serve` running?)".to_owned());
+                let waiting = if e.status == ExecutionStatus::Pending {
+                    "for `rotator serve` to pick it up (is it running with this configuration?)"
+                } else {
+                    "on this step (retries and replication take time)"
+                };
+                note(format!("  (no progress for 30 s: still {} {waiting})", e.status.as_str()));
             }
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -161,7 +167,7 @@ async fn show(s: &App, e: &Execution, out: Output) -> anyhow::Result<()> {
 pub async fn confirm(config_path: &Path, execution: &str, out: Output) -> anyhow::Result<ExitCode> {
     let id = ExecutionId::parse(execution)?;
     let (s, _data) = services(config_path)?;
-    let e = confirm_cleanup(&s, id, &operator()).await?;
+    let e = intervention::confirm_cleanup(&s, id, &operator()).await?;
     if out.json {
         out.print_json(&json!({ "execution": e }))?;
     } else {
@@ -170,6 +176,34 @@ pub async fn confirm(config_path: &Path, execution: &str, out: Output) -> anyhow
             e.id,
             when(e.grace_until)
         );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn cancel(config_path: &Path, execution: &str, out: Output) -> anyhow::Result<ExitCode> {
+    let id = ExecutionId::parse(execution)?;
+    let (s, _data) = services(config_path)?;
+    let e = intervention::cancel(&s, id, &operator()).await?;
+    if out.json {
+        out.print_json(&json!({ "execution": e }))?;
+    } else {
+        println!(
+            "Cancelled {}: the old secret stays; {} may be rotated again.",
+            e.id, e.credential
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn reveal(config_path: &Path, execution: &str, out: Output) -> anyhow::Result<ExitCode> {
+    let id = ExecutionId::parse(execution)?;
+    let (s, _data) = services(config_path)?;
+    let secret = intervention::reveal(&s, id, &operator()).await?;
+    if out.json {
+        out.print_json(&json!({ "execution": id, "secret": secret.expose(), "shown_once": true }))?;
+    } else {
+        eprintln!("The new secret of {id}, shown this once (the reading is audited). Put it where it is used, then `rotator confirm {id}`:");
+        println!("{}", secret.expose());
     }
     Ok(ExitCode::SUCCESS)
 }

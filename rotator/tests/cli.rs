@@ -276,6 +276,7 @@ async fn status_and_history_show_what_the_store_holds() {
             outcome: StepOutcome::Succeeded,
             started_at: Some(now),
             ended_at: Some(now),
+            attempted_at: None,
             error: None,
         })
         .await

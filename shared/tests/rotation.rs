@@ -25,6 +25,7 @@ use entra_rotator::ports::{Clock, Queue, QueueName, Store};
 use entra_rotator::testing::fakes::ManualClock;
 use entra_rotator::testing::faults::{FlakyKeyRing, FlakyQueue, FlakyStore};
 use entra_rotator::usecases::app::{App, Directories, RotationSettings};
+use entra_rotator::usecases::intervention;
 use entra_rotator::usecases::rotation::{RotationAccepted, request_rotation};
 use entra_rotator::usecases::sync::{SyncMode, Syncer};
 use entra_sim::{NewApp, Sim, SimOptions};
@@ -90,6 +91,8 @@ impl Chain {
         directories.insert(integration.clone(), Arc::new(graph));
         let policy = RotationPolicy {
             grace_period: Span::from_secs(GRACE.as_secs()),
+            // No step that publishes the secret runs yet: the chain's worlds deliver by hand.
+            manual_delivery: true,
             steps: rollout_steps,
             ..RotationPolicy::with_defaults(PolicyId::parse("default").unwrap())
         };
@@ -109,6 +112,7 @@ impl Chain {
             settings: RotationSettings {
                 verify_budget: Duration::from_secs(120),
                 orphan_safety_delay: Duration::from_secs(600),
+                ..RotationSettings::default()
             },
         };
         let workers = workers(&queue, &services);
@@ -254,10 +258,11 @@ impl World for Chain {
         flaky
     }
 
-    async fn set_steps(&mut self, steps: Vec<StepDefinition>) {
+    async fn set_plan(&mut self, steps: Vec<StepDefinition>, manual_delivery: bool) {
         let policy = RotationPolicy {
             grace_period: Span::from_secs(GRACE.as_secs()),
             steps,
+            manual_delivery,
             ..RotationPolicy::with_defaults(PolicyId::parse("default").unwrap())
         };
         self.services.policies = Arc::new(PolicySet::new(vec![(policy, vec![])]));
@@ -270,6 +275,10 @@ impl World for Chain {
 
     fn fail_next_send(&self, queue: &str) {
         self.queue.fail_sends_to(queue, 1);
+    }
+
+    fn fail_next_send_where(&self, queue: &str, when: fn(&str) -> bool) {
+        self.queue.fail_send_where(queue, when);
     }
 
     async fn run_delivering_every_message_twice(&self, e: &Execution) -> Execution {
@@ -368,6 +377,9 @@ async fn the_old_secret_is_never_removed_while_the_new_one_is_missing() {
     // Someone deletes the new secret by hand.
     let new_key = done.new_key_id.unwrap();
     c.services.directory(&c.integration).unwrap().remove_password(done.app, new_key).await.unwrap();
+    // The operator of this manual delivery read the secret and confirmed: cleanup would go ahead.
+    intervention::reveal(&c.services, e.id, "alice").await.unwrap();
+    intervention::confirm_cleanup(&c.services, e.id, "alice").await.unwrap();
     c.advance(Duration::from_secs(3601));
     c.cleanup().await;
     assert!(c.passwords().iter().any(|p| p.key_id == c.old.key_id.as_uuid()), "the last working secret stays");

@@ -18,8 +18,10 @@ use entra_rotator::messages::queues;
 use entra_rotator::ports::QueueName;
 use entra_rotator::ports::key_ring::{SealContext, SealedValue};
 use entra_rotator::testing::faults::FlakyStore;
+use entra_sim::{Fault, FaultKind, Match};
 use entra_rotator::usecases::app::App;
-use entra_rotator::usecases::rotation::{RotationAccepted, confirm_cleanup, request_rotation};
+use entra_rotator::usecases::intervention::{cancel, confirm_cleanup, reveal};
+use entra_rotator::usecases::rotation::{RotationAccepted, request_rotation};
 use entra_sim::{PasswordSummary, Sim};
 use uuid::Uuid;
 
@@ -43,12 +45,14 @@ pub trait World {
     async fn cleanup(&self);
     /// Puts a [`FlakyStore`] between the handlers and the store, and hands it out.
     async fn use_flaky_store(&mut self) -> Arc<FlakyStore>;
-    /// Replaces the policy's steps (the grace period stays the world's).
-    async fn set_steps(&mut self, steps: Vec<StepDefinition>);
+    /// Replaces the policy's steps and how it delivers (the grace period stays the world's).
+    async fn set_plan(&mut self, steps: Vec<StepDefinition>, manual_delivery: bool);
     /// Makes the next seal fail: a crash right after Graph answered `addPassword`.
     fn fail_next_seal(&self);
     /// Makes the next send to `queue` fail: a crash after the store write that precedes it.
     fn fail_next_send(&self, queue: &str);
+    /// Makes the next send to `queue` whose body satisfies `when` fail, likewise.
+    fn fail_next_send_where(&self, queue: &str, when: fn(&str) -> bool);
     /// Runs the chain of `e` to completion with every message delivered twice, as an at-least-once
     /// queue may (embedded: the queue sends each message a second time as it goes; AWS: every
     /// message the chain delivered is sent again once it completed, and delivered).
@@ -60,6 +64,21 @@ pub trait World {
     /// Checks that a secret is sealed the way this world seals (embedded: the key file's key;
     /// AWS: a KMS data key).
     fn assert_sealed_here(&self, sealed: &SealedValue);
+
+    /// Replaces the policy's steps. No step that publishes the secret runs yet, so the plan
+    /// declares manual delivery: an operator reads the new secret once and confirms.
+    async fn set_steps(&mut self, steps: Vec<StepDefinition>) {
+        self.set_plan(steps, true).await;
+    }
+
+    /// What the operator of a manual delivery does once the rollout finished: reads the new secret
+    /// (once: a second reading is refused), puts it where it is used, and confirms.
+    async fn deliver_by_hand(&self, e: &Execution) {
+        let secret = reveal(self.app(), e.id, "alice").await.unwrap();
+        assert!(secret.expose().len() > 10);
+        assert!(reveal(self.app(), e.id, "mallory").await.is_err(), "shown once");
+        confirm_cleanup(self.app(), e.id, "alice").await.unwrap();
+    }
 
     /// Starts a manual rotation of [`World::credential`].
     async fn request(&self) -> Execution {
@@ -129,6 +148,15 @@ macro_rules! chain_scenarios {
             the_new_secret_appears_in_no_log_message_dead_letter_store_item_or_webhook(0),
             a_crash_after_a_step_took_effect_but_before_it_was_recorded_repeats_it_under_the_same_webhook_id(0),
             a_crash_after_the_old_secret_was_removed_but_before_it_was_recorded_completes_on_the_next_run(0),
+            a_plan_that_delivers_to_nobody_or_cannot_run_fails_before_any_secret_and_frees_the_credential(0),
+            a_permanent_refusal_by_graph_fails_the_rotation_at_once_with_its_reason(0),
+            a_rotate_message_dead_lettered_fails_its_execution_and_a_redrive_resumes_it(0),
+            a_crash_between_recording_an_execution_and_queueing_it_is_resumed_by_the_sweep(0),
+            a_crash_between_recording_a_retry_and_queueing_it_still_retries(2),
+            a_crash_between_recording_a_failed_continue_step_and_moving_on_still_settles_it(0),
+            a_crash_between_recording_a_failed_abort_step_and_failing_the_execution_still_fails_it(0),
+            a_failed_rotation_is_cancelled_its_unpublished_secret_removed_and_the_credential_rotated_again(0),
+            a_manual_delivery_is_read_once_and_cleanup_waits_for_the_confirmation(0),
         );
     };
     (@each $make:expr; $( $name:ident ( $replication_delay_secs:literal ) ),* $(,)?) => {
@@ -188,6 +216,8 @@ pub async fn a_rotation_creates_the_new_secret_first_and_removes_the_old_one_onl
     assert_eq!(w.state_of_old_at(within_grace).await, LifecycleState::GracePeriod);
 
     w.cleanup().await;
+    assert!(!is_done(&w.execution(&e).await.cleanup), "a manual delivery waits for its operator");
+    w.deliver_by_hand(&done).await;
     // On a slow machine AWS's grace period may be over already; the promise is checked only within it.
     if w.app().clock.now() < grace_until {
         assert_eq!(w.passwords().len(), 2, "not before the grace period ends");
@@ -253,6 +283,7 @@ pub async fn every_message_delivered_twice_has_its_effect_once<W: World>(w: &mut
     assert_eq!(w.sim().targets().spring_refreshes("payroll"), 1, "no second Spring refresh");
     assert_eq!(w.sim().targets().webhooks("ops").len(), 1, "no second webhook");
     assert_eq!(w.execution(&e).await.status, ExecutionStatus::Completed);
+    w.deliver_by_hand(&done).await;
     w.pass_grace().await;
     w.cleanup().await;
     w.cleanup().await;
@@ -301,7 +332,7 @@ pub async fn a_continue_step_failing_needs_attention_and_cleanup_waits_for_confi
     w.cleanup().await;
     w.cleanup().await;
     assert_eq!(w.passwords().len(), 2, "never removed without an operator, though the grace period is over");
-    confirm_cleanup(w.app(), e.id, "alice").await.unwrap();
+    w.deliver_by_hand(&done).await;
     w.cleanup().await;
     assert_eq!(w.key_ids(), vec![done.new_key_id.unwrap().as_uuid()], "the old secret went, the new one stays");
 }
@@ -390,6 +421,7 @@ pub async fn a_crash_after_the_old_secret_was_removed_but_before_it_was_recorded
     let flaky = w.use_flaky_store().await;
     let e = w.request().await;
     let done = w.run_until_status(&e, ExecutionStatus::Completed).await;
+    w.deliver_by_hand(&done).await;
     flaky.fail("put_credential", 1, |cred| cred.contains("removed_at: Some"));
     w.pass_grace().await;
     w.cleanup().await;
@@ -401,4 +433,193 @@ pub async fn a_crash_after_the_old_secret_was_removed_but_before_it_was_recorded
     let old = w.app().store.get_credential(w.credential()).await.unwrap().unwrap();
     assert!(old.removed_at.is_some(), "recorded as cleaned up");
     assert_eq!(w.key_ids(), vec![done.new_key_id.unwrap().as_uuid()], "the new secret is untouched");
+}
+
+fn key_vault_step() -> Vec<StepDefinition> {
+    parse_steps(
+        r#"[{"type":"azure_key_vault","order":5,"on_failure":"abort",
+             "config":{"vault_url":"https://kv-payroll.vault.azure.net","secret_name":"AzureAdClientSecret"}}]"#,
+    )
+    .unwrap()
+    .steps
+}
+
+async fn only_execution<W: World>(w: &W) -> Execution {
+    let all = w.app().store.list_executions(w.credential()).await.unwrap();
+    assert_eq!(all.len(), 1, "{all:?}");
+    all.into_iter().next().unwrap()
+}
+
+pub async fn a_plan_that_delivers_to_nobody_or_cannot_run_fails_before_any_secret_and_frees_the_credential<
+    W: World,
+>(
+    w: &mut W,
+) {
+    // Webhook, Spring refresh and health check carry no secret: a rollout of them delivers it to nobody.
+    let steps = rollout_steps(w.sim(), "abort");
+    w.set_plan(steps, false).await;
+    let e = w.request().await;
+    let failed = w.run_until_status(&e, ExecutionStatus::Failed).await;
+    let why = failed.error.clone().unwrap_or_default();
+    assert!(why.contains("preflight failed") && why.contains("publishes the new secret"), "{why}");
+    assert!(w.marked().is_empty(), "no secret was created in Entra");
+    assert_eq!(w.sim().targets().spring_refreshes("payroll"), 0, "no step ran");
+    assert!(!failed.holds_claim(), "a rotation that made no secret holds nothing");
+
+    // A step this build cannot run is refused the same way, before Entra, and the credential is free
+    // for that new request with the new plan.
+    let mut steps = rollout_steps(w.sim(), "abort");
+    steps.extend(key_vault_step());
+    w.set_plan(steps, false).await;
+    let again = w.request().await;
+    let failed = w.run_until_status(&again, ExecutionStatus::Failed).await;
+    let why = failed.error.unwrap_or_default();
+    assert!(why.contains("azure_key_vault steps are not supported by this build"), "{why}");
+    assert!(w.marked().is_empty());
+    assert_eq!(w.passwords().len(), 1, "the old secret alone, untouched");
+}
+
+pub async fn a_permanent_refusal_by_graph_fails_the_rotation_at_once_with_its_reason<W: World>(w: &mut W) {
+    with_rollout(w, "abort").await;
+    w.sim().faults().push(Fault::new(Match::path("addPassword"), FaultKind::lifetime_policy()).times(100));
+    let e = w.request().await;
+    let failed = w.run_until_status(&e, ExecutionStatus::Failed).await;
+    let why = failed.error.clone().unwrap_or_default();
+    assert!(why.contains("CredentialInvalidLifetimeAsPerAppPolicy") && why.contains("secret_lifetime"), "{why}");
+    let adds = w.sim().requests().iter().filter(|r| r.path.contains("addPassword")).count();
+    assert_eq!(adds, 1, "refused for good: asked once, not five times blind");
+    let rotate_q = QueueName::new(queues::ROTATE);
+    assert!(w.app().queue.dead_letters(&rotate_q, 10).await.unwrap().is_empty(), "settled, not dead-lettered");
+    assert!(w.marked().is_empty());
+
+    // The tenant's policy is relaxed: the next request is a new rotation, not `already_running`.
+    w.sim().faults().clear();
+    let again = w.request().await;
+    w.run_until_status(&again, ExecutionStatus::Completed).await;
+}
+
+pub async fn a_rotate_message_dead_lettered_fails_its_execution_and_a_redrive_resumes_it<W: World>(w: &mut W) {
+    with_rollout(w, "abort").await;
+    // Graph is down for longer than every delivery of the rotate message.
+    w.sim().faults().push(Fault::new(Match::path("addPassword"), FaultKind::ServerError(503)).times(10_000));
+    let e = w.request().await;
+    let rotate_q = QueueName::new(queues::ROTATE);
+    let queue = w.app().queue.clone();
+    w.run_until(async || !queue.dead_letters(&rotate_q, 10).await.unwrap().is_empty()).await;
+    let failed = w.execution(&e).await;
+    assert_eq!(failed.status, ExecutionStatus::Failed, "{failed:?}");
+    let why = failed.error.clone().unwrap_or_default();
+    assert!(why.contains("dead-lettered") && why.contains("503"), "{why}");
+    assert!(w.marked().is_empty());
+
+    w.sim().faults().clear();
+    assert_eq!(queue.redrive(&rotate_q, None).await.unwrap(), 1);
+    let done = w.run_until_status(&e, ExecutionStatus::Completed).await;
+    assert_eq!(done.error, None);
+    assert_eq!(w.marked().len(), 1);
+}
+
+pub async fn a_crash_between_recording_an_execution_and_queueing_it_is_resumed_by_the_sweep<W: World>(w: &mut W) {
+    with_rollout(w, "abort").await;
+    w.fail_next_send(queues::ROTATE);
+    let trigger = Trigger::Manual { by: "alice".into(), reason: None };
+    assert!(request_rotation(w.app(), w.credential(), trigger, false).await.is_err(), "the send failed");
+    let e = only_execution(w).await;
+    assert_eq!(e.status, ExecutionStatus::Pending, "recorded, with no message");
+    w.pass_grace().await;
+    w.cleanup().await;
+    w.run_until_status(&e, ExecutionStatus::Completed).await;
+    let audit = w.app().store.list_audit(&Default::default()).await.unwrap();
+    assert!(audit.iter().any(|a| a.action == "rotation.resumed"), "{audit:?}");
+    assert_eq!(w.marked().len(), 1, "one new secret");
+}
+
+pub async fn a_crash_between_recording_a_retry_and_queueing_it_still_retries<W: World>(w: &mut W) {
+    with_rollout(w, "abort").await;
+    // The 2 s replication delay makes verify retry; the first retry's message is lost.
+    w.fail_next_send_where(queues::STEP, |body| body.contains("\"step\":0") && body.contains("\"attempt\":2"));
+    let e = w.request().await;
+    w.run_until_status(&e, ExecutionStatus::Completed).await;
+    let records = w.app().store.list_step_records(&e.id).await.unwrap();
+    assert!(records[0].attempts >= 2, "{:?}", records[0]);
+}
+
+pub async fn a_crash_between_recording_a_failed_continue_step_and_moving_on_still_settles_it<W: World>(w: &mut W) {
+    // The failure is recorded, then the crash comes before the execution is told.
+    with_rollout(w, "continue").await;
+    w.sim().targets().set_spring_failures("payroll", 1000, 500);
+    let flaky = w.use_flaky_store().await;
+    flaky.fail("update_execution", 1, |e| e.contains("needs_attention: true"));
+    let e = w.request().await;
+    let done = w.run_until_status(&e, ExecutionStatus::NeedsAttention).await;
+    assert!(done.needs_attention);
+    assert_eq!(w.sim().targets().webhooks("ops").len(), 1, "the chain went on after the crash");
+}
+
+pub async fn a_crash_between_recording_a_failed_abort_step_and_failing_the_execution_still_fails_it<W: World>(
+    w: &mut W,
+) {
+    with_rollout(w, "abort").await;
+    w.sim().targets().set_webhook_failures("ops", 1000, 503);
+    let flaky = w.use_flaky_store().await;
+    flaky.fail("update_execution", 1, |e| e.contains("status: Failed"));
+    let e = w.request().await;
+    let failed = w.run_until_status(&e, ExecutionStatus::Failed).await;
+    assert!(failed.error.unwrap_or_default().contains("503"), "failed with its reason, not `running` for ever");
+}
+
+pub async fn a_failed_rotation_is_cancelled_its_unpublished_secret_removed_and_the_credential_rotated_again<
+    W: World,
+>(
+    w: &mut W,
+) {
+    with_rollout(w, "abort").await;
+    w.sim().targets().set_webhook_failures("ops", 1000, 503);
+    let e = w.request().await;
+    let failed = w.run_until_status(&e, ExecutionStatus::Failed).await;
+    let new_key = failed.new_key_id.unwrap().as_uuid();
+    assert!(failed.holds_claim(), "a failed rotation with a new secret holds its credential until settled");
+    let trigger = Trigger::Manual { by: "alice".into(), reason: None };
+    let RotationAccepted::AlreadyRunning { .. } =
+        request_rotation(w.app(), w.credential(), trigger.clone(), false).await.unwrap()
+    else {
+        panic!("a second rotation while the failed one holds the credential");
+    };
+
+    let cancelled = cancel(w.app(), e.id, "alice").await.unwrap();
+    assert_eq!(cancelled.status, ExecutionStatus::Cancelled);
+    assert!(!w.key_ids().contains(&new_key), "nothing published it: the new secret went");
+    assert!(w.key_ids().contains(&w.credential().key_id.as_uuid()), "the old one stays");
+    assert_eq!(w.app().store.get_sealed(&e.secret_record()).await.unwrap(), None);
+    let audit = w.app().store.list_audit(&Default::default()).await.unwrap();
+    assert!(audit.iter().any(|a| a.action == "rotation.cancelled" && a.actor == "alice"), "{audit:?}");
+    assert!(cancel(w.app(), e.id, "alice").await.is_ok(), "cancelling twice is harmless");
+
+    w.sim().targets().set_webhook_failures("ops", 0, 200);
+    let again = w.request().await;
+    w.run_until_status(&again, ExecutionStatus::Completed).await;
+    assert!(cancel(w.app(), again.id, "alice").await.is_err(), "a healthy rotation is not cancelled");
+}
+
+pub async fn a_manual_delivery_is_read_once_and_cleanup_waits_for_the_confirmation<W: World>(w: &mut W) {
+    with_rollout(w, "abort").await;
+    let e = w.request().await;
+    let done = w.run_until_status(&e, ExecutionStatus::Completed).await;
+    assert!(done.manual_delivery && matches!(done.cleanup, Cleanup::AwaitingConfirmation), "{done:?}");
+    assert!(done.summary.clone().unwrap_or_default().contains("delivered by hand"));
+    assert!(confirm_cleanup(w.app(), e.id, "alice").await.is_err(), "not before someone read the secret");
+    w.pass_grace().await;
+    w.cleanup().await;
+    assert_eq!(w.passwords().len(), 2, "the old secret waits for the operator");
+    let secret = reveal(w.app(), e.id, "alice").await.unwrap();
+    let sealed = w.app().store.get_sealed(&done.secret_record()).await.unwrap().unwrap();
+    let context = SealContext::new(done.secret_record(), "new_client_secret");
+    assert_eq!(secret.expose(), w.app().keys.unseal(&sealed.sealed, &context).await.unwrap().expose());
+    assert!(reveal(w.app(), e.id, "alice").await.is_err(), "shown once");
+    assert!(cancel(w.app(), e.id, "alice").await.is_err(), "read by an operator: it may be in use");
+    let audit = w.app().store.list_audit(&Default::default()).await.unwrap();
+    assert!(audit.iter().any(|a| a.action == "secret.revealed" && a.actor == "alice"));
+    confirm_cleanup(w.app(), e.id, "alice").await.unwrap();
+    w.cleanup().await;
+    assert_eq!(w.key_ids(), vec![done.new_key_id.unwrap().as_uuid()]);
 }

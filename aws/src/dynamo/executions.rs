@@ -43,7 +43,7 @@ fn claim_item(credential: &CredentialId, holder: &ExecutionId) -> Item {
 pub(super) async fn create_execution(store: &DynamoStore, execution: &Execution) -> Result<Claim> {
     let e = execution;
     let item = execution_item(e)?;
-    if e.status.is_terminal() {
+    if !e.holds_claim() {
         // No claim is involved; only the id must be new.
         return match store.put_new("create execution", item).await? {
             true => Ok(Claim::Created),
@@ -83,7 +83,7 @@ pub(super) async fn update_execution(store: &DynamoStore, execution: &Execution)
     let item = execution_item(&e)?;
     let write = store.put_action(item.clone(), Some(Condition::version(expected)))?;
     let claim = (claim_pk(&e.credential), CLAIM_SK.to_owned());
-    if !e.status.is_terminal() {
+    if e.holds_claim() {
         // Still running: it keeps (or takes back) the claim in the same write.
         let hold = store.put_action(claim_item(&e.credential, &e.id), Some(Condition::claim_free_or_held_by(&e.id)))?;
         return match store.transact("update execution", vec![write, hold]).await? {
@@ -156,7 +156,7 @@ pub(super) async fn cancel_claim(store: &DynamoStore, credential: &CredentialId)
         let mut actions = vec![release];
         // A terminal holder cannot be (its update released the claim); if a table was edited by
         // hand, release the claim without rewriting its history.
-        if !e.status.is_terminal() {
+        if e.holds_claim() {
             let expected = e.version;
             e.cancel_for_removed_credential(store.clock.now());
             actions.push(store.put_action(execution_item(&e)?, Some(Condition::version(expected)))?);

@@ -51,6 +51,14 @@ pub(super) fn policy(
             "{at}.secret_lifetime: {secret_lifetime} is shorter than days_before_expiry ({days_before_expiry}d): every new secret would be due at once"
         ));
     }
+    let manual_delivery = match r.delivery.as_deref() {
+        None | Some("steps") => false,
+        Some("manual") => true,
+        Some(_) => {
+            errors.push(format!("{at}.delivery: give \"steps\" (a step publishes the secret) or \"manual\""));
+            false
+        }
+    };
     let mut applications = Vec::new();
     for (i, a) in r.applications.iter().enumerate() {
         match ClientId::parse(a) {
@@ -103,6 +111,7 @@ pub(super) fn policy(
                 alert_thresholds: thresholds,
                 step_notes: plan.warnings.iter().map(|w| w.to_string()).collect(),
                 steps: plan.steps,
+                manual_delivery,
             },
             applications,
             step_notes: plan.warnings,

@@ -79,6 +79,8 @@ pub(super) struct RawPolicy {
     pub(super) applications: Vec<String>,
     pub(super) steps_file: Option<PathBuf>,
     pub(super) steps: Option<Vec<toml::Value>>,
+    /// `"steps"` (the default: a step must publish the secret) or `"manual"`.
+    pub(super) delivery: Option<String>,
 }
 
 #[derive(Deserialize, Default)]

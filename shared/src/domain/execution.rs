@@ -24,20 +24,23 @@ pub enum ExecutionStatus {
     Pending,
     /// The new secret exists; steps are running.
     Running,
-    /// An `abort` step failed after its retries: the chain stopped, the old secret stays valid,
-    /// and a redrive resumes at that step. Still holds the claim on the credential.
+    /// It could not go on: preflight refused it, Graph refused the new secret, an `abort` step
+    /// failed after its retries, or its message was dead-lettered. The old secret stays valid.
+    /// While it holds a new secret it keeps the claim on the credential (a redrive resumes where
+    /// it stopped; `cancel` frees it); one that never created a secret frees it at once.
     Failed,
     /// Every step ran; at least one `continue` step failed. Never reported healthy; grace cleanup
     /// waits for an operator.
     NeedsAttention,
     /// Every step succeeded.
     Completed,
-    /// Abandoned by an operator before it completed.
+    /// Abandoned: by an operator (`cancel`), or because its credential or application left the
+    /// tenant.
     Cancelled,
 }
 
 impl ExecutionStatus {
-    /// Terminal executions no longer hold the claim on their credential.
+    /// Terminal executions never run again (a failed one may, after a redrive).
     pub fn is_terminal(self) -> bool {
         matches!(self, Self::Completed | Self::NeedsAttention | Self::Cancelled)
     }
@@ -83,6 +86,9 @@ pub struct StepRecord {
     pub started_at: Option<OffsetDateTime>,
     #[serde(with = "time::serde::rfc3339::option")]
     pub ended_at: Option<OffsetDateTime>,
+    /// When its last attempt started or recorded its outcome: the recovery sweep's sign of life.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub attempted_at: Option<OffsetDateTime>,
     /// The last error, in words; never a secret.
     pub error: Option<String>,
 }
@@ -134,6 +140,14 @@ pub fn plan(steps: &[StepDefinition]) -> Vec<PlannedStep> {
         definition: None,
     });
     plan
+}
+
+/// The one reading of a manually delivered secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Revealed {
+    pub by: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
 }
 
 /// Where grace cleanup stands for the old credential of a finalized execution.
@@ -190,6 +204,13 @@ pub struct Execution {
     pub needs_attention: bool,
     /// The last error, in words; never a secret.
     pub error: Option<String>,
+    /// The policy declares manual delivery: no step publishes the secret, an operator reads it once
+    /// (`rotator reveal`) and grace cleanup waits for `rotator confirm`.
+    #[serde(default)]
+    pub manual_delivery: bool,
+    /// When (and by whom) the new secret was read, for a manual delivery; it is read only once.
+    #[serde(default)]
+    pub revealed: Option<Revealed>,
     /// Bumped on every write; writes are conditional on it so two writers cannot both win.
     pub version: u64,
 }
@@ -224,6 +245,8 @@ impl Execution {
             plan,
             needs_attention: false,
             error: None,
+            manual_delivery: false,
+            revealed: None,
             version: 0,
         }
     }
@@ -238,16 +261,35 @@ impl Execution {
         self.finished_at.map(|f| f - self.created_at)
     }
 
-    /// Whether the scheduler's sweeps still need it: not terminal, or finalized with its cleanup
-    /// not done. Both stores index executions by this.
+    /// Whether it holds the claim on its credential (at most one execution does): while pending or
+    /// running, and while failed with a new secret in Entra that a redrive or a cancel must settle.
+    /// Both stores keep the claim by this.
+    pub fn holds_claim(&self) -> bool {
+        match self.status {
+            ExecutionStatus::Pending | ExecutionStatus::Running => true,
+            ExecutionStatus::Failed => self.new_key_id.is_some(),
+            _ => false,
+        }
+    }
+
+    /// Whether the scheduler's sweeps still need it: it holds its claim, or it is finalized with
+    /// its cleanup not done. Both stores index executions by this.
     pub fn is_open(&self) -> bool {
-        !self.status.is_terminal() || (self.status.is_finalized() && !matches!(self.cleanup, Cleanup::Done { .. }))
+        self.holds_claim() || (self.status.is_finalized() && !matches!(self.cleanup, Cleanup::Done { .. }))
+    }
+
+    /// It cannot go on: failed with `reason`, the old secret untouched.
+    pub fn fail(&mut self, reason: impl Into<String>, now: OffsetDateTime) {
+        self.status = ExecutionStatus::Failed;
+        self.error = Some(reason.into());
+        self.updated_at = now;
+        self.finished_at = Some(now);
     }
 
     /// The credential it rotates left the tenant: the execution is cancelled (its target is gone).
     /// Terminal executions keep their history as it is.
     pub fn cancel_for_removed_credential(&mut self, now: OffsetDateTime) {
-        if self.status.is_terminal() {
+        if !self.holds_claim() {
             return;
         }
         self.status = ExecutionStatus::Cancelled;

@@ -33,6 +33,10 @@ pub struct RotationPolicy {
     /// Warnings and manual-review notes about the steps, for preflight to repeat.
     #[serde(default)]
     pub step_notes: Vec<String>,
+    /// `delivery = "manual"`: no step publishes the new secret; an operator reads it once and
+    /// confirms before the old one goes. Otherwise a plan must have a publish step.
+    #[serde(default)]
+    pub manual_delivery: bool,
 }
 
 impl RotationPolicy {
@@ -46,6 +50,7 @@ impl RotationPolicy {
             alert_thresholds: DEFAULT_ALERT_THRESHOLDS.to_vec(),
             steps: Vec::new(),
             step_notes: Vec::new(),
+            manual_delivery: false,
         }
     }
 
@@ -59,6 +64,23 @@ impl RotationPolicy {
 
     /// The end date to ask for a new secret created now, capped by `tenant_max_lifetime` when the
     /// tenant's app management policy sets one.
+    /// Whether some step publishes the new secret where its consumers read it.
+    pub fn publishes(&self) -> bool {
+        self.steps.iter().any(|s| s.phase() == super::steps::Phase::Publish)
+    }
+
+    /// What is wrong with how the new secret reaches its consumers, if anything.
+    pub fn delivery_problem(&self) -> Option<String> {
+        (!self.publishes() && !self.manual_delivery).then(|| {
+            format!(
+                "policy {} has no step that publishes the new secret (azure_key_vault, kubernetes_secret, \
+                 agent_secret_sync): a rotation would deliver it to nobody and then remove the old one. Add a \
+                 publish step, or declare `delivery = \"manual\"` to read the new secret once and confirm by hand",
+                self.id
+            )
+        })
+    }
+
     pub fn new_secret_end(&self, now: OffsetDateTime, tenant_max_lifetime: Option<Span>) -> OffsetDateTime {
         let lifetime = match tenant_max_lifetime {
             Some(max) if max < self.secret_lifetime => max,

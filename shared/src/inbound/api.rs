@@ -26,7 +26,8 @@ use crate::ports::{AuditQuery, DeadLetter, MessageId, QueueName};
 use crate::usecases::app::App;
 use crate::usecases::dashboard::dashboard;
 use crate::usecases::dead_letters;
-use crate::usecases::rotation::{RotationAccepted, confirm_cleanup, request_rotation};
+use crate::usecases::intervention::{cancel, confirm_cleanup, reveal};
+use crate::usecases::rotation::{RotationAccepted, request_rotation};
 
 /// What the router needs.
 #[derive(Clone)]
@@ -80,6 +81,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/dashboard", get(get_dashboard))
         .route("/v1/executions/{id}", get(get_execution))
         .route("/v1/executions/{id}/confirm", post(confirm))
+        .route("/v1/executions/{id}/cancel", post(cancel_execution))
+        .route("/v1/executions/{id}/reveal", post(reveal_secret))
         // The credential id holds slashes: accepted URL-encoded in one segment, or as it is.
         .route("/v1/credentials/{*rest}", get(credential_get).post(credential_post))
         // The on-call view: what failed and why, and sending it back once fixed.
@@ -246,6 +249,23 @@ async fn confirm(State(state): State<ApiState>, presented: Presented, Path(id): 
     let id = execution_id(&id)?;
     let e = confirm_cleanup(&state.services, id, &format!("http:{caller}")).await?;
     Ok(Json(execution_view(&state, &e).await?).into_response())
+}
+
+async fn cancel_execution(State(state): State<ApiState>, presented: Presented, Path(id): Path<String>) -> ApiResult {
+    let caller = authorize(&state, &presented, Role::Write)?;
+    let id = execution_id(&id)?;
+    let e = cancel(&state.services, id, &format!("http:{caller}")).await?;
+    Ok(Json(execution_view(&state, &e).await?).into_response())
+}
+
+/// The one reading of a manually delivered secret. The only response that carries a secret, by
+/// design (DESIGN §4.8): for `entra:write`, audited, shown once, never cached, never logged.
+async fn reveal_secret(State(state): State<ApiState>, presented: Presented, Path(id): Path<String>) -> ApiResult {
+    let caller = authorize(&state, &presented, Role::Write)?;
+    let id = execution_id(&id)?;
+    let secret = reveal(&state.services, id, &format!("http:{caller}")).await?;
+    let body = json!({ "execution": id, "secret": secret.expose(), "shown_once": true });
+    Ok(([(axum::http::header::CACHE_CONTROL, "no-store")], Json(body)).into_response())
 }
 
 /// Splits `<credential id>/<action>` from the rest of the path.

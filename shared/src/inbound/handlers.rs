@@ -11,6 +11,7 @@ use crate::messages::{CHAIN, Envelope, Link, Message, queues};
 use crate::ports::ReceivedMessage;
 use crate::usecases::app::App;
 use crate::usecases::scan::Scanner;
+use crate::usecases::{recovery, rotation, run_step};
 use crate::usecases::sync::{SyncMode, Syncer};
 use crate::{Error, Result};
 
@@ -81,7 +82,7 @@ impl MessageHandler for RotateHandler {
         "rotate"
     }
 
-    async fn handle(&self, envelope: Envelope, _: &ReceivedMessage) -> Result<()> {
+    async fn handle(&self, envelope: Envelope, received: &ReceivedMessage) -> Result<()> {
         let Message::RotateRequested { credential, trigger, dry_run, execution, .. } = envelope.message else {
             return Err(unexpected(self.name(), &envelope.message));
         };
@@ -89,7 +90,13 @@ impl MessageHandler for RotateHandler {
             // Dry runs are answered where they are asked; one that reaches the queue changes nothing.
             return Ok(());
         }
-        crate::usecases::rotation::rotate(&self.0, &credential, trigger, execution).await
+        let result = rotation::rotate(&self.0, &credential, trigger, execution, received.receive_count).await;
+        if let Err(err) = &result
+            && recovery::last_delivery(received.receive_count)
+        {
+            recovery::dead_lettered(&self.0, execution, &credential, err).await;
+        }
+        result
     }
 }
 
@@ -103,14 +110,21 @@ impl MessageHandler for StepHandler {
     }
 
     async fn handle(&self, envelope: Envelope, received: &ReceivedMessage) -> Result<()> {
-        let Message::StepRequested { execution, step, attempt, .. } = envelope.message else {
+        let Message::StepRequested { execution, credential, step, attempt, .. } = envelope.message else {
             return Err(unexpected(self.name(), &envelope.message));
         };
-        crate::usecases::rotation::run_step(&self.0, execution, step, attempt, received.receive_count).await
+        let result = run_step::run_step(&self.0, execution, step, attempt, received.receive_count).await;
+        if let Err(err) = &result
+            && recovery::last_delivery(received.receive_count)
+        {
+            recovery::dead_lettered(&self.0, Some(execution), &credential, err).await;
+        }
+        result
     }
 }
 
-/// grace-cleanup: `CleanupRequested` → remove old secrets whose grace ended, sweep orphans.
+/// grace-cleanup: `CleanupRequested` → resume stalled executions, remove old secrets whose grace
+/// ended, sweep orphans.
 pub struct CleanupHandler(pub App);
 
 #[async_trait]
@@ -123,6 +137,10 @@ impl MessageHandler for CleanupHandler {
         let Message::CleanupRequested { integration } = &envelope.message else {
             return Err(unexpected(self.name(), &envelope.message));
         };
+        // The recovery sweep first, and on its own: a cleanup failure never stops it.
+        if let Err(err) = recovery::resume_stalled(&self.0).await {
+            tracing::error!(error = %err.chain(), "the recovery sweep failed");
+        }
         crate::usecases::cleanup::cleanup(&self.0, integration.as_ref()).await.map(drop)
     }
 }

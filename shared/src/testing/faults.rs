@@ -22,16 +22,94 @@ use crate::{Error, Result};
 /// How many more calls fail, and which.
 type Fault = (u32, Box<dyn Fn(&str) -> bool + Send>);
 
+/// A process crash at a chosen durable write, shared by a [`FlakyStore`] and a [`FlakyQueue`]:
+/// armed with `n`, the `n`-th write (a store write or a queue send, delete or visibility change)
+/// takes effect and then the process is down — every later call of either fails, as nothing of a
+/// dead process reaches the store or the queue — until [`Crash::restart`]. Messages a worker held
+/// come back after their visibility timeout, as after a real restart.
+#[derive(Debug, Default)]
+pub struct Crash {
+    /// Writes left before the crash; negative when not armed.
+    left: std::sync::atomic::AtomicI64,
+    down: AtomicBool,
+    writes: std::sync::atomic::AtomicU64,
+}
+
+impl Crash {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self { left: (-1).into(), ..Default::default() })
+    }
+
+    /// Crashes right after the `n`-th durable write from now (`n` ≥ 1).
+    pub fn after_writes(&self, n: u64) {
+        self.left.store(i64::try_from(n).unwrap_or(i64::MAX), Ordering::SeqCst);
+    }
+
+    /// The process comes back: calls reach the store and the queue again; nothing is armed.
+    pub fn restart(&self) {
+        self.left.store(-1, Ordering::SeqCst);
+        self.down.store(false, Ordering::SeqCst);
+    }
+
+    pub fn is_down(&self) -> bool {
+        self.down.load(Ordering::SeqCst)
+    }
+
+    /// Durable writes seen so far (those that took effect).
+    pub fn writes(&self) -> u64 {
+        self.writes.load(Ordering::SeqCst)
+    }
+
+    fn refuse_if_down(&self) -> Result<()> {
+        if self.is_down() {
+            return Err(Error::Store { context: "the process is down".into(), transient: true, source: "crash".into() });
+        }
+        Ok(())
+    }
+
+    fn wrote(&self) {
+        self.writes.fetch_add(1, Ordering::SeqCst);
+        if self.left.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.down.store(true, Ordering::SeqCst);
+        }
+    }
+}
+
+/// Whether a store method writes (so a crash may come right after it).
+fn writes(method: &str) -> bool {
+    ["put_", "create_", "update_", "remove_", "sync_", "record_", "mark", "append_", "delete_"]
+        .iter()
+        .any(|p| method.starts_with(p) && method != "marked")
+}
+
 /// Wraps a store; `fail(method, n, when)` makes the next `n` calls of `method` that satisfy `when`
 /// fail before reaching the store.
 pub struct FlakyStore {
     inner: Arc<dyn Store>,
     faults: Mutex<HashMap<&'static str, Fault>>,
+    crash: Mutex<Option<Arc<Crash>>>,
 }
 
 impl FlakyStore {
     pub fn new(inner: Arc<dyn Store>) -> Self {
-        Self { inner, faults: Mutex::new(HashMap::new()) }
+        Self { inner, faults: Mutex::new(HashMap::new()), crash: Mutex::new(None) }
+    }
+
+    /// Shares a [`Crash`] switch with this store.
+    pub fn set_crash(&self, crash: Arc<Crash>) {
+        *self.crash.lock().unwrap_or_else(|p| p.into_inner()) = Some(crash);
+    }
+
+    fn crash(&self) -> Option<Arc<Crash>> {
+        self.crash.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn after(&self, method: &'static str) {
+        if writes(method)
+            && let Some(c) = self.crash()
+        {
+            c.wrote();
+        }
     }
 
     /// Fails the next `n` calls of `method` whose debug text of the first argument satisfies `when`.
@@ -40,6 +118,9 @@ impl FlakyStore {
     }
 
     fn check(&self, method: &'static str, arg: &str) -> Result<()> {
+        if let Some(c) = self.crash() {
+            c.refuse_if_down()?;
+        }
         let mut faults = self.faults.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((n, when)) = faults.get_mut(method)
             && *n > 0
@@ -64,13 +145,17 @@ macro_rules! flaky_store {
             $(
                 async fn $name(&self, $first: $fty $(, $arg: $ty)*) -> Result<$ret> {
                     self.check(stringify!($name), &format!("{:?}", $first))?;
-                    self.inner.$name($first $(, $arg)*).await
+                    let out = self.inner.$name($first $(, $arg)*).await?;
+                    self.after(stringify!($name));
+                    Ok(out)
                 }
             )*
             $(
                 async fn $nname(&self) -> Result<$nret> {
                     self.check(stringify!($nname), "")?;
-                    self.inner.$nname().await
+                    let out = self.inner.$nname().await?;
+                    self.after(stringify!($nname));
+                    Ok(out)
                 }
             )*
         }
@@ -161,13 +246,55 @@ impl crate::ports::key_ring::KeyRing for FlakyKeyRing {
 pub struct FlakyQueue {
     inner: Arc<dyn Queue>,
     fail_sends_to: Mutex<Option<(String, u32)>>,
+    fail_send_where: Mutex<Option<(String, SendFilter)>>,
     duplicate: AtomicBool,
     sent: Mutex<Vec<String>>,
+    crash: Mutex<Option<Arc<Crash>>>,
 }
+
+type SendFilter = Box<dyn Fn(&str) -> bool + Send>;
 
 impl FlakyQueue {
     pub fn new(inner: Arc<dyn Queue>) -> Self {
-        Self { inner, fail_sends_to: Mutex::new(None), duplicate: AtomicBool::new(false), sent: Mutex::new(Vec::new()) }
+        Self {
+            inner,
+            fail_sends_to: Mutex::new(None),
+            fail_send_where: Mutex::new(None),
+            duplicate: AtomicBool::new(false),
+            sent: Mutex::new(Vec::new()),
+            crash: Mutex::new(None),
+        }
+    }
+
+    /// Shares a [`Crash`] switch with this queue.
+    pub fn set_crash(&self, crash: Arc<Crash>) {
+        *self.crash.lock().unwrap_or_else(|p| p.into_inner()) = Some(crash);
+    }
+
+    fn crash(&self) -> Option<Arc<Crash>> {
+        self.crash.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn down(&self) -> Result<()> {
+        match self.crash() {
+            Some(c) if c.is_down() => Err(Error::Queue {
+                context: "the process is down".into(),
+                transient: true,
+                source: "crash".into(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    fn wrote(&self) {
+        if let Some(c) = self.crash() {
+            c.wrote();
+        }
+    }
+
+    /// Fails the next send to `queue` whose body satisfies `when` (a crash right before it).
+    pub fn fail_send_where(&self, queue: &str, when: impl Fn(&str) -> bool + Send + 'static) {
+        *self.fail_send_where.lock().unwrap_or_else(|p| p.into_inner()) = Some((queue.to_owned(), Box::new(when)));
     }
 
     /// Fails the next `n` sends to `queue` (and no longer those to a queue named before).
@@ -189,6 +316,18 @@ impl FlakyQueue {
 #[async_trait]
 impl Queue for FlakyQueue {
     async fn send(&self, queue: &QueueName, message: OutgoingMessage) -> Result<MessageId> {
+        self.down()?;
+        {
+            let mut fail = self.fail_send_where.lock().unwrap_or_else(|p| p.into_inner());
+            if fail.as_ref().is_some_and(|(name, when)| name == queue.as_str() && when(&message.body)) {
+                *fail = None;
+                return Err(Error::Queue {
+                    context: "injected crash before the send".into(),
+                    transient: true,
+                    source: "crash".into(),
+                });
+            }
+        }
         {
             let mut fail = self.fail_sends_to.lock().unwrap_or_else(|p| p.into_inner());
             if let Some((name, n)) = fail.as_mut()
@@ -213,19 +352,30 @@ impl Queue for FlakyQueue {
         if let Some(copy) = copy {
             self.inner.send(queue, copy).await?;
         }
+        self.wrote();
         Ok(id)
     }
     async fn receive(&self, q: &QueueName, max: usize, v: Option<Duration>) -> Result<Vec<ReceivedMessage>> {
+        self.down()?;
         self.inner.receive(q, max, v).await
     }
     async fn delete(&self, q: &QueueName, r: &ReceiptHandle) -> Result<()> {
-        self.inner.delete(q, r).await
+        self.down()?;
+        self.inner.delete(q, r).await?;
+        self.wrote();
+        Ok(())
     }
     async fn change_visibility(&self, q: &QueueName, r: &ReceiptHandle, t: Duration) -> Result<()> {
-        self.inner.change_visibility(q, r, t).await
+        self.down()?;
+        self.inner.change_visibility(q, r, t).await?;
+        self.wrote();
+        Ok(())
     }
     async fn record_failure(&self, q: &QueueName, r: &ReceiptHandle, e: &str) -> Result<()> {
-        self.inner.record_failure(q, r, e).await
+        self.down()?;
+        self.inner.record_failure(q, r, e).await?;
+        self.wrote();
+        Ok(())
     }
     async fn dead_letters(&self, q: &QueueName, limit: usize) -> Result<Vec<DeadLetter>> {
         self.inner.dead_letters(q, limit).await

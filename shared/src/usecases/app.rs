@@ -41,11 +41,18 @@ pub struct RotationSettings {
     /// Marked credentials that no execution owns are removed only once they are this old, so a
     /// rotation whose record is still being written is never mistaken for an orphan.
     pub orphan_safety_delay: Duration,
+    /// An execution that holds its credential and shows no sign of life for this long (plus its
+    /// step's retry delay) has lost its message: the recovery sweep queues it again.
+    pub stall_after: Duration,
 }
 
 impl Default for RotationSettings {
     fn default() -> Self {
-        Self { verify_budget: Duration::from_secs(120), orphan_safety_delay: Duration::from_secs(3600) }
+        Self {
+            verify_budget: Duration::from_secs(120),
+            orphan_safety_delay: Duration::from_secs(3600),
+            stall_after: Duration::from_secs(600),
+        }
     }
 }
 

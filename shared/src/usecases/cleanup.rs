@@ -47,7 +47,10 @@ pub async fn cleanup(s: &App, integration: Option<&IntegrationId>) -> Result<Cle
             continue;
         }
         let confirmed = matches!(e.cleanup, Cleanup::Confirmed { .. });
-        if e.status == ExecutionStatus::NeedsAttention && !confirmed {
+        // A rollout that needs attention, or a secret delivered by hand, waits for an operator.
+        if (e.status == ExecutionStatus::NeedsAttention || e.manual_delivery || e.cleanup == Cleanup::AwaitingConfirmation)
+            && !confirmed
+        {
             report.awaiting_confirmation += 1;
             continue;
         }
@@ -125,7 +128,7 @@ async fn sweep_orphans(s: &App, integration: Option<&IntegrationId>) -> Result<u
             let owner = s.store.get_execution(&marked).await?;
             let owned = owner.as_ref().is_some_and(|e| e.new_key_id == Some(c.id.key_id));
             // An execution that has not recorded its secret yet may still be about to: leave it.
-            let in_flight = owner.as_ref().is_some_and(|e| e.new_key_id.is_none() && !e.status.is_terminal());
+            let in_flight = owner.as_ref().is_some_and(|e| e.new_key_id.is_none() && e.holds_claim());
             if owned || in_flight {
                 continue;
             }

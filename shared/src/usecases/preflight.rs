@@ -4,10 +4,11 @@
 use serde::Serialize;
 
 use crate::Result;
-use crate::domain::ids::{AppObjectId, CredentialId};
+use crate::domain::ids::{AppObjectId, CredentialId, KeyId};
 use crate::domain::inventory::{Credential, room_for_password};
 use crate::domain::policy::RotationPolicy;
 use crate::domain::steps::{AgentTarget, Phase};
+use crate::ports::directory::DirectoryApplication;
 use crate::usecases::app::App;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -35,6 +36,8 @@ pub struct PreflightReport {
     pub ok: bool,
 }
 
+use CheckOutcome::{Failed, ManualReview, Warning};
+
 fn check(name: impl Into<String>, outcome: CheckOutcome, reason: impl Into<String>) -> Check {
     Check { name: name.into(), outcome, reason: reason.into() }
 }
@@ -45,7 +48,6 @@ pub async fn preflight(
     app: AppObjectId,
     policy: &RotationPolicy,
 ) -> Result<PreflightReport> {
-    use CheckOutcome::{Failed, ManualReview, Warning};
     let mut checks = Vec::new();
     match s.directory(&credential.id.integration) {
         Err(e) => checks.push(check("Entra authentication", Failed, e.to_string())),
@@ -56,27 +58,38 @@ pub async fn preflight(
                     CheckOutcome::Ok,
                     "the background sign-in of the integration works and reads the application",
                 ));
-                let passwords = found.password_credentials.unwrap_or_default();
-                let has_key = passwords.iter().any(|p| p.key_id == credential.id.key_id);
-                checks.push(if has_key {
-                    check("credential present", CheckOutcome::Ok, "the secret to rotate is on the application")
-                } else {
-                    check("credential present", Failed, "the secret to rotate is no longer on the application")
-                });
-                let n = passwords.len();
-                checks.push(match room_for_password(found.sign_in_audience.as_deref(), n) {
-                    Err(reason) => check("room for one more password", Failed, reason),
-                    Ok(()) => check(
-                        "room for one more password",
-                        CheckOutcome::Ok,
-                        format!("{n} password(s) now, one more fits"),
-                    ),
-                });
+                checks.extend(application_checks(&found, credential.id.key_id));
             }
             Ok(None) => checks.push(check("Entra authentication", Failed, "the application no longer exists")),
             Err(e) => checks.push(check("Entra authentication", Failed, e.chain())),
         },
     }
+    checks.extend(plan_checks(s, policy));
+    let ok = !checks.iter().any(|c| c.outcome == Failed);
+    Ok(PreflightReport { credential: credential.id.clone(), policy: policy.id.to_string(), checks, ok })
+}
+
+/// What the application as Graph has it now says: the secret to rotate is there, and one more fits.
+pub fn application_checks(found: &DirectoryApplication, key_id: KeyId) -> Vec<Check> {
+    let mut checks = Vec::new();
+    let passwords = found.password_credentials.clone().unwrap_or_default();
+    let has_key = passwords.iter().any(|p| p.key_id == key_id);
+    checks.push(if has_key {
+        check("credential present", CheckOutcome::Ok, "the secret to rotate is on the application")
+    } else {
+        check("credential present", Failed, "the secret to rotate is no longer on the application")
+    });
+    let n = passwords.len();
+    checks.push(match room_for_password(found.sign_in_audience.as_deref(), n) {
+        Err(reason) => check("room for one more password", Failed, reason),
+        Ok(()) => check("room for one more password", CheckOutcome::Ok, format!("{n} password(s) now, one more fits")),
+    });
+    checks
+}
+
+/// What the policy and its steps say, without asking anyone: delivery, order, support, targets.
+pub fn plan_checks(s: &App, policy: &RotationPolicy) -> Vec<Check> {
+    let mut checks = Vec::new();
     checks.push(check(
         "write permission",
         ManualReview,
@@ -88,7 +101,16 @@ pub async fn preflight(
         CheckOutcome::Ok,
         format!("asks for a secret valid {}; a tenant lifetime policy may shorten it", policy.secret_lifetime),
     ));
-
+    checks.push(match policy.delivery_problem() {
+        Some(problem) => check("delivery", Failed, problem),
+        None if policy.manual_delivery => check(
+            "delivery",
+            ManualReview,
+            "manual delivery: an operator reads the new secret once (`rotator reveal`), puts it where it is \
+             used, and confirms (`rotator confirm`) before the old one may go",
+        ),
+        None => check("delivery", CheckOutcome::Ok, "a step publishes the new secret"),
+    });
     // The rollout: order, support, targets.
     let mut last_publish = None;
     let mut first_reload = None;
@@ -136,6 +158,5 @@ pub async fn preflight(
             _ => checks.push(check(name, CheckOutcome::Ok, "target configured; reached at rollout time")),
         }
     }
-    let ok = !checks.iter().any(|c| c.outcome == Failed);
-    Ok(PreflightReport { credential: credential.id.clone(), policy: policy.id.to_string(), checks, ok })
+    checks
 }

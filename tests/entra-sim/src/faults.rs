@@ -64,6 +64,21 @@ pub enum FaultKind {
     Slow(Duration),
     /// `403 Authorization_RequestDenied`.
     Forbidden,
+    /// A refusal Graph publishes for `addPassword` that trying again cannot change: `400` with this
+    /// code and message (for example `CredentialInvalidLifetimeAsPerAppPolicy`, when a tenant's
+    /// app management policy caps secret lifetimes, or `TooManyAppPasswords`).
+    Refused { code: String, message: String },
+}
+
+impl FaultKind {
+    /// `400 CredentialInvalidLifetimeAsPerAppPolicy`, as Graph answers `addPassword` when the
+    /// requested end date is beyond what the tenant's app management policy allows.
+    pub fn lifetime_policy() -> Self {
+        Self::Refused {
+            code: "CredentialInvalidLifetimeAsPerAppPolicy".into(),
+            message: "Credential lifetime exceeds the max value allowed as per assigned policy.".into(),
+        }
+    }
 }
 
 /// One queued fault.
@@ -166,6 +181,7 @@ pub(crate) fn fault_response(kind: &FaultKind, endpoint: Endpoint, path: &str) -
             GraphError::new(status, code, "The service encountered an error processing the request.")
         }
         FaultKind::Forbidden => GraphError::forbidden(),
+        FaultKind::Refused { code, message } => GraphError::new(StatusCode::BAD_REQUEST, code.clone(), message.clone()),
     };
     let status = graph.status();
     let retry_after = match kind {

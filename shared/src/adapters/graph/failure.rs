@@ -121,15 +121,18 @@ pub(super) fn classify(op: &Op, status: StatusCode, body: &[u8], retry_after: Op
             false,
         )
     } else if op.sensitive && n == 400 {
-        (
-            format!(
-                "{} was refused ({code}): the application may already hold the most passwords it allows (two when \
-                 it accepts personal Microsoft accounts), or the end date breaks the tenant's credential lifetime policy",
-                op.what
-            ),
-            false,
-            false,
-        )
+        // Graph's own text is not repeated for a sensitive call, so its code is put in words here.
+        let why = if code.contains("Lifetime") {
+            "the end date breaks the tenant's app management policy on credential lifetimes: give the policy a \
+             shorter secret_lifetime"
+        } else if code.contains("TooMany") || code.contains("Limit") {
+            "the application already holds the most passwords it allows (two when it accepts personal Microsoft \
+             accounts): remove one it no longer needs"
+        } else {
+            "the application may already hold the most passwords it allows (two when it accepts personal Microsoft \
+             accounts), or the end date breaks the tenant's credential lifetime policy"
+        };
+        (format!("{} was refused ({code}): {why}", op.what), false, false)
     } else {
         (format!("{} was refused{said}", op.what), false, false)
     };

@@ -302,7 +302,7 @@ impl Store for SqliteStore {
             .call(move |c| {
                 let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(s("create execution"))?;
                 let cred = e.credential.to_string();
-                let active = (!e.status.is_terminal()).then(|| cred.clone());
+                let active = e.holds_claim().then(|| cred.clone());
                 if active.is_some() {
                     let holder: Option<Execution> =
                         query_doc(&tx, "SELECT doc FROM executions WHERE active_credential = ?1", params![cred])?;
@@ -344,7 +344,7 @@ impl Store for SqliteStore {
             .call(move |c| {
                 let expected = e.version;
                 e.version += 1;
-                let active = (!e.status.is_terminal()).then(|| e.credential.to_string());
+                let active = e.holds_claim().then(|| e.credential.to_string());
                 let n = c
                     .execute(
                         "UPDATE executions SET active_credential = ?2, open = ?3, version = ?4, doc = ?5

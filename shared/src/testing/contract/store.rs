@@ -227,6 +227,7 @@ pub async fn step_records_are_upserted_and_ordered(s: Arc<dyn Store>) {
         outcome,
         started_at: Some(NOW),
         ended_at: None,
+        attempted_at: None,
         error: None,
     };
     s.put_step_record(&rec(1, StepOutcome::Running)).await.unwrap();
