@@ -23,7 +23,7 @@ use entra_rotator::messages::{Message, default_queue_specs, queues};
 use entra_rotator::ports::key_ring::SealedValue;
 use entra_rotator::ports::{Clock, Queue, QueueName, Store};
 use entra_rotator::testing::fakes::ManualClock;
-use entra_rotator::testing::faults::{FlakyKeyRing, FlakyQueue, FlakyStore};
+use entra_rotator::testing::faults::{Crash, FlakyKeyRing, FlakyQueue, FlakyStore};
 use entra_rotator::usecases::app::{App, Directories, RotationSettings};
 use entra_rotator::usecases::intervention;
 use entra_rotator::usecases::rotation::{RotationAccepted, request_rotation};
@@ -409,4 +409,160 @@ async fn a_dry_run_changes_nothing_and_warns_of_a_reload_before_its_publish() {
     assert!(c.store.list_executions(&c.old).await.unwrap().is_empty());
     assert_eq!(c.passwords().len(), 1);
     assert_eq!(c.queue.depth(&QueueName::new(queues::ROTATE)).await.unwrap().visible, 0);
+}
+
+/// The plans the crash test runs: between them they cross every kind of boundary a rotation has —
+/// verify, a step that is retried, a `continue` step that fails, an `abort` step that fails.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum CrashPlan {
+    /// Spring refresh, then a webhook that fails once and succeeds on its retry.
+    RetriedThenHealthy,
+    /// A Spring refresh (`continue`) that keeps failing, then the webhook.
+    ContinueFails,
+    /// The Spring refresh, then a webhook (`abort`) that keeps failing.
+    AbortFails,
+}
+
+impl CrashPlan {
+    fn expected(self) -> ExecutionStatus {
+        match self {
+            Self::RetriedThenHealthy => ExecutionStatus::Completed,
+            Self::ContinueFails => ExecutionStatus::NeedsAttention,
+            Self::AbortFails => ExecutionStatus::Failed,
+        }
+    }
+}
+
+async fn crash_world(plan: CrashPlan) -> (Chain, Arc<Crash>) {
+    let mut c = Chain::new(Duration::ZERO, vec![]).await;
+    let spring_on_failure = if plan == CrashPlan::ContinueFails { "continue" } else { "abort" };
+    let base = c.sim.target_url("/");
+    let steps = steps(&format!(
+        r#"[{{"type":"spring_actuator_refresh","order":10,"on_failure":"{spring_on_failure}","retries":1,"retry_delay":"1s",
+              "config":{{"url":"{base}apps/payroll/actuator/refresh"}}}},
+            {{"type":"webhook","order":20,"on_failure":"abort","retries":1,"retry_delay":"1s",
+              "config":{{"url":"{base}hooks/ops"}}}}]"#
+    ));
+    c.set_steps(steps).await;
+    match plan {
+        CrashPlan::RetriedThenHealthy => c.sim.targets().set_webhook_failures("ops", 1, 503),
+        CrashPlan::ContinueFails => c.sim.targets().set_spring_failures("payroll", 1_000_000, 500),
+        CrashPlan::AbortFails => c.sim.targets().set_webhook_failures("ops", 1_000_000, 503),
+    }
+    let crash = Crash::new();
+    let flaky = c.use_flaky_store().await;
+    flaky.set_crash(crash.clone());
+    c.queue.set_crash(crash.clone());
+    (c, crash)
+}
+
+/// Runs the workers, as a process would, until it crashes or has nothing left to do now.
+async fn run_until_crash_or_quiet(c: &Chain, crash: &Crash) {
+    for _ in 0..5000 {
+        let mut did = 0;
+        for w in &c.workers {
+            // A dead process's calls fail; it is stopped right after.
+            did += w.run_once().await.unwrap_or(0);
+            if crash.is_down() {
+                return;
+            }
+        }
+        if did == 0 {
+            let mut pending = 0;
+            for q in [queues::ROTATE, queues::STEP, queues::CLEANUP] {
+                let d = c.queue.depth(&QueueName::new(q)).await.unwrap();
+                pending += d.delayed + d.in_flight;
+            }
+            if pending == 0 {
+                return;
+            }
+            c.advance(Duration::from_secs(5));
+        }
+    }
+}
+
+fn is_final(status: ExecutionStatus) -> bool {
+    matches!(
+        status,
+        ExecutionStatus::Completed | ExecutionStatus::NeedsAttention | ExecutionStatus::Failed | ExecutionStatus::Cancelled
+    )
+}
+
+/// DESIGN §4.9, "Nothing waits for ever": the process stopped right after each durable write of a
+/// rotation in turn (a store write or a queue send, acknowledgement or visibility change), then
+/// started again, with nobody's help but the chain's own sweeps. Every execution reaches its final
+/// state by itself, the credential is never left blocked, no marked secret is left unowned, and the
+/// old secret is never removed (no operator confirmed this manual delivery).
+#[tokio::test]
+async fn a_crash_after_any_durable_write_of_a_rotation_still_ends_in_a_final_state_by_itself() {
+    let mut points = 0;
+    for plan in [CrashPlan::RetriedThenHealthy, CrashPlan::ContinueFails, CrashPlan::AbortFails] {
+        // How many durable writes an undisturbed rotation of this plan makes.
+        let total = {
+            let (c, crash) = crash_world(plan).await;
+            let e = c.request().await;
+            run_until_crash_or_quiet(&c, &crash).await;
+            assert_eq!(c.execution(&e).await.status, plan.expected(), "{plan:?} undisturbed");
+            crash.writes()
+        };
+        assert!(total > 20, "{plan:?}: {total} writes");
+        for n in 1..=total {
+            points += 1;
+            let (c, crash) = crash_world(plan).await;
+            crash.after_writes(n);
+            let trigger = Trigger::Manual { by: "alice".into(), reason: None };
+            // The request itself may be cut short (the crash at its first write or its send).
+            let _ = request_rotation(&c.services, &c.old, trigger, false).await;
+            run_until_crash_or_quiet(&c, &crash).await;
+            crash.restart();
+            // After the restart: held messages come back after their visibility timeout, and each
+            // recovery sweep (with grace cleanup, on its timer) resumes what lost its message.
+            for _ in 0..8 {
+                run_until_crash_or_quiet(&c, &crash).await;
+                let all = c.store.list_executions(&c.old).await.unwrap();
+                if !all.is_empty() && all.iter().all(|e| is_final(e.status)) {
+                    break;
+                }
+                c.advance(Duration::from_secs(700));
+                c.cleanup().await;
+            }
+            let all = c.store.list_executions(&c.old).await.unwrap();
+            let at = format!("{plan:?}, crash after write {n} of {total}");
+            assert_eq!(all.len(), 1, "{at}: one execution: {all:?}");
+            let e = &all[0];
+            assert_eq!(e.status, plan.expected(), "{at}: {e:?}");
+            assert!(c.passwords().iter().any(|p| p.key_id == c.old.key_id.as_uuid()), "{at}: the old secret stays");
+            // The credential is not left blocked: a failed one is cancelled (nothing published its
+            // secret), and then — as after any other end — a new rotation starts.
+            if e.status == ExecutionStatus::Failed {
+                intervention::cancel(&c.services, e.id, "alice").await.unwrap();
+            }
+            let fresh = Execution::new(
+                c.old.clone(),
+                e.app,
+                e.policy.clone(),
+                Trigger::Manual { by: "alice".into(), reason: None },
+                vec![],
+                c.clock.now(),
+            );
+            let free = c.store.create_execution(&fresh).await.unwrap();
+            assert_eq!(free, entra_rotator::ports::Claim::Created, "{at}: the credential is free");
+            // After the orphan sweep, every marked secret is owned by an execution that recorded it.
+            c.advance(Duration::from_secs(3600));
+            c.cleanup().await;
+            let owned: Vec<Uuid> = c
+                .store
+                .list_executions(&c.old)
+                .await
+                .unwrap()
+                .iter()
+                .filter(|e| e.status != ExecutionStatus::Cancelled)
+                .filter_map(|e| e.new_key_id.map(|k| k.as_uuid()))
+                .collect();
+            for m in c.marked() {
+                assert!(owned.contains(&m.key_id), "{at}: marked secret {} is owned by nobody", m.key_id);
+            }
+        }
+    }
+    assert!(points > 60, "{points} crash points");
 }
