@@ -68,6 +68,10 @@ ca_certificate = "$ca"
 [policies.default]
 auto_rotate = false
 grace_period = "12s"
+# None of the steps below carries the secret to its consumers (Key Vault, Kubernetes and the host
+# agent are not in this build yet), so the policy says so: an operator reads the new secret once
+# and confirms before the old one may go. Without this line preflight refuses the rotation.
+delivery = "manual"
 
 [[policies.default.steps]]
 type = "spring_actuator_refresh"
@@ -171,6 +175,19 @@ PY
 
 stage "The execution history of the credential"
 rotator history "$credential"
+
+stage "Manual delivery: the operator reads the new secret once, puts it in place, and confirms"
+api POST "/v1/executions/$execution/reveal" | python3 -c '
+import json,sys
+l=sys.stdin.read(); code, body = l.split(" ",1); j=json.loads(body)
+s=j["secret"]
+print(code, "the new secret:", s[:4] + "…", "(%d characters; shown here masked, the response holds it whole, once)" % len(s))'
+note "a second reading is refused, and the reading is in the audit trail:"
+api POST "/v1/executions/$execution/reveal" | cut -c1-160
+api POST "/v1/executions/$execution/confirm" | python3 -c '
+import json,sys
+l=sys.stdin.read(); code, body = l.split(" ",1); e=json.loads(body)
+print(code, "confirmed; cleanup:", e["cleanup"])'
 
 stage "Grace period: both secrets stay valid for 12 s, then grace-cleanup removes the old one"
 for _ in $(seq 1 120); do

@@ -340,6 +340,40 @@ async fn a_second_request_while_one_runs_gets_the_running_execution() {
     }
 }
 
+/// Apps that accept personal Microsoft accounts hold at most two passwords, and Graph's
+/// `addPassword` does not say so in advance: the rotation's own preflight refuses before it asks.
+#[tokio::test]
+async fn an_app_with_no_room_for_another_password_fails_its_rotation_before_graph_is_asked() {
+    let c = Chain::new(Duration::ZERO, vec![]).await;
+    let app = c.sim.tenant().add_app(NewApp::named("Consumer App").sign_in_audience("AzureADandPersonalMicrosoftAccount"));
+    let end = c.sim.now() + time::Duration::days(10);
+    let first = c.sim.tenant().add_password_to(app.object_id, end).unwrap();
+    c.sim.tenant().add_password_to(app.object_id, end).unwrap();
+    Syncer {
+        directory: c.services.directory(&c.integration).unwrap().as_ref(),
+        store: c.store.as_ref(),
+        clock: &c.clock,
+        progress: &|_| {},
+    }
+    .sync(&c.integration, SyncMode::Full)
+    .await
+    .unwrap();
+    let credential = CredentialId::parse(&format!("contoso/app/{}/{}", app.object_id, first.key_id)).unwrap();
+    c.sim.clear_requests();
+    let trigger = Trigger::Manual { by: "alice".into(), reason: None };
+    let RotationAccepted::Started { execution } =
+        request_rotation(&c.services, &credential, trigger, false).await.unwrap()
+    else {
+        panic!("not started");
+    };
+    c.pump(Duration::from_secs(60)).await;
+    let e = c.store.get_execution(&execution.id).await.unwrap().unwrap();
+    assert_eq!(e.status, ExecutionStatus::Failed, "{e:?}");
+    assert!(e.error.clone().unwrap_or_default().contains("room for one more password"), "{e:?}");
+    assert!(!c.sim.requests().iter().any(|r| r.path.contains("addPassword")), "Graph was not asked");
+    assert_eq!(c.sim.tenant().app_passwords(app.object_id).unwrap().len(), 2);
+}
+
 #[tokio::test]
 async fn the_orphan_sweep_removes_a_marked_secret_no_execution_owns_after_the_safety_delay() {
     let c = Chain::new(Duration::ZERO, vec![]).await;
