@@ -14,8 +14,8 @@ use entra_rotator::domain::execution::{Execution, ExecutionStatus, Trigger};
 use entra_rotator::domain::ids::{CredentialId, ExecutionId};
 use entra_rotator::ports::{Clock, Queue, Store};
 use entra_rotator::usecases::app::App;
-use entra_rotator::usecases::preflight::CheckOutcome;
 use entra_rotator::usecases::intervention;
+use entra_rotator::usecases::preflight::CheckOutcome;
 use entra_rotator::usecases::rotation::{RotationAccepted, request_rotation};
 use entra_rotator::wiring;
 use serde_json::json;
@@ -71,11 +71,7 @@ pub async fn rotate(
         RotationAccepted::Started { execution } | RotationAccepted::AlreadyRunning { execution } if wait => {
             let done = wait_for(&s, execution.id, out).await?;
             show(&s, &done, out).await?;
-            Ok(if done.status == ExecutionStatus::Completed {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            })
+            Ok(if done.status == ExecutionStatus::Completed { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         RotationAccepted::Started { execution } => {
             if out.json {
@@ -187,10 +183,7 @@ pub async fn cancel(config_path: &Path, execution: &str, out: Output) -> anyhow:
     if out.json {
         out.print_json(&json!({ "execution": e }))?;
     } else {
-        println!(
-            "Cancelled {}: the old secret stays; {} may be rotated again.",
-            e.id, e.credential
-        );
+        println!("Cancelled {}: the old secret stays; {} may be rotated again.", e.id, e.credential);
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -202,7 +195,9 @@ pub async fn reveal(config_path: &Path, execution: &str, out: Output) -> anyhow:
     if out.json {
         out.print_json(&json!({ "execution": id, "secret": secret.expose(), "shown_once": true }))?;
     } else {
-        eprintln!("The new secret of {id}, shown this once (the reading is audited). Put it where it is used, then `rotator confirm {id}`:");
+        eprintln!(
+            "The new secret of {id}, shown this once (the reading is audited). Put it where it is used, then `rotator confirm {id}`:"
+        );
         println!("{}", secret.expose());
     }
     Ok(ExitCode::SUCCESS)

@@ -132,6 +132,31 @@ fn config_check_names_an_unknown_key_and_fails() {
 }
 
 #[test]
+fn config_check_warns_of_a_policy_that_delivers_the_secret_to_nobody() {
+    let (_dir, path) = temp_config();
+    let mut text_ = std::fs::read_to_string(&path).unwrap();
+    text_.push_str(
+        "\n[policies.default]\n[[policies.default.steps]]\ntype = \"webhook\"\norder = 10\nconfig = { url = \"https://hooks.example.com/x\" }\n",
+    );
+    std::fs::write(&path, &text_).unwrap();
+    let out = rotator(&["config", "check", path.to_str().unwrap()]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "a warning, not an error: {stdout}{stderr}");
+    assert!(stdout.contains("warning: policy default has no step that publishes the new secret"), "{stdout}");
+    let out = rotator(&["--json", "config", "check", path.to_str().unwrap()]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["policies"][0]["delivery"], "steps");
+    assert!(json["policies"][0]["warnings"][0].as_str().unwrap().contains("delivery = \"manual\""));
+
+    std::fs::write(&path, text_.replace("[policies.default]\n", "[policies.default]\ndelivery = \"manual\"\n"))
+        .unwrap();
+    let out = rotator(&["config", "check", path.to_str().unwrap()]);
+    let (stdout, _) = text(&out);
+    assert!(out.status.success() && !stdout.contains("warning:"), "{stdout}");
+    assert!(stdout.contains("manual delivery"), "{stdout}");
+}
+
+#[test]
 fn status_says_plainly_when_there_is_no_data_yet() {
     let (_dir, path) = temp_config();
     let out = rotator(&["--config", path.to_str().unwrap(), "status"]);

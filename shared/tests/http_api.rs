@@ -100,6 +100,8 @@ async fn every_route_refuses_a_missing_or_unknown_token_and_a_token_without_its_
         ("POST", format!("/v1/credentials/{c}/rotate"), WRITER),
         ("GET", format!("/v1/executions/{e}"), WRITER),
         ("POST", format!("/v1/executions/{e}/confirm"), READER),
+        ("POST", format!("/v1/executions/{e}/cancel"), READER),
+        ("POST", format!("/v1/executions/{e}/reveal"), ROTATOR),
         ("GET", format!("/v1/credentials/{c}/history"), WRITER),
         ("GET", "/v1/dashboard".to_owned(), WRITER),
         ("GET", "/v1/dead-letters".to_owned(), WRITER),
@@ -184,6 +186,26 @@ async fn confirming_an_execution_that_has_not_finished_is_a_conflict() {
     let id = body["execution_id"].as_str().unwrap();
     let (status, body) = api.json("POST", &format!("/v1/executions/{id}/confirm"), WRITER, None).await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
+}
+
+#[tokio::test]
+async fn an_operator_cancels_a_stuck_execution_and_a_secret_that_steps_deliver_is_never_revealed() {
+    let api = Api::start().await;
+    let path = format!("/v1/credentials/{}/rotate", api.encoded());
+    let (_, body) = api.json("POST", &path, ROTATOR, None).await;
+    let id = body["execution_id"].as_str().unwrap().to_owned();
+    let (status, body) = api.json("POST", &format!("/v1/executions/{id}/reveal"), WRITER, None).await;
+    assert_eq!(status, StatusCode::CONFLICT, "its policy delivers by steps: {body}");
+    assert!(body.get("secret").is_none());
+    let (status, body) = api.json("POST", &format!("/v1/executions/{id}/cancel"), WRITER, None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["status"], "cancelled");
+    let audit = api.store.list_audit(&Default::default()).await.unwrap();
+    assert!(audit.iter().any(|a| a.action == "rotation.cancelled" && a.actor == "http:writer"), "{audit:?}");
+    // The credential is free: a new request starts a new rotation.
+    let (status, again) = api.json("POST", &path, ROTATOR, None).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(again["already_running"], false, "{again}");
 }
 
 #[tokio::test]

@@ -345,7 +345,8 @@ async fn a_second_request_while_one_runs_gets_the_running_execution() {
 #[tokio::test]
 async fn an_app_with_no_room_for_another_password_fails_its_rotation_before_graph_is_asked() {
     let c = Chain::new(Duration::ZERO, vec![]).await;
-    let app = c.sim.tenant().add_app(NewApp::named("Consumer App").sign_in_audience("AzureADandPersonalMicrosoftAccount"));
+    let app =
+        c.sim.tenant().add_app(NewApp::named("Consumer App").sign_in_audience("AzureADandPersonalMicrosoftAccount"));
     let end = c.sim.now() + time::Duration::days(10);
     let first = c.sim.tenant().add_password_to(app.object_id, end).unwrap();
     c.sim.tenant().add_password_to(app.object_id, end).unwrap();
@@ -518,7 +519,10 @@ async fn run_until_crash_or_quiet(c: &Chain, crash: &Crash) {
 fn is_final(status: ExecutionStatus) -> bool {
     matches!(
         status,
-        ExecutionStatus::Completed | ExecutionStatus::NeedsAttention | ExecutionStatus::Failed | ExecutionStatus::Cancelled
+        ExecutionStatus::Completed
+            | ExecutionStatus::NeedsAttention
+            | ExecutionStatus::Failed
+            | ExecutionStatus::Cancelled
     )
 }
 

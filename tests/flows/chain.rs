@@ -18,10 +18,10 @@ use entra_rotator::messages::queues;
 use entra_rotator::ports::QueueName;
 use entra_rotator::ports::key_ring::{SealContext, SealedValue};
 use entra_rotator::testing::faults::FlakyStore;
-use entra_sim::{Fault, FaultKind, Match};
 use entra_rotator::usecases::app::App;
 use entra_rotator::usecases::intervention::{cancel, confirm_cleanup, reveal};
 use entra_rotator::usecases::rotation::{RotationAccepted, request_rotation};
+use entra_sim::{Fault, FaultKind, Match};
 use entra_sim::{PasswordSummary, Sim};
 use uuid::Uuid;
 
@@ -450,9 +450,7 @@ async fn only_execution<W: World>(w: &W) -> Execution {
     all.into_iter().next().unwrap()
 }
 
-pub async fn a_plan_that_delivers_to_nobody_or_cannot_run_fails_before_any_secret_and_frees_the_credential<
-    W: World,
->(
+pub async fn a_plan_that_delivers_to_nobody_or_cannot_run_fails_before_any_secret_and_frees_the_credential<W: World>(
     w: &mut W,
 ) {
     // Webhook, Spring refresh and health check carry no secret: a rollout of them delivers it to nobody.

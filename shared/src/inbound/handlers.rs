@@ -11,8 +11,8 @@ use crate::messages::{CHAIN, Envelope, Link, Message, queues};
 use crate::ports::ReceivedMessage;
 use crate::usecases::app::App;
 use crate::usecases::scan::Scanner;
-use crate::usecases::{recovery, rotation, run_step};
 use crate::usecases::sync::{SyncMode, Syncer};
+use crate::usecases::{recovery, rotation, run_step};
 use crate::{Error, Result};
 
 fn unexpected(handler: &str, message: &Message) -> Error {

@@ -62,7 +62,11 @@ impl Crash {
 
     fn refuse_if_down(&self) -> Result<()> {
         if self.is_down() {
-            return Err(Error::Store { context: "the process is down".into(), transient: true, source: "crash".into() });
+            return Err(Error::Store {
+                context: "the process is down".into(),
+                transient: true,
+                source: "crash".into(),
+            });
         }
         Ok(())
     }
@@ -277,11 +281,9 @@ impl FlakyQueue {
 
     fn down(&self) -> Result<()> {
         match self.crash() {
-            Some(c) if c.is_down() => Err(Error::Queue {
-                context: "the process is down".into(),
-                transient: true,
-                source: "crash".into(),
-            }),
+            Some(c) if c.is_down() => {
+                Err(Error::Queue { context: "the process is down".into(), transient: true, source: "crash".into() })
+            }
             _ => Ok(()),
         }
     }

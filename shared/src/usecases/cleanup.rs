@@ -48,7 +48,9 @@ pub async fn cleanup(s: &App, integration: Option<&IntegrationId>) -> Result<Cle
         }
         let confirmed = matches!(e.cleanup, Cleanup::Confirmed { .. });
         // A rollout that needs attention, or a secret delivered by hand, waits for an operator.
-        if (e.status == ExecutionStatus::NeedsAttention || e.manual_delivery || e.cleanup == Cleanup::AwaitingConfirmation)
+        if (e.status == ExecutionStatus::NeedsAttention
+            || e.manual_delivery
+            || e.cleanup == Cleanup::AwaitingConfirmation)
             && !confirmed
         {
             report.awaiting_confirmation += 1;

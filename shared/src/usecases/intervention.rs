@@ -93,10 +93,21 @@ pub async fn reveal(s: &App, id: ExecutionId, by: &str) -> Result<SecretValue> {
         return Err(Error::conflict("execution", id, "its policy delivers the secret by steps: it is never shown"));
     }
     if let Some(r) = &e.revealed {
-        return Err(Error::conflict("execution", id, format!("its new secret was read by {} at {}: it is shown once", r.by, r.at)));
+        return Err(Error::conflict(
+            "execution",
+            id,
+            format!("its new secret was read by {} at {}: it is shown once", r.by, r.at),
+        ));
     }
-    if e.new_key_id.is_none() || matches!(e.status, ExecutionStatus::Cancelled) || matches!(e.cleanup, Cleanup::Done { .. }) {
-        return Err(Error::conflict("execution", id, format!("it is {} with no new secret to read", e.status.as_str())));
+    if e.new_key_id.is_none()
+        || matches!(e.status, ExecutionStatus::Cancelled)
+        || matches!(e.cleanup, Cleanup::Done { .. })
+    {
+        return Err(Error::conflict(
+            "execution",
+            id,
+            format!("it is {} with no new secret to read", e.status.as_str()),
+        ));
     }
     let sealed = s.store.get_sealed(&e.secret_record()).await?.ok_or_else(|| Error::not_found("sealed secret", id))?;
     let secret = s.keys.unseal(&sealed.sealed, &seal_context(&e)).await?;

@@ -68,7 +68,8 @@ async fn resume_one(s: &App, e: &Execution, now: OffsetDateTime) -> Result<bool>
     } else {
         let records = s.store.list_step_records(&e.id).await?;
         let current = records.iter().find(|r| r.index == e.current_step);
-        let last_sign = current.and_then(|r| r.attempted_at.or(r.started_at)).map_or(e.updated_at, |t| t.max(e.updated_at));
+        let last_sign =
+            current.and_then(|r| r.attempted_at.or(r.started_at)).map_or(e.updated_at, |t| t.max(e.updated_at));
         let delay = e.plan.get(e.current_step as usize).map_or(time::Duration::ZERO, |p| p.retry_delay.as_time());
         if now - last_sign < stall + delay {
             return Ok(false);
@@ -84,7 +85,14 @@ async fn resume_one(s: &App, e: &Execution, now: OffsetDateTime) -> Result<bool>
         send(s, message, format!("resume:{}:{}:{attempt}:{tick}", e.id, e.current_step), Duration::ZERO).await?;
     }
     tracing::warn!(execution = %e.id, status = e.status.as_str(), step = e.current_step, "stalled execution resumed");
-    audit(s, "rotation.resumed", "recovery", e, format!("no progress for {}: its next message was queued again", crate::domain::Span(s.settings.stall_after))).await;
+    audit(
+        s,
+        "rotation.resumed",
+        "recovery",
+        e,
+        format!("no progress for {}: its next message was queued again", crate::domain::Span(s.settings.stall_after)),
+    )
+    .await;
     Ok(true)
 }
 

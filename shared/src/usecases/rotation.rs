@@ -270,8 +270,11 @@ async fn create_secret(s: &App, e: &mut Execution) -> std::result::Result<(), Re
     policy.manual_delivery = e.manual_delivery;
     let mut checks = application_checks(&app, e.credential.key_id);
     checks.extend(plan_checks(s, &policy));
-    let failed: Vec<String> =
-        checks.iter().filter(|c| c.outcome == CheckOutcome::Failed).map(|c| format!("{}: {}", c.name, c.reason)).collect();
+    let failed: Vec<String> = checks
+        .iter()
+        .filter(|c| c.outcome == CheckOutcome::Failed)
+        .map(|c| format!("{}: {}", c.name, c.reason))
+        .collect();
     if !failed.is_empty() {
         return Err(Refusal::Final(format!("preflight failed: {}", failed.join("; "))));
     }

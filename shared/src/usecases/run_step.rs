@@ -158,7 +158,10 @@ async fn settle_failure(s: &App, mut e: Execution, planned: &PlannedStep, step: 
 }
 
 enum StepError {
-    Retry { failure: StepFailure, delay: Duration },
+    Retry {
+        failure: StepFailure,
+        delay: Duration,
+    },
     Failed(StepFailure),
     /// Our own store or key ring hiccuped: the message is tried again, the step's budget untouched.
     Again(Error),
@@ -268,8 +271,7 @@ async fn finalize(s: &App, e: &mut Execution) -> Result<()> {
     e.finished_at = Some(now);
     e.updated_at = now;
     // A rollout that needs attention, or a secret delivered by hand, waits for an operator.
-    e.cleanup =
-        if e.needs_attention || e.manual_delivery { Cleanup::AwaitingConfirmation } else { Cleanup::NotDue };
+    e.cleanup = if e.needs_attention || e.manual_delivery { Cleanup::AwaitingConfirmation } else { Cleanup::NotDue };
     e.summary = Some(format!(
         "{ok} of {total} rollout steps succeeded{}{}; the old secret stays valid until {}",
         if e.needs_attention { ", needs attention" } else { "" },
@@ -280,4 +282,3 @@ async fn finalize(s: &App, e: &mut Execution) -> Result<()> {
     audit(s, "rotation.completed", "run-step", e, e.summary.clone().unwrap_or_default()).await;
     Ok(())
 }
-

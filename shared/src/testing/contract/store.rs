@@ -160,13 +160,26 @@ pub async fn one_active_execution_per_credential(s: Arc<dyn Store>) {
     assert_eq!(s.create_execution(&second).await.unwrap(), Claim::Created);
 }
 
+/// A failed execution that holds a new secret keeps its claim (a redrive or a cancel settles it);
+/// one that failed before it made a secret frees the credential at once.
 pub async fn failed_execution_keeps_its_claim(s: Arc<dyn Store>) {
     let c = password(&app("contoso"), 10);
     let mut first = execution(&c);
     s.create_execution(&first).await.unwrap();
+    first.new_key_id = Some(KeyId::from_uuid(Uuid::new_v4()));
     first.status = ExecutionStatus::Failed;
     first.version = s.update_execution(&first).await.unwrap();
     assert!(matches!(s.create_execution(&execution(&c)).await.unwrap(), Claim::AlreadyActive(_)));
+
+    let other = password(&app("contoso"), 11);
+    let mut early = execution(&other);
+    s.create_execution(&early).await.unwrap();
+    early.status = ExecutionStatus::Failed;
+    early.version = s.update_execution(&early).await.unwrap();
+    assert_eq!(s.create_execution(&execution(&other)).await.unwrap(), Claim::Created, "nothing to settle");
+    // Redriven, it takes the credential back only while nobody else holds it.
+    early.status = ExecutionStatus::Pending;
+    assert!(matches!(s.update_execution(&early).await, Err(crate::Error::Conflict { .. })));
 }
 
 pub async fn execution_updates_are_conditional_on_the_version(s: Arc<dyn Store>) {
