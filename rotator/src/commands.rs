@@ -53,6 +53,20 @@ pub fn config_check(file: &Path, out: Output) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
     };
+    // Never claim more than runs: a step type this build cannot run makes the configuration unusable
+    // for its policy, so it is refused here as preflight refuses it.
+    let refused = entra_rotator::wiring::steps_this_build_cannot_run(&config);
+    if !refused.is_empty() {
+        if out.json {
+            out.print_json(&json!({ "valid": false, "error": refused.join("\n"), "unsupported_steps": refused }))?;
+        } else {
+            eprintln!("{}: {} step(s) this build cannot run:", file.display(), refused.len());
+            for r in &refused {
+                eprintln!("  {r}");
+            }
+        }
+        return Ok(ExitCode::FAILURE);
+    }
     let integrations: Vec<_> = config
         .integrations
         .iter()

@@ -132,6 +132,23 @@ fn config_check_names_an_unknown_key_and_fails() {
 }
 
 #[test]
+fn config_check_refuses_a_step_type_this_build_cannot_run() {
+    let (_dir, path) = temp_config();
+    let mut text_ = std::fs::read_to_string(&path).unwrap();
+    text_.push_str(&format!(
+        "\n[policies.payroll]\nsteps_file = \"{}\"\n",
+        repo().join("examples/steps/payroll.json").display()
+    ));
+    std::fs::write(&path, &text_).unwrap();
+    let out = rotator(&["config", "check", path.to_str().unwrap()]);
+    let (stdout, stderr) = text(&out);
+    assert!(!out.status.success(), "{stdout}{stderr}");
+    assert!(stderr.contains("azure_key_vault steps are not supported by this build"), "{stderr}");
+    assert!(stderr.contains("azure_app_service_restart steps are not supported by this build"), "{stderr}");
+    assert!(stderr.contains("policies.payroll"), "{stderr}");
+}
+
+#[test]
 fn config_check_warns_of_a_policy_that_delivers_the_secret_to_nobody() {
     let (_dir, path) = temp_config();
     let mut text_ = std::fs::read_to_string(&path).unwrap();

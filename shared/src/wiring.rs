@@ -66,6 +66,27 @@ pub fn rollout(config: &Config) -> Result<Rollout> {
     Ok(Rollout::deferred(builder, config.step_secrets.clone()))
 }
 
+/// The steps of the configuration that this build cannot run, in words (policy, step, type).
+/// `config check` refuses them and preflight refuses every rotation whose plan has one; `serve`
+/// starts anyway (the other policies work) and says so in its log.
+pub fn steps_this_build_cannot_run(config: &Config) -> Vec<String> {
+    config
+        .policies
+        .iter()
+        .flat_map(|p| {
+            p.policy.steps.iter().filter(|s| !crate::adapters::steps::RUNS.contains(&s.kind())).map(move |s| {
+                format!(
+                    "policies.{}: step {} ({}): {} steps are not supported by this build yet",
+                    p.policy.id,
+                    s.order,
+                    s.display_name(),
+                    s.kind().as_str()
+                )
+            })
+        })
+        .collect()
+}
+
 pub fn services(
     config: &Config,
     store: Arc<dyn Store>,
@@ -73,6 +94,9 @@ pub fn services(
     clock: Arc<dyn Clock>,
     keys: Arc<dyn KeyRing>,
 ) -> Result<App> {
+    for refused in steps_this_build_cannot_run(config) {
+        tracing::warn!("{refused}; preflight refuses every rotation of that policy");
+    }
     Ok(App {
         store,
         queue,
