@@ -466,16 +466,12 @@ pub fn password_and_certificate_sharing_a_key_id(sp: &ServicePrincipal) -> (Cred
         removed_at: None,
     };
     let certificate = Credential {
-        id: certificate_id(password_id),
+        id: password_id.with_kind(CredentialKind::Certificate),
         kind: CredentialKind::Certificate,
         thumbprint: Some("q83vEjRWeJq83vEjRWeJq83vEjQ=".into()),
         ..secret.clone()
     };
     (secret, certificate)
-}
-
-fn certificate_id(id: CredentialId) -> CredentialId {
-    id
 }
 
 pub async fn a_password_and_a_certificate_sharing_a_key_id_are_two_credentials(s: Arc<dyn Store>) {
