@@ -3,9 +3,9 @@
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::domain::ids::{AppObjectId, ClientId, CredentialId, IntegrationId, ServicePrincipalId, TenantId};
 /// A credential's kind is part of its id, so it lives with the ids.
 pub use crate::domain::ids::CredentialKind;
+use crate::domain::ids::{AppObjectId, ClientId, CredentialId, IntegrationId, ServicePrincipalId, TenantId};
 
 /// One tenant and how entra-rotator reaches it (the authentication itself lives in the configuration).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -200,7 +200,11 @@ impl TenantHandle {
     /// thumbprint, and a password credential (the private key's password) whose key id is the
     /// `Sign` key's. The shared key id is the smaller of the two, so the certificate entra-rotator
     /// keeps of the pair is the one that shares it. Returns the shared key id.
-    pub fn add_token_signing_certificate_to(&self, sp_object_id: Uuid, end: OffsetDateTime) -> Result<Uuid, TenantError> {
+    pub fn add_token_signing_certificate_to(
+        &self,
+        sp_object_id: Uuid,
+        end: OffsetDateTime,
+    ) -> Result<Uuid, TenantError> {
         let now = self.shared.clock.now();
         let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
         let (shared, verify) = (a.min(b), a.max(b));

@@ -20,7 +20,8 @@ pub(super) const SCHEMA_VERSION: i64 = 1;
 /// an older entra-rotator never writes an old layout into it.
 pub(super) fn migrate(conn: &mut Connection) -> Result<()> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(s("migrating the store"))?;
-    let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(s("reading the schema version"))?;
+    let version: i64 =
+        tx.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(s("reading the schema version"))?;
     if version > SCHEMA_VERSION {
         return Err(Error::Store {
             context: format!("the database has schema version {version}"),
@@ -94,12 +95,12 @@ mod tests {
     use time::macros::datetime;
 
     use super::SCHEMA_VERSION;
+    use crate::Error;
     use crate::adapters::sqlite::SqliteStore;
     use crate::domain::ids::{CredentialId, CredentialKind, IntegrationId};
     use crate::domain::lifecycle::AlertThreshold;
     use crate::ports::{AlertKey, Owner, OwnerSnapshot, Store};
     use crate::testing::fakes::ManualClock;
-    use crate::Error;
 
     const SP: &str = "5b4e0a6c-1d2e-4f3a-8b9c-0d1e2f3a4b5c";
     const APP: &str = "7c6d5e4f-3a2b-4c1d-9e8f-7a6b5c4d3e2f";
@@ -134,9 +135,27 @@ mod tests {
         .unwrap();
         let end_ms = 1_798_761_600_000_i64;
         let rows = [
-            (format!("contoso/sp/{SP}/{SHARED_KEY}"), "sp", SP, "password", v0_doc(&format!("contoso/sp/{SP}/{SHARED_KEY}"), "certificate", Some("q83vEjRWeJq83vEjRWeJq83vEjQ="))),
-            (format!("contoso/app/{APP}/{APP_PASSWORD_KEY}"), "app", APP, "password", v0_doc(&format!("contoso/app/{APP}/{APP_PASSWORD_KEY}"), "password", None)),
-            (format!("contoso/app/{APP}/{APP_CERT_KEY}"), "app", APP, "certificate", v0_doc(&format!("contoso/app/{APP}/{APP_CERT_KEY}"), "certificate", Some("3q2+7w=="))),
+            (
+                format!("contoso/sp/{SP}/{SHARED_KEY}"),
+                "sp",
+                SP,
+                "password",
+                v0_doc(&format!("contoso/sp/{SP}/{SHARED_KEY}"), "certificate", Some("q83vEjRWeJq83vEjRWeJq83vEjQ=")),
+            ),
+            (
+                format!("contoso/app/{APP}/{APP_PASSWORD_KEY}"),
+                "app",
+                APP,
+                "password",
+                v0_doc(&format!("contoso/app/{APP}/{APP_PASSWORD_KEY}"), "password", None),
+            ),
+            (
+                format!("contoso/app/{APP}/{APP_CERT_KEY}"),
+                "app",
+                APP,
+                "certificate",
+                v0_doc(&format!("contoso/app/{APP}/{APP_CERT_KEY}"), "certificate", Some("3q2+7w==")),
+            ),
         ];
         for (id, owner_kind, owner, kind, doc) in rows {
             conn.execute(
@@ -188,7 +207,11 @@ mod tests {
         assert_eq!(found, want, "nothing lost, every certificate under its own id");
         assert!(listed.iter().all(|c| c.id.kind == c.kind));
         let password = id(&format!("contoso/app/{APP}/{APP_PASSWORD_KEY}"));
-        assert_eq!(store.get_credential(&password).await.unwrap().map(|c| c.id), Some(password), "a password keeps its id");
+        assert_eq!(
+            store.get_credential(&password).await.unwrap().map(|c| c.id),
+            Some(password),
+            "a password keeps its id"
+        );
 
         // The certificate's alert moved with it, so it is not sent again.
         let certificate = id(&format!("contoso/app/{APP}/cert/{APP_CERT_KEY}"));
@@ -204,7 +227,8 @@ mod tests {
         assert_eq!((state.applications_delta_link, state.service_principals_delta_link), (None, None));
         assert_eq!(state.last_full_sync, Some(datetime!(2026-11-01 00:00 UTC)));
 
-        let mut sp_certificate = store.get_credential(&id(&format!("contoso/sp/{SP}/cert/{SHARED_KEY}"))).await.unwrap().unwrap();
+        let mut sp_certificate =
+            store.get_credential(&id(&format!("contoso/sp/{SP}/cert/{SHARED_KEY}"))).await.unwrap().unwrap();
         let mut sp_password = sp_certificate.clone();
         sp_password.id = sp_password.id.with_kind(CredentialKind::Password);
         sp_password.kind = CredentialKind::Password;
@@ -231,8 +255,7 @@ mod tests {
         // Opening again migrates nothing twice.
         let again = open(&path).unwrap();
         assert_eq!(again.list_credentials(Some(&i)).await.unwrap().len(), 4);
-        let version: i64 =
-            Connection::open(&path).unwrap().query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        let version: i64 = Connection::open(&path).unwrap().query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
         assert_eq!(version, SCHEMA_VERSION);
     }
 
