@@ -474,7 +474,8 @@ async fn syncing_a_password_and_a_certificate_sharing_a_key_id_keeps_both() {
     use std::time::Duration;
 
     use entra_rotator::adapters::graph::{GraphClient, RetryPolicy, TokenSource};
-    use entra_rotator::domain::ids::{ClientId, CredentialKind, IntegrationId, OwnerKind, TenantId};
+    use entra_rotator::domain::ids::{ClientId, IntegrationId, OwnerKind, TenantId};
+    use entra_rotator::domain::inventory::CredentialKind;
     use entra_rotator::domain::secret::SecretValue;
     use entra_rotator::usecases::sync::{SyncMode, Syncer};
     use entra_sim::{NewApp, Sim, SimOptions};
