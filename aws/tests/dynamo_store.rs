@@ -291,3 +291,243 @@ async fn creating_the_table_again_leaves_it_usable() -> Result<()> {
     assert_eq!(ttl.time_to_live_description().and_then(|d| d.attribute_name()), Some("expires_at"));
     Ok(())
 }
+
+mod migration {
+    use std::collections::HashMap;
+
+    use aws_sdk_dynamodb::types::AttributeValue;
+    use entra_rotator::domain::ids::{CredentialKind, IntegrationId};
+    use entra_rotator_aws::dynamo::{Migrated, SCHEMA_VERSION};
+    use time::macros::datetime;
+
+    use super::*;
+
+    const SP: &str = "5b4e0a6c-1d2e-4f3a-8b9c-0d1e2f3a4b5c";
+    const APP: &str = "7c6d5e4f-3a2b-4c1d-9e8f-7a6b5c4d3e2f";
+    const CLIENT: &str = "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d";
+    const SHARED_KEY: &str = "11111111-2222-4333-8444-555555555555";
+    const APP_PASSWORD_KEY: &str = "22222222-3333-4444-8555-666666666666";
+    const APP_CERT_KEY: &str = "33333333-4444-4555-8666-777777777777";
+    /// A certificate a migration had copied to its new key but not yet deleted from its old one
+    /// when it stopped.
+    const HALF_MOVED_KEY: &str = "44444444-5555-4666-8777-888888888888";
+
+    fn s(v: impl Into<String>) -> AttributeValue {
+        AttributeValue::S(v.into())
+    }
+
+    /// A credential's document exactly as entra-rotator wrote it before schema version 1.
+    fn v0_doc(id: &str, kind: &str, thumbprint: Option<&str>) -> String {
+        let thumbprint = thumbprint.map_or("null".to_owned(), |t| format!("\"{t}\""));
+        format!(
+            r#"{{"id":"{id}","kind":"{kind}","app":null,"client_id":"{CLIENT}","display_name":"CN=sso","hint":null,"start":"2026-01-01T00:00:00Z","end":"2027-01-01T00:00:00Z","thumbprint":{thumbprint},"removed_at":null}}"#
+        )
+    }
+
+    async fn put(client: &aws_sdk_dynamodb::Client, table: &str, item: Vec<(&str, AttributeValue)>) {
+        let item: HashMap<String, AttributeValue> = item.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+        client.put_item().table_name(table).set_item(Some(item)).send().await.unwrap();
+    }
+
+    /// A table as entra-rotator left it before schema version 1 (no schema item), written with raw
+    /// PutItem calls in that code's key format. The service principal's password and certificate
+    /// shared a key id, so they were one item: the certificate's.
+    async fn write_v0_table(client: &aws_sdk_dynamodb::Client, table: &str) {
+        put(client, table, vec![("pk", s("INTEGRATIONS")), ("sk", s("contoso"))]).await;
+        let credentials = [
+            (format!("contoso/sp/{SP}/{SHARED_KEY}"), "certificate", Some("q83vEjRWeJq83vEjRWeJq83vEjQ=")),
+            (format!("contoso/app/{APP}/{APP_PASSWORD_KEY}"), "password", None),
+            (format!("contoso/app/{APP}/{APP_CERT_KEY}"), "certificate", Some("3q2+7w==")),
+            (format!("contoso/app/{APP}/{HALF_MOVED_KEY}"), "certificate", Some("AAAA")),
+        ];
+        for (id, kind, thumbprint) in credentials {
+            put(
+                client,
+                table,
+                vec![("pk", s("CRED#contoso")), ("sk", s(id.clone())), ("doc", s(v0_doc(&id, kind, thumbprint)))],
+            )
+            .await;
+        }
+        let half_moved = format!("contoso/app/{APP}/cert/{HALF_MOVED_KEY}");
+        put(
+            client,
+            table,
+            vec![
+                ("pk", s("CRED#contoso")),
+                ("sk", s(half_moved.clone())),
+                ("doc", s(v0_doc(&half_moved, "certificate", Some("AAAA")))),
+            ],
+        )
+        .await;
+        put(
+            client,
+            table,
+            vec![
+                ("pk", s(format!("ALERT#contoso/app/{APP}/{APP_CERT_KEY}"))),
+                ("sk", s("1798761600#30d")),
+                ("at", AttributeValue::N("1".into())),
+            ],
+        )
+        .await;
+        let state = r#"{"integration":"contoso","applications_delta_link":"https://graph/apps?$deltatoken=a","service_principals_delta_link":"https://graph/sps?$deltatoken=s","last_full_sync":"2026-11-01T00:00:00Z","last_delta_sync":null}"#;
+        put(client, table, vec![("pk", s("SYNC#contoso")), ("sk", s("SYNC")), ("doc", s(state))]).await;
+    }
+
+    fn id(s: &str) -> CredentialId {
+        CredentialId::parse(s).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_table_from_before_schema_versions_gives_certificates_their_own_keys() {
+        let client = client().await;
+        let table = unique("rotator-store");
+        DynamoStore::create_table(&client, &table).await.unwrap();
+        write_v0_table(&client, &table).await;
+        // Small pages, so the migration's listings cross page boundaries.
+        let store = DynamoStore::new(client.clone(), table.clone(), Arc::new(ManualClock::new(NOW))).with_page_size(2);
+
+        // The first credential call migrates.
+        let i = IntegrationId::parse("contoso").unwrap();
+        let listed = store.list_credentials(Some(&i)).await.unwrap();
+        let mut found: Vec<(String, CredentialKind)> = listed.iter().map(|c| (c.id.to_string(), c.kind)).collect();
+        found.sort();
+        let mut want = vec![
+            (format!("contoso/app/{APP}/{APP_PASSWORD_KEY}"), CredentialKind::Password),
+            (format!("contoso/app/{APP}/cert/{APP_CERT_KEY}"), CredentialKind::Certificate),
+            (format!("contoso/app/{APP}/cert/{HALF_MOVED_KEY}"), CredentialKind::Certificate),
+            (format!("contoso/sp/{SP}/cert/{SHARED_KEY}"), CredentialKind::Certificate),
+        ];
+        want.sort();
+        assert_eq!(found, want, "nothing lost, every certificate under its own key, once");
+        assert!(listed.iter().all(|c| c.id.kind == c.kind));
+
+        // The certificate's alert moved with it, so it is not sent again.
+        let alert = AlertKey {
+            credential: id(&format!("contoso/app/{APP}/cert/{APP_CERT_KEY}")),
+            end: datetime!(2027-01-01 00:00 UTC),
+            threshold: AlertThreshold::DaysBefore(30),
+        };
+        assert_eq!(store.alerts_recorded(&[alert]).await.unwrap(), vec![true]);
+        let old_alerts = client
+            .get_item()
+            .table_name(&table)
+            .key("pk", s(format!("ALERT#contoso/app/{APP}/{APP_CERT_KEY}")))
+            .key("sk", s("1798761600#30d"))
+            .send()
+            .await
+            .unwrap();
+        assert!(old_alerts.item.is_none(), "the old alert key is gone");
+
+        // The next sync is full, to bring back the password the certificate overwrote.
+        let state = store.get_sync_state(&i).await.unwrap().unwrap();
+        assert_eq!((state.applications_delta_link, state.service_principals_delta_link), (None, None));
+        assert_eq!(state.last_full_sync, Some(datetime!(2026-11-01 00:00 UTC)));
+
+        // It does: the password and the certificate are two credentials now.
+        let mut sp_certificate =
+            store.get_credential(&id(&format!("contoso/sp/{SP}/cert/{SHARED_KEY}"))).await.unwrap().unwrap();
+        let mut sp_password = sp_certificate.clone();
+        sp_password.id = sp_password.id.with_kind(CredentialKind::Password);
+        sp_password.kind = CredentialKind::Password;
+        sp_password.thumbprint = None;
+        sp_certificate.display_name = Some("CN=sso (renewed)".into());
+        let sp = entra_rotator::domain::inventory::ServicePrincipal {
+            integration: i.clone(),
+            object_id: entra_rotator::domain::ids::ServicePrincipalId::parse(SP).unwrap(),
+            client_id: sp_certificate.client_id,
+            display_name: "SAML app".into(),
+        };
+        let snapshot = OwnerSnapshot {
+            owner: Owner::ServicePrincipal(sp),
+            passwords: Some(vec![sp_password.clone()]),
+            certificates: Some(vec![sp_certificate.clone()]),
+        };
+        assert_eq!(store.sync_owners(&i, &[snapshot]).await.unwrap().credentials_removed, 0);
+        assert_eq!(store.get_credential(&sp_password.id).await.unwrap(), Some(sp_password));
+        assert_eq!(store.get_credential(&sp_certificate.id).await.unwrap(), Some(sp_certificate));
+        assert_eq!(store.list_credentials(Some(&i)).await.unwrap().len(), 5);
+
+        // The version is recorded: another process finds nothing to do.
+        let another = DynamoStore::new(client, table, Arc::new(ManualClock::new(NOW)));
+        assert_eq!(another.migrate().await.unwrap(), Migrated { from: SCHEMA_VERSION, certificates: 0 });
+        assert_eq!(another.list_credentials(Some(&i)).await.unwrap().len(), 5);
+    }
+
+    #[tokio::test]
+    async fn a_table_of_a_newer_schema_version_is_refused() {
+        let client = client().await;
+        let table = unique("rotator-store");
+        DynamoStore::create_table(&client, &table).await.unwrap();
+        let newer = AttributeValue::N((SCHEMA_VERSION + 1).to_string());
+        put(&client, &table, vec![("pk", s("SCHEMA")), ("sk", s("SCHEMA")), ("version", newer)]).await;
+        let store = DynamoStore::new(client, table, Arc::new(ManualClock::new(NOW)));
+        let refused = store.list_credentials(None).await.unwrap_err();
+        assert!(matches!(refused, Error::Store { transient: false, .. }), "{refused}");
+        assert!(refused.to_string().contains("schema version"), "{refused}");
+    }
+}
+
+/// Sync against the simulated tenant into this store: what the embedded runtime's sync test does
+/// with SQLite (`shared/tests/sync.rs`), for the finding both runtimes had.
+#[tokio::test]
+async fn syncing_a_password_and_a_certificate_sharing_a_key_id_keeps_both() {
+    use std::time::Duration;
+
+    use entra_rotator::adapters::graph::{GraphClient, RetryPolicy, TokenSource};
+    use entra_rotator::domain::ids::{ClientId, IntegrationId, OwnerKind, TenantId};
+    use entra_rotator::domain::inventory::CredentialKind;
+    use entra_rotator::domain::secret::SecretValue;
+    use entra_rotator::usecases::sync::{SyncMode, Syncer};
+    use entra_sim::{NewApp, Sim, SimOptions};
+
+    let sim = Sim::start(SimOptions { apps: 3, seed: 5, ..Default::default() }).await.unwrap();
+    let graph = GraphClient::new(
+        sim.graph_base_url(),
+        sim.authority_host(),
+        TenantId::parse(&sim.tenant_id()).unwrap(),
+        TokenSource::ClientSecret {
+            client_id: ClientId::parse(&sim.management_client_id()).unwrap(),
+            secret: SecretValue::new(sim.management_secret()),
+        },
+        Some(sim.ca_pem().as_bytes()),
+        RetryPolicy {
+            max_attempts: 3,
+            base_delay: Duration::from_millis(5),
+            max_delay: Duration::from_millis(20),
+            budget: Duration::from_secs(5),
+        },
+    )
+    .unwrap();
+    let app = sim.tenant().add_app(NewApp::named("SAML sign-on").with_service_principal());
+    let sp = app.service_principal_id.unwrap();
+    let key = sim.tenant().add_token_signing_certificate_to(sp, sim.now() + time::Duration::days(365)).unwrap();
+
+    let s = dynamo(Some(5)).await;
+    let clock = ManualClock::new(sim.now());
+    let integration = IntegrationId::parse("contoso").unwrap();
+    let syncer = Syncer { directory: &graph, store: s.as_ref(), clock: &clock, progress: &|_| {} };
+    for mode in [SyncMode::Full, SyncMode::Full] {
+        syncer.sync(&integration, mode).await.unwrap();
+    }
+
+    let mut sharing: Vec<Credential> = s
+        .list_credentials(Some(&integration))
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|c| c.id.key_id.as_uuid() == key)
+        .collect();
+    sharing.sort_by_key(|c| c.kind == CredentialKind::Certificate);
+    let kinds: Vec<_> = sharing.iter().map(|c| (c.kind, c.id.owner_kind, c.id.owner)).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            (CredentialKind::Password, OwnerKind::ServicePrincipal, sp),
+            (CredentialKind::Certificate, OwnerKind::ServicePrincipal, sp)
+        ],
+        "the password and the certificate are two credentials"
+    );
+    for c in &sharing {
+        assert_eq!(s.get_credential(&c.id).await.unwrap().as_ref(), Some(c));
+    }
+}

@@ -18,7 +18,7 @@ use entra_rotator::ports::{Clock, Queue, QueueName, Store};
 use entra_rotator::testing::fakes::ManualClock;
 use entra_rotator::usecases::app::App;
 use entra_rotator::usecases::sync::{SyncKind, SyncMode, SyncReport, Syncer};
-use entra_sim::{Sim, SimOptions};
+use entra_sim::{NewApp, Sim, SimOptions};
 
 struct World {
     sim: Sim,
@@ -175,4 +175,45 @@ async fn a_full_sync_makes_exactly_one_listing_request_per_page_of_999() {
     let minimum = 2500usize.div_ceil(999) + report.service_principals_seen.div_ceil(999);
     assert_eq!(listing, minimum);
     assert_eq!(report.pages, minimum);
+}
+
+#[tokio::test]
+async fn a_password_and_a_certificate_sharing_a_key_id_both_stay_in_the_inventory() {
+    let w = World::new(5).await;
+    let app = w.sim.tenant().add_app(NewApp::named("SAML sign-on").with_service_principal());
+    let sp = app.service_principal_id.unwrap();
+    let end = w.clock.now() + time::Duration::days(365);
+    let key = w.sim.tenant().add_token_signing_certificate_to(sp, end).unwrap();
+
+    let full = w.sync(SyncMode::Full).await;
+    // A second sync compares against what the first one stored; a delta one after a change.
+    let _ = w.sim.tenant().touch_app(app.object_id);
+    let delta = w.sync(SyncMode::Auto).await;
+    assert_eq!((full.kind, delta.kind), (SyncKind::Full, SyncKind::Delta));
+    let full_again = w.sync(SyncMode::Full).await;
+    assert_eq!(full_again.kind, SyncKind::Full);
+
+    let mut sharing: Vec<_> = w
+        .store
+        .list_credentials(Some(&w.integration))
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|c| c.id.key_id.as_uuid() == key)
+        .collect();
+    sharing.sort_by_key(|c| c.kind == CredentialKind::Certificate);
+    let kinds: Vec<_> = sharing.iter().map(|c| (c.kind, c.id.owner_kind, c.id.owner)).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            (CredentialKind::Password, OwnerKind::ServicePrincipal, sp),
+            (CredentialKind::Certificate, OwnerKind::ServicePrincipal, sp)
+        ],
+        "the password and the certificate are two credentials"
+    );
+    assert!(sharing[1].thumbprint.is_some());
+    assert_ne!(sharing[0].id, sharing[1].id);
+    for c in &sharing {
+        assert_eq!(w.store.get_credential(&c.id).await.unwrap().as_ref(), Some(c));
+    }
 }

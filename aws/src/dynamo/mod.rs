@@ -25,14 +25,19 @@
 //! | sealed record | `SEALED#<record-id>` | `SEALED` | `EXEC_SEALED#<execution-id>` / `<record-id>`, when it names one | |
 //! | agent | `AGENTS` | `<agent-id>` | | |
 //! | sync progress | `SYNC#<integration>` | `SYNC` | | |
+//! | schema version | `SCHEMA` | `SCHEMA` | | |
 //!
-//! A credential id reads `<integration>/app/<object-id>/<key-id>` (or `/sp/`), so one owner's
-//! credentials are a `begins_with` query in their integration's partition, and the `INTEGRATIONS`
+//! A credential id reads `<integration>/app/<object-id>/<key-id>` (or `/sp/`) for a password and
+//! `<integration>/app/<object-id>/cert/<key-id>` for a certificate, so one owner's credentials are
+//! a `begins_with` query in their integration's partition, and the `INTEGRATIONS`
 //! partition lists the credential partitions, for listings across integrations without a Scan.
 //! `<created-ms>` and `<at-ms>` are milliseconds since 1970, zero-padded to 15 digits so that text
 //! order is time order. Besides `doc`, an execution has `version` (N, the condition of every
 //! update), a claim `execution` (S, the holder's id), alerts and marks `at` (N, milliseconds).
-//! Record ids, keys and names are never secret; the only secret material is the sealed value
+//! The schema version item has `version` (N): the layout the items follow, which
+//! [`DynamoStore::migrate`] brings older items up to, once per process before the first call that
+//! reads or writes credentials or alerts (a table without the item is version 0, before a
+//! certificate's id had its own form). Record ids, keys and names are never secret; the only secret material is the sealed value
 //! inside a sealed record's `doc`, as the key ring sealed it.
 //!
 //! # Consistency
@@ -61,6 +66,7 @@ mod items;
 mod keys;
 mod records;
 mod requests;
+mod schema;
 mod table;
 
 use std::collections::HashSet;
@@ -77,6 +83,8 @@ use entra_rotator::ports::{
 };
 use time::OffsetDateTime;
 
+pub use schema::{Migrated, SCHEMA_VERSION};
+
 /// The store in one DynamoDB table (layout in the module documentation).
 pub struct DynamoStore {
     client: aws_sdk_dynamodb::Client,
@@ -88,11 +96,20 @@ pub struct DynamoStore {
     registered: Mutex<HashSet<IntegrationId>>,
     /// The page size asked of every Query; `None` leaves it to DynamoDB (1 MB pages).
     page_size: Option<i32>,
+    /// Set once this instance has found (or brought) the table at [`SCHEMA_VERSION`].
+    schema: tokio::sync::OnceCell<()>,
 }
 
 impl DynamoStore {
     pub fn new(client: aws_sdk_dynamodb::Client, table: impl Into<String>, clock: Arc<dyn Clock>) -> Self {
-        Self { client, table: table.into(), clock, registered: Mutex::new(HashSet::new()), page_size: None }
+        Self {
+            client,
+            table: table.into(),
+            clock,
+            registered: Mutex::new(HashSet::new()),
+            page_size: None,
+            schema: tokio::sync::OnceCell::new(),
+        }
     }
 
     /// Asks for at most `items` items per Query page (at least 1), so that tests with a handful of
@@ -126,26 +143,32 @@ impl Store for DynamoStore {
     }
 
     async fn put_credential(&self, credential: &Credential) -> Result<()> {
+        self.ready().await?;
         inventory::put_credential(self, credential).await
     }
 
     async fn get_credential(&self, id: &CredentialId) -> Result<Option<Credential>> {
+        self.ready().await?;
         inventory::get_credential(self, id).await
     }
 
     async fn list_credentials(&self, integration: Option<&IntegrationId>) -> Result<Vec<Credential>> {
+        self.ready().await?;
         inventory::list_credentials(self, integration).await
     }
 
     async fn remove_credential(&self, id: &CredentialId) -> Result<()> {
+        self.ready().await?;
         inventory::remove_credential(self, id).await
     }
 
     async fn sync_owners(&self, integration: &IntegrationId, owners: &[OwnerSnapshot]) -> Result<SyncCounts> {
+        self.ready().await?;
         inventory::sync_owners(self, integration, owners).await
     }
 
     async fn remove_owner(&self, integration: &IntegrationId, kind: OwnerKind, id: uuid::Uuid) -> Result<usize> {
+        self.ready().await?;
         inventory::remove_owner(self, integration, kind, id).await
     }
 
@@ -154,6 +177,7 @@ impl Store for DynamoStore {
     }
 
     async fn credentials_page(&self, after: Option<&CredentialId>, limit: usize) -> Result<Vec<Credential>> {
+        self.ready().await?;
         inventory::credentials_page(self, after, limit).await
     }
 
@@ -186,14 +210,17 @@ impl Store for DynamoStore {
     }
 
     async fn record_alert(&self, key: &AlertKey, at: OffsetDateTime) -> Result<bool> {
+        self.ready().await?;
         records::record_alert(self, key, at).await
     }
 
     async fn alerts_recorded(&self, keys: &[AlertKey]) -> Result<Vec<bool>> {
+        self.ready().await?;
         records::alerts_recorded(self, keys).await
     }
 
     async fn record_alerts(&self, keys: &[AlertKey], at: OffsetDateTime) -> Result<()> {
+        self.ready().await?;
         records::record_alerts(self, keys, at).await
     }
 

@@ -210,8 +210,22 @@ pub enum OwnerKind {
     ServicePrincipal,
 }
 
-/// A credential in the inventory: its integration, its owner object and its key id. Written as
-/// `integration/app/<object-id>/<key-id>` (or `/sp/` for a service principal's).
+/// What a credential is: a password (client secret) or a certificate. Part of a credential's
+/// identity, because Graph gives a service principal's SAML signing certificate and that
+/// certificate's password one key id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CredentialKind {
+    /// A client secret (`passwordCredentials`): the kind entra-rotator rotates.
+    Password,
+    /// A certificate (`keyCredentials`): watched for expiry, not rotated.
+    Certificate,
+}
+
+/// A credential in the inventory: its integration, its owner object, its key id and its kind.
+/// Written `<integration>/app/<object-id>/<key-id>` for a password (or `/sp/` for a service
+/// principal's) and `<integration>/app/<object-id>/cert/<key-id>` for a certificate: a password's
+/// text form is the one it has always had, so records and commands that name one stay valid.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct CredentialId {
@@ -219,28 +233,51 @@ pub struct CredentialId {
     pub owner_kind: OwnerKind,
     pub owner: Uuid,
     pub key_id: KeyId,
+    pub kind: CredentialKind,
 }
 
+/// The path segment that marks a certificate's id.
+const CERTIFICATE_SEGMENT: &str = "cert";
+
 impl CredentialId {
+    /// A password of an app registration.
     pub fn for_application(integration: IntegrationId, app: AppObjectId, key_id: KeyId) -> Self {
-        Self { integration, owner_kind: OwnerKind::Application, owner: app.as_uuid(), key_id }
+        Self {
+            integration,
+            owner_kind: OwnerKind::Application,
+            owner: app.as_uuid(),
+            key_id,
+            kind: CredentialKind::Password,
+        }
     }
+    /// A password of a service principal.
     pub fn for_service_principal(integration: IntegrationId, sp: ServicePrincipalId, key_id: KeyId) -> Self {
-        Self { integration, owner_kind: OwnerKind::ServicePrincipal, owner: sp.as_uuid(), key_id }
+        Self {
+            integration,
+            owner_kind: OwnerKind::ServicePrincipal,
+            owner: sp.as_uuid(),
+            key_id,
+            kind: CredentialKind::Password,
+        }
+    }
+    /// The credential of the same owner and key id, of `kind`.
+    pub fn with_kind(self, kind: CredentialKind) -> Self {
+        Self { kind, ..self }
     }
     pub fn parse(s: &str) -> Result<Self, IdError> {
         let err = || IdError {
             kind: "credential id",
-            expected: "<integration>/app/<object-id>/<key-id> or <integration>/sp/<object-id>/<key-id>",
+            expected: "<integration>/app/<object-id>/<key-id> or <integration>/sp/<object-id>/<key-id>, \
+                       with cert/ before the key id for a certificate",
             got: s.chars().take(160).collect(),
         };
-        let mut parts = s.trim().split('/');
-        let (Some(integration), Some(kind), Some(owner), Some(key), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            return Err(err());
+        let parts: Vec<&str> = s.trim().split('/').collect();
+        let (integration, owner_kind, owner, kind, key) = match parts.as_slice() {
+            [i, o, owner, key] => (i, o, owner, CredentialKind::Password, key),
+            [i, o, owner, CERTIFICATE_SEGMENT, key] => (i, o, owner, CredentialKind::Certificate, key),
+            _ => return Err(err()),
         };
-        let owner_kind = match kind {
+        let owner_kind = match *owner_kind {
             "app" => OwnerKind::Application,
             "sp" => OwnerKind::ServicePrincipal,
             _ => return Err(err()),
@@ -250,16 +287,21 @@ impl CredentialId {
             owner_kind,
             owner: Uuid::parse_str(owner).map_err(|_| err())?,
             key_id: KeyId::parse(key).map_err(|_| err())?,
+            kind,
         })
     }
 }
 impl fmt::Display for CredentialId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let kind = match self.owner_kind {
+        let owner_kind = match self.owner_kind {
             OwnerKind::Application => "app",
             OwnerKind::ServicePrincipal => "sp",
         };
-        write!(f, "{}/{}/{}/{}", self.integration, kind, self.owner.hyphenated(), self.key_id)
+        write!(f, "{}/{}/{}/", self.integration, owner_kind, self.owner.hyphenated())?;
+        if self.kind == CredentialKind::Certificate {
+            write!(f, "{CERTIFICATE_SEGMENT}/")?;
+        }
+        write!(f, "{}", self.key_id)
     }
 }
 text_form!(CredentialId);
@@ -282,6 +324,22 @@ mod tests {
         assert_eq!(id.to_string(), s);
         let json = serde_json::to_string(&id).unwrap();
         assert_eq!(serde_json::from_str::<CredentialId>(&json).unwrap(), id);
+    }
+
+    #[test]
+    fn a_certificate_and_a_password_with_one_key_id_are_two_ids() {
+        let password: CredentialId =
+            "contoso/sp/11111111-1111-1111-1111-111111111111/22222222-2222-2222-2222-222222222222".parse().unwrap();
+        assert_eq!(password.kind, CredentialKind::Password);
+        let certificate = password.clone().with_kind(CredentialKind::Certificate);
+        assert_ne!(certificate, password);
+        let text = certificate.to_string();
+        assert_eq!(text, "contoso/sp/11111111-1111-1111-1111-111111111111/cert/22222222-2222-2222-2222-222222222222");
+        assert_eq!(CredentialId::parse(&text).unwrap(), certificate);
+        let json = serde_json::to_string(&certificate).unwrap();
+        assert_eq!(serde_json::from_str::<CredentialId>(&json).unwrap(), certificate);
+        assert!(CredentialId::parse(&text.replace("/cert/", "/key/")).is_err());
+        assert!(CredentialId::parse(&format!("{text}/x")).is_err());
     }
 
     #[test]

@@ -3,6 +3,8 @@
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+/// A credential's kind is part of its id, so it lives with the ids.
+pub use crate::domain::ids::CredentialKind;
 use crate::domain::ids::{AppObjectId, ClientId, CredentialId, IntegrationId, ServicePrincipalId, TenantId};
 
 /// One tenant and how entra-rotator reaches it (the authentication itself lives in the configuration).
@@ -56,20 +58,12 @@ pub struct ServicePrincipal {
     pub display_name: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CredentialKind {
-    /// A client secret (`passwordCredentials`): the kind entra-rotator rotates.
-    Password,
-    /// A certificate (`keyCredentials`): watched for expiry, not rotated.
-    Certificate,
-}
-
 /// One credential of an application or service principal. Never holds a secret value: Graph only
 /// returns `secretText` once, from `addPassword`, and that value is sealed elsewhere.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Credential {
     pub id: CredentialId,
+    /// The same as `id.kind`; kept beside the id for the code that only reads the kind.
     pub kind: CredentialKind,
     /// The app registration this credential signs in as (for a service principal's own
     /// credential, the application it was created from, when known).

@@ -384,7 +384,7 @@ fn certificates(
         .into_iter()
         .filter(|k| k.thumbprint.as_ref().is_none_or(|t| thumbprints.insert(t.clone())))
         .map(|k| Credential {
-            id: make_id(k.key_id),
+            id: make_id(k.key_id).with_kind(CredentialKind::Certificate),
             kind: CredentialKind::Certificate,
             app,
             client_id,

@@ -31,6 +31,8 @@ pub enum Error {
 pub enum TenantError {
     #[error("no application with object id {0}")]
     ApplicationNotFound(Uuid),
+    #[error("no service principal with object id {0}")]
+    ServicePrincipalNotFound(Uuid),
 }
 
 /// A Graph error response. Every Graph failure the sim produces goes through this type, so every one

@@ -14,7 +14,7 @@ use crate::error::TenantError;
 use crate::graph::new_secret_text;
 use crate::lock;
 use crate::server::Shared;
-use crate::state::{Collection, DirectoryObject, PasswordCredential, StoredSecret};
+use crate::state::{Collection, DirectoryObject, KeyCredential, KeyUsage, PasswordCredential, StoredSecret};
 
 /// A handle on the simulated tenant's directory. Cheap to clone.
 #[derive(Clone)]
@@ -193,6 +193,46 @@ impl TenantHandle {
             .update(Collection::Applications, object_id, |app| app.passwords.push(credential))
             .ok_or(TenantError::ApplicationNotFound(object_id))?;
         Ok(AddedPassword { key_id, secret_text })
+    }
+
+    /// Give a service principal a SAML token-signing certificate in the shape Graph's
+    /// `addTokenSigningCertificate` leaves: a `Sign` and a `Verify` key credential of one
+    /// thumbprint, and a password credential (the private key's password) whose key id is the
+    /// `Sign` key's. The shared key id is the smaller of the two, so the certificate entra-rotator
+    /// keeps of the pair is the one that shares it. Returns the shared key id.
+    pub fn add_token_signing_certificate_to(
+        &self,
+        sp_object_id: Uuid,
+        end: OffsetDateTime,
+    ) -> Result<Uuid, TenantError> {
+        let now = self.shared.clock.now();
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let (shared, verify) = (a.min(b), a.max(b));
+        let thumbprint: [u8; 20] = Sha256::digest(shared.as_bytes())[..20].try_into().unwrap_or([7; 20]);
+        let key = |key_id, usage| KeyCredential {
+            key_id,
+            display_name: Some("CN=Microsoft Azure Federated SSO Certificate".to_owned()),
+            thumbprint,
+            usage,
+            start: now,
+            end,
+        };
+        let password = PasswordCredential {
+            key_id: shared,
+            display_name: Some("CN=Microsoft Azure Federated SSO Certificate".to_owned()),
+            hint: None,
+            start: now,
+            end,
+            secret: None,
+        };
+        lock(&self.shared.directory)
+            .update(Collection::ServicePrincipals, sp_object_id, |sp| {
+                sp.keys.push(key(shared, KeyUsage::Sign));
+                sp.keys.push(key(verify, KeyUsage::Verify));
+                sp.passwords.push(password);
+            })
+            .ok_or(TenantError::ServicePrincipalNotFound(sp_object_id))?;
+        Ok(shared)
     }
 
     /// Every application, in object id order (the order Graph pages in).

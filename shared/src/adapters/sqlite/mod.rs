@@ -3,6 +3,7 @@
 //! The store and the queue each hold their own connection, so nothing makes a store write and a
 //! queue send atomic together, just as on AWS: a bug that would lose data there fails here too.
 
+mod migrate;
 mod queue;
 mod rows;
 mod store;

@@ -74,8 +74,9 @@ impl SqliteStore {
 
     fn init(db: Db, clock: Arc<dyn Clock>) -> Result<Self> {
         {
-            let conn = db.conn.lock().unwrap_or_else(|p| p.into_inner());
+            let mut conn = db.conn.lock().unwrap_or_else(|p| p.into_inner());
             conn.execute_batch(SCHEMA).map_err(s("creating store tables"))?;
+            super::migrate::migrate(&mut conn)?;
         }
         Ok(Self { db, clock })
     }

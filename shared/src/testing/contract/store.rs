@@ -452,6 +452,74 @@ pub async fn alerts_and_marks_are_recorded_in_batches(s: Arc<dyn Store>) {
     assert_eq!(s.marked(&keys).await.unwrap(), vec![true, false]);
 }
 
+/// A service principal of `app`'s, in `app`'s integration, with a fresh object id.
+pub fn service_principal(app: &Application) -> ServicePrincipal {
+    ServicePrincipal {
+        integration: app.integration.clone(),
+        object_id: ServicePrincipalId::from_uuid(Uuid::new_v4()),
+        client_id: app.client_id,
+        display_name: app.display_name.clone(),
+    }
+}
+
+/// A password and a certificate of `sp` that share one key id, as a SAML token-signing
+/// certificate and its private key's password do (Microsoft documents that shape).
+pub fn password_and_certificate_sharing_a_key_id(sp: &ServicePrincipal) -> (Credential, Credential) {
+    let key = KeyId::from_uuid(Uuid::new_v4());
+    let password_id = CredentialId::for_service_principal(sp.integration.clone(), sp.object_id, key);
+    let secret = Credential {
+        id: password_id.clone(),
+        kind: CredentialKind::Password,
+        app: None,
+        client_id: sp.client_id,
+        display_name: Some("CN=SAML signing".into()),
+        hint: None,
+        start: Some(NOW - time::Duration::days(30)),
+        end: Some(NOW + time::Duration::days(335)),
+        thumbprint: None,
+        removed_at: None,
+    };
+    let certificate = Credential {
+        id: password_id.with_kind(CredentialKind::Certificate),
+        kind: CredentialKind::Certificate,
+        thumbprint: Some("q83vEjRWeJq83vEjRWeJq83vEjQ=".into()),
+        ..secret.clone()
+    };
+    (secret, certificate)
+}
+
+pub async fn a_password_and_a_certificate_sharing_a_key_id_are_two_credentials(s: Arc<dyn Store>) {
+    let i = integration("contoso");
+    let sp = service_principal(&app("contoso"));
+    let (secret, certificate) = password_and_certificate_sharing_a_key_id(&sp);
+    let snapshot = OwnerSnapshot {
+        owner: Owner::ServicePrincipal(sp.clone()),
+        passwords: Some(vec![secret.clone()]),
+        certificates: Some(vec![certificate.clone()]),
+    };
+    // Twice: the second sync compares against what the first one stored.
+    for _ in 0..2 {
+        let counts = s.sync_owners(&i, std::slice::from_ref(&snapshot)).await.unwrap();
+        assert_eq!((counts.credentials_written, counts.credentials_removed), (2, 0));
+    }
+    let mut listed = s.list_credentials(Some(&i)).await.unwrap();
+    listed.sort_by_key(|c| c.kind == CredentialKind::Certificate);
+    assert_eq!(listed, vec![secret.clone(), certificate.clone()], "both kinds are kept, each with its own record");
+    assert_eq!(s.get_credential(&secret.id).await.unwrap(), Some(secret.clone()));
+    assert_eq!(s.get_credential(&certificate.id).await.unwrap(), Some(certificate.clone()));
+
+    // Alerts are per credential: the certificate's does not silence the password's.
+    let end = secret.end.unwrap();
+    let alert = |c: &Credential| AlertKey { credential: c.id.clone(), end, threshold: AlertThreshold::DaysBefore(30) };
+    s.record_alerts(&[alert(&certificate)], NOW).await.unwrap();
+    assert_eq!(s.alerts_recorded(&[alert(&secret), alert(&certificate)]).await.unwrap(), vec![false, true]);
+
+    // Removing one leaves the other.
+    s.remove_credential(&certificate.id).await.unwrap();
+    assert_eq!(s.get_credential(&secret.id).await.unwrap(), Some(secret));
+    assert_eq!(s.get_credential(&certificate.id).await.unwrap(), None);
+}
+
 /// Expands to one `#[tokio::test]` per contract case. `$make` is an async expression giving an
 /// `Arc<dyn Store>` that starts empty.
 #[macro_export]
@@ -476,6 +544,7 @@ macro_rules! store_contract_tests {
             removing_a_service_principal_takes_only_its_own_credentials,
             credentials_can_be_read_page_by_page,
             alerts_and_marks_are_recorded_in_batches,
+            a_password_and_a_certificate_sharing_a_key_id_are_two_credentials,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
