@@ -91,6 +91,11 @@ pub(super) fn sync_key(integration: &IntegrationId) -> (String, String) {
     (format!("SYNC#{integration}"), "SYNC".to_owned())
 }
 
+/// The one item that says which layout the table's items follow.
+pub(super) fn schema_key() -> (String, String) {
+    ("SCHEMA".to_owned(), "SCHEMA".to_owned())
+}
+
 /// The table's global secondary indexes.
 #[derive(Clone, Copy)]
 pub(super) enum Index {

@@ -11,16 +11,12 @@ use entra_rotator::{Error, Result};
 
 use super::DynamoStore;
 use super::items::{Item, doc_item, from_item, key_of, n, s};
-use super::keys::{INTEGRATIONS, PK, SK, VERSION, alert_pk, credential_pk, sync_key};
+use super::keys::{INTEGRATIONS, PK, SK, VERSION, alert_pk, credential_pk, schema_key, sync_key};
 use super::records;
 
 /// The layout this code reads and writes. 1: a certificate's id (and so its item's key) says it
 /// is a certificate (`…/cert/<key-id>`), apart from a password with the same key id.
 pub const SCHEMA_VERSION: u64 = 1;
-
-fn schema_key() -> (String, String) {
-    ("SCHEMA".to_owned(), "SCHEMA".to_owned())
-}
 
 /// What a migration did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
