@@ -44,6 +44,8 @@ pub enum Problem {
     NeedsAttention { execution: ExecutionId },
     /// A message about it is in a dead-letter queue.
     DeadLetter { queue: String, message: String, error: Option<String> },
+    /// Grace cleanup could not remove its old secret; it tries again on every run.
+    CleanupFailed { execution: ExecutionId, reason: String },
 }
 
 impl Problem {
@@ -53,6 +55,7 @@ impl Problem {
             Self::RotationFailed { execution, .. } => format!("alert:rotation-failed:{execution}"),
             Self::NeedsAttention { execution } => format!("alert:needs-attention:{execution}"),
             Self::DeadLetter { queue, message, .. } => format!("alert:dead-letter:{queue}:{message}"),
+            Self::CleanupFailed { execution, .. } => format!("alert:cleanup-failed:{execution}"),
         }
     }
 }
@@ -83,6 +86,9 @@ impl Alert {
             }
             Some(Problem::NeedsAttention { execution }) => format!(
                 "Rotation of {what}{name} of {app} needs attention ({execution}): a rollout step failed, cleanup waits for an operator; it {expiry}"
+            ),
+            Some(Problem::CleanupFailed { execution, reason }) => format!(
+                "Grace cleanup of {what}{name} of {app} failed ({execution}): {reason}; the old secret stays and is tried again each run; it {expiry}"
             ),
             Some(Problem::DeadLetter { queue, message, error }) => {
                 let why = error.as_deref().map(|e| format!(": {e}")).unwrap_or_default();

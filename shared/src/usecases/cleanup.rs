@@ -10,7 +10,9 @@ use crate::domain::execution::{Cleanup, Execution, ExecutionStatus};
 use crate::domain::ids::{AppObjectId, ExecutionId, IntegrationId};
 use crate::domain::inventory::Credential;
 use crate::ports::AuditEvent;
+use crate::ports::alerts::Problem;
 use crate::usecases::app::App;
+use crate::usecases::scan::raise_problem;
 use crate::{Error, Result};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -79,6 +81,10 @@ pub async fn cleanup(s: &App, integration: Option<&IntegrationId>) -> Result<Cle
             tracing::error!(execution = %id, credential = %e.credential, error = %err.chain(), "grace cleanup failed");
             audit(s, "cleanup.failed", Some(&e), None, format!("the old secret was not removed: {}", err.chain()))
                 .await;
+            let problem = Problem::CleanupFailed { execution: id, reason: err.chain() };
+            if let Err(alert) = raise_problem(s, &e.credential, problem).await {
+                tracing::error!(execution = %id, error = %alert.chain(), "the cleanup failure could not be alerted");
+            }
             if err.is_transient() {
                 retry.get_or_insert(err);
             }

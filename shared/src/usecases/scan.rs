@@ -23,6 +23,7 @@ use crate::domain::policy::PolicySet;
 use crate::messages::{Envelope, Message, queues};
 use crate::ports::alerts::{Alert, AlertSink, Problem};
 use crate::ports::{AlertKey, Clock, Queue, QueueName, Store};
+use crate::usecases::app::App;
 
 /// Credentials read per store page.
 const PAGE: usize = 1000;
@@ -91,6 +92,29 @@ pub async fn deliver(sinks: &[Arc<dyn AlertSink>], alert: &Alert, sink: &str) ->
         return Err(crate::Error::invalid("alert", format!("no alert sink named {sink} is configured")));
     };
     target.send(std::slice::from_ref(alert)).await
+}
+
+/// Raises one problem alert about `credential` outside a scan (grace cleanup does), once per the
+/// problem's marker, as the scan raises its own. Whether it was new.
+pub async fn raise_problem(app: &App, credential: &CredentialId, problem: Problem) -> Result<bool> {
+    let marker = problem.marker();
+    if app.store.marked(std::slice::from_ref(&marker)).await?.first().copied().unwrap_or(false) {
+        return Ok(false);
+    }
+    let Some(c) = app.store.get_credential(credential).await? else { return Ok(false) };
+    let scanner = Scanner {
+        store: app.store.as_ref(),
+        queue: app.queue.as_ref(),
+        clock: app.clock.as_ref(),
+        policies: &app.policies,
+        sinks: &app.sinks,
+        disabled: &app.disabled,
+    };
+    let now = app.clock.now();
+    let threshold = c.end.and_then(|end| crossed_threshold(end, now, app.policies.thresholds_for(&c.client_id)));
+    let alert = scanner.alert(&mut HashMap::new(), &c, threshold, Some(problem), now).await?;
+    scanner.raise(vec![(alert, Once::Marker(marker))], None, now).await?;
+    Ok(true)
 }
 
 impl Scanner<'_> {
