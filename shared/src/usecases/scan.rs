@@ -633,6 +633,31 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_rollout_that_needs_attention_is_alerted_once() {
+        let w = World::new(false);
+        let c = Credential::test_password(START + TimeDuration::days(10));
+        w.store.put_credential(&c).await.unwrap();
+        let mut e = Execution::new(
+            c.id.clone(),
+            c.app.unwrap(),
+            PolicyId::parse("default").unwrap(),
+            Trigger::Manual { by: "ops".into(), reason: None },
+            vec![],
+            START,
+        );
+        e.status = ExecutionStatus::NeedsAttention;
+        e.needs_attention = true;
+        e.grace_until = Some(START + TimeDuration::days(30));
+        w.store.create_execution(&e).await.unwrap();
+        assert_eq!(w.scan().await.problems_alerted, 1);
+        assert_eq!(w.scan().await.problems_alerted, 0);
+        let sent = w.sink.0.lock().unwrap().clone();
+        assert_eq!(sent.len(), 1, "superseded, so no expiry alert; the problem once: {sent:?}");
+        assert!(matches!(&sent[0].problem, Some(Problem::NeedsAttention { execution }) if *execution == e.id));
+        assert!(sent[0].summary().contains("needs attention"), "{}", sent[0].summary());
+    }
+
+    #[tokio::test]
     async fn a_disabled_integration_is_neither_alerted_nor_rotated() {
         let w = World::new(true);
         let c = Credential::test_password(START + TimeDuration::days(10));
