@@ -39,8 +39,9 @@ SENDS = {
     # The rotate trigger, and the dead-letter redrive, which sends a dead letter back to its queue.
     "http-api": set(BATCH_SIZE),
 }
-# Functions that read and redrive dead letters (the HTTP API's on-call routes).
-DLQ_HANDLERS = {"http-api"}
+# Functions that read dead letters: the HTTP API's on-call routes (and redrive), and the expiry scan,
+# which alerts once per new dead letter with the credential it names.
+DLQ_HANDLERS = {"http-api", "expiry-scan"}
 SCHEDULES = {"sync": "rate(1 hour)", "expiry-scan": "rate(15 minutes)", "grace-cleanup": "rate(1 hour)"}
 ROUTES = {
     ("POST", "/v1/credentials/{proxy+}"),

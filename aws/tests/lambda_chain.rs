@@ -21,7 +21,7 @@ use entra_rotator::domain::policy::{PolicySet, RotationPolicy};
 use entra_rotator::domain::secret::SecretValue;
 use entra_rotator::domain::steps::StepDefinition;
 use entra_rotator::inbound::batch::{BatchHandler, EnvelopeHandler, MessageFailure};
-use entra_rotator::inbound::handlers::{CleanupHandler, RotateHandler, StepHandler};
+use entra_rotator::inbound::handlers::{CleanupHandler, RotateHandler, ScanHandler, StepHandler};
 use entra_rotator::messages::{Message, default_queue_specs, queues};
 use entra_rotator::ports::key_ring::SealedValue;
 use entra_rotator::ports::{Clock, Queue, QueueName, ReceivedMessage, Store};
@@ -212,6 +212,7 @@ impl Deployment {
             queue: flaky_queue.clone(),
             clock: clock.clone(),
             directories: Arc::new(directories),
+            disabled: Arc::new(Default::default()),
             policies: Arc::new(PolicySet::new(vec![(policy, vec![])])),
             sinks: Arc::new(vec![]),
             keys: keys.clone(),
@@ -394,9 +395,15 @@ impl World for Deployment {
     fn assert_sealed_here(&self, sealed: &SealedValue) {
         assert!(sealed.encrypted_data_key.is_some(), "sealed under a KMS data key");
     }
+
+    async fn reconfigure(&mut self, change: impl FnOnce(&mut App)) {
+        change(&mut self.services);
+        self.mappings = mappings(&self.sqs, &self.prefix, &self.services, self.delivered.clone()).await;
+    }
 }
 
-/// The rotate, run-step and grace-cleanup functions, each fed by its queue.
+/// The rotate, run-step, grace-cleanup and expiry-scan functions, each fed by its queue (in that
+/// order: `cleanup` polls the third).
 async fn mappings(
     sqs: &aws_sdk_sqs::Client,
     prefix: &str,
@@ -408,6 +415,7 @@ async fn mappings(
         (queues::ROTATE, Arc::new(EnvelopeHandler(RotateHandler(services.clone()))) as Arc<dyn BatchHandler>),
         (queues::STEP, Arc::new(EnvelopeHandler(StepHandler(services.clone())))),
         (queues::CLEANUP, Arc::new(EnvelopeHandler(CleanupHandler(services.clone())))),
+        (queues::SCAN, Arc::new(EnvelopeHandler(ScanHandler(services.clone())))),
     ] {
         let queue = services.queue.clone();
         out.push(mapping(sqs, prefix, name, queue, handler, services.clock.clone(), delivered.clone()).await);

@@ -194,14 +194,28 @@ async fn main() -> anyhow::Result<()> {
     let sink: Vec<Arc<dyn AlertSink>> = vec![Arc::new(RecordingSink::default())];
     let policies = config.policy_set();
     let started = Instant::now();
-    let scan = Scanner { store: &store, queue: &queue, clock: clock.as_ref(), policies: &policies, sinks: &sink }
-        .scan(None)
-        .await?;
+    let scan = Scanner {
+        store: &store,
+        queue: &queue,
+        clock: clock.as_ref(),
+        policies: &policies,
+        sinks: &sink,
+        disabled: &Default::default(),
+    }
+    .scan(None)
+    .await?;
     let scan_time = started.elapsed();
     let started = Instant::now();
-    let again = Scanner { store: &store, queue: &queue, clock: clock.as_ref(), policies: &policies, sinks: &sink }
-        .scan(None)
-        .await?;
+    let again = Scanner {
+        store: &store,
+        queue: &queue,
+        clock: clock.as_ref(),
+        policies: &policies,
+        sinks: &sink,
+        disabled: &Default::default(),
+    }
+    .scan(None)
+    .await?;
     let rescan_time = started.elapsed();
     println!("\nexpiry scan over {read} credentials");
     println!(

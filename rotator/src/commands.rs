@@ -242,6 +242,7 @@ pub async fn status(config_path: &Path, out: Output) -> anyhow::Result<ExitCode>
             ("Active", c.active),
             ("Expiring Soon", c.expiring_soon),
             ("Rotating", c.rotating),
+            ("Rotation Failed", c.rotation_failed),
             ("Grace Period", c.grace_period),
             ("Expired", c.expired),
             ("Cleaned Up", c.cleaned_up),

@@ -66,11 +66,18 @@ pub async fn run(config_path: &Path, only: Option<&str>, full: bool, out: Output
     }
     let sinks = wiring::alert_sinks(&config)?;
     let policies = config.policy_set();
-    let scan =
-        Scanner { store: &data.store, queue: &data.queue, clock: clock.as_ref(), policies: &policies, sinks: &sinks }
-            .scan(None)
-            .await
-            .context("expiry scan")?;
+    let disabled = config.integrations.iter().filter(|i| !i.enabled).map(|i| i.id.clone()).collect();
+    let scan = Scanner {
+        store: &data.store,
+        queue: &data.queue,
+        clock: clock.as_ref(),
+        policies: &policies,
+        sinks: &sinks,
+        disabled: &disabled,
+    }
+    .scan(None)
+    .await
+    .context("expiry scan")?;
     if out.json {
         out.print_json(&json!({ "syncs": reports, "scan": scan }))?;
         return Ok(ExitCode::SUCCESS);

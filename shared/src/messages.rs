@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::execution::Trigger;
 use crate::domain::ids::{AppObjectId, CredentialId, ExecutionId, IntegrationId};
+use crate::ports::alerts::Alert;
 use crate::ports::{OutgoingMessage, QueueName, QueueSpec};
 use crate::{Error, Result};
 
@@ -108,6 +109,10 @@ pub enum Message {
     StepRequested { execution: ExecutionId, credential: CredentialId, app: AppObjectId, step: u32, attempt: u32 },
     /// Remove old credentials whose grace ended, and sweep orphans.
     CleanupRequested { integration: Option<IntegrationId> },
+    /// Deliver one alert to one sink (the outbox of the scan): on the expiry-scan queue, so a sink
+    /// that is down is retried and then dead-lettered by the queue, never holding back a scan. The
+    /// alert holds no secret; the sink is named, never its URL.
+    AlertRequested { alert: Box<Alert>, sink: String },
 }
 
 /// What travels on the queue: the message, its version and its idempotency key.
@@ -123,7 +128,7 @@ impl Message {
     pub fn queue(&self) -> QueueName {
         QueueName::new(match self {
             Self::SyncRequested { .. } => queues::SYNC,
-            Self::ScanRequested { .. } => queues::SCAN,
+            Self::ScanRequested { .. } | Self::AlertRequested { .. } => queues::SCAN,
             Self::RotateRequested { .. } => queues::ROTATE,
             Self::StepRequested { .. } => queues::STEP,
             Self::CleanupRequested { .. } => queues::CLEANUP,
@@ -139,6 +144,8 @@ impl Message {
                 None => "all".into(),
             },
             Self::RotateRequested { app, .. } | Self::StepRequested { app, .. } => format!("app:{app}"),
+            // A sink that is down holds back only its own alerts, not the scans or another sink.
+            Self::AlertRequested { sink, .. } => format!("alert-sink:{sink}"),
         }
     }
 

@@ -102,6 +102,7 @@ pub fn services(
         queue,
         clock,
         directories: Arc::new(directories(config)?),
+        disabled: Arc::new(config.integrations.iter().filter(|i| !i.enabled).map(|i| i.id.clone()).collect()),
         policies: Arc::new(config.policy_set()),
         sinks: Arc::new(alert_sinks(config)?),
         keys,

@@ -51,9 +51,10 @@ fn alert(threshold: AlertThreshold, days_left: i64) -> Alert {
         client_id: ClientId::parse("33333333-3333-3333-3333-333333333333").unwrap(),
         kind: CredentialKind::Password,
         credential_name: Some("prod".into()),
-        threshold,
-        end: datetime!(2026-11-28 00:00 UTC),
-        days_left,
+        threshold: Some(threshold),
+        end: Some(datetime!(2026-11-28 00:00 UTC)),
+        days_left: Some(days_left),
+        problem: None,
     }
 }
 

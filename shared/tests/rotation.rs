@@ -17,7 +17,7 @@ use entra_rotator::domain::policy::{PolicySet, RotationPolicy};
 use entra_rotator::domain::secret::SecretValue;
 use entra_rotator::domain::steps::{StepDefinition, parse_steps};
 use entra_rotator::inbound::batch::{BatchHandler, EnvelopeHandler};
-use entra_rotator::inbound::handlers::{CleanupHandler, RotateHandler, StepHandler};
+use entra_rotator::inbound::handlers::{CleanupHandler, RotateHandler, ScanHandler, StepHandler};
 use entra_rotator::inbound::runtime::{Worker, WorkerOptions};
 use entra_rotator::messages::{Message, default_queue_specs, queues};
 use entra_rotator::ports::key_ring::SealedValue;
@@ -105,6 +105,7 @@ impl Chain {
             queue: queue.clone(),
             clock: dyn_clock,
             directories: Arc::new(directories),
+            disabled: Arc::new(Default::default()),
             policies: Arc::new(PolicySet::new(vec![(policy, vec![])])),
             sinks: Arc::new(vec![]),
             keys: keys.clone(),
@@ -174,7 +175,7 @@ impl Chain {
     }
 }
 
-/// The rotate, run-step and grace-cleanup workers, each on its queue.
+/// The rotate, run-step, grace-cleanup and expiry-scan workers, each on its queue.
 fn workers(queue: &Arc<FlakyQueue>, services: &App) -> Vec<Worker> {
     let worker = |name: &str, h: Arc<dyn BatchHandler>| {
         Worker::new(queue.clone(), QueueName::new(name), h, WorkerOptions::default())
@@ -183,6 +184,7 @@ fn workers(queue: &Arc<FlakyQueue>, services: &App) -> Vec<Worker> {
         worker(queues::ROTATE, Arc::new(EnvelopeHandler(RotateHandler(services.clone())))),
         worker(queues::STEP, Arc::new(EnvelopeHandler(StepHandler(services.clone())))),
         worker(queues::CLEANUP, Arc::new(EnvelopeHandler(CleanupHandler(services.clone())))),
+        worker(queues::SCAN, Arc::new(EnvelopeHandler(ScanHandler(services.clone())))),
     ]
 }
 
@@ -299,6 +301,11 @@ impl World for Chain {
     fn assert_sealed_here(&self, sealed: &SealedValue) {
         assert_eq!(sealed.key_id, "k1", "sealed under the key file's key");
         assert!(sealed.encrypted_data_key.is_none(), "no data key of a KMS");
+    }
+
+    async fn reconfigure(&mut self, change: impl FnOnce(&mut App)) {
+        change(&mut self.services);
+        self.workers = workers(&self.queue, &self.services);
     }
 }
 

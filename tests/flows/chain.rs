@@ -11,18 +11,22 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 use entra_rotator::domain::execution::{Cleanup, Execution, ExecutionStatus, Trigger};
-use entra_rotator::domain::ids::CredentialId;
-use entra_rotator::domain::lifecycle::{LifecycleFacts, LifecycleState, lifecycle_state};
+use entra_rotator::domain::ids::{CredentialId, IntegrationId, KeyId, PolicyId};
+use entra_rotator::domain::inventory::Credential;
+use entra_rotator::domain::lifecycle::{AlertThreshold, LifecycleFacts, LifecycleState, lifecycle_state};
+use entra_rotator::domain::policy::PolicySet;
 use entra_rotator::domain::steps::{StepDefinition, parse_steps};
-use entra_rotator::messages::queues;
-use entra_rotator::ports::QueueName;
+use entra_rotator::messages::{Message, queues};
+use entra_rotator::ports::alerts::{Alert, AlertSink, Problem};
 use entra_rotator::ports::key_ring::{SealContext, SealedValue};
+use entra_rotator::ports::{AuditQuery, QueueName};
+use entra_rotator::testing::fakes::RecordingSink;
 use entra_rotator::testing::faults::FlakyStore;
-use entra_rotator::usecases::app::App;
+use entra_rotator::usecases::app::{App, Directories};
 use entra_rotator::usecases::intervention::{cancel, confirm_cleanup, reveal};
 use entra_rotator::usecases::rotation::{RotationAccepted, request_rotation};
-use entra_sim::{Fault, FaultKind, Match};
-use entra_sim::{PasswordSummary, Sim};
+use entra_rotator::usecases::sync::{SyncMode, Syncer};
+use entra_sim::{Fault, FaultKind, Match, NewApp, PasswordSummary, Sim};
 use uuid::Uuid;
 
 /// What a scenario needs of a world, each world doing it its own way.
@@ -64,6 +68,35 @@ pub trait World {
     /// Checks that a secret is sealed the way this world seals (embedded: the key file's key;
     /// AWS: a KMS data key).
     fn assert_sealed_here(&self, sealed: &SealedValue);
+    /// Changes the handlers' context (sinks, policies, integrations), as a new configuration
+    /// would, and hands it to the handlers (embedded: the workers; AWS: the functions).
+    async fn reconfigure(&mut self, change: impl FnOnce(&mut App));
+
+    /// Sends one `ScanRequested` for every integration, as the scan timer does.
+    async fn scan(&self) {
+        let m = Message::ScanRequested { integration: None }.envelope(format!("scan:{}", Uuid::new_v4()));
+        self.app()
+            .queue
+            .send(&QueueName::new(queues::SCAN), m.to_outgoing(std::time::Duration::ZERO).unwrap())
+            .await
+            .unwrap();
+    }
+
+    /// Runs the chain until `queue` holds nothing visible, delayed or in flight.
+    async fn run_until_idle(&self, queue: &str) {
+        let q = QueueName::new(queue);
+        let app = self.app();
+        self.run_until(async || {
+            let d = app.queue.depth(&q).await.unwrap();
+            d.visible + d.delayed + d.in_flight == 0
+        })
+        .await;
+    }
+
+    /// The integration of the credential under rotation.
+    fn integration(&self) -> IntegrationId {
+        self.credential().integration.clone()
+    }
 
     /// Replaces the policy's steps. No step that publishes the secret runs yet, so the plan
     /// declares manual delivery: an operator reads the new secret once and confirms.
@@ -157,6 +190,11 @@ macro_rules! chain_scenarios {
             a_crash_between_recording_a_failed_abort_step_and_failing_the_execution_still_fails_it(0),
             a_failed_rotation_is_cancelled_its_unpublished_secret_removed_and_the_credential_rotated_again(0),
             a_manual_delivery_is_read_once_and_cleanup_waits_for_the_confirmation(0),
+            a_down_alert_sink_never_holds_back_due_rotations_and_its_dead_letter_is_alerted(0),
+            one_applications_refused_cleanup_never_holds_back_another_applications(0),
+            a_failed_rotation_shows_failed_and_keeps_its_expiry_alerts_and_its_own(0),
+            a_removed_integration_loses_its_inventory_and_never_breaks_another_cleanup(0),
+            a_disabled_integration_is_neither_alerted_nor_rotated(0),
         );
     };
     (@each $make:expr; $( $name:ident ( $replication_delay_secs:literal ) ),* $(,)?) => {
@@ -620,4 +658,262 @@ pub async fn a_manual_delivery_is_read_once_and_cleanup_waits_for_the_confirmati
     confirm_cleanup(w.app(), e.id, "alice").await.unwrap();
     w.cleanup().await;
     assert_eq!(w.key_ids(), vec![done.new_key_id.unwrap().as_uuid()]);
+}
+
+/// An alert webhook that refuses every alert, as one whose URL was revoked does (404: not worth
+/// retrying for long, so the queue dead-letters it after its receives).
+struct DownSink;
+
+#[async_trait::async_trait]
+impl AlertSink for DownSink {
+    fn name(&self) -> &str {
+        "down"
+    }
+    async fn send(&self, _: &[Alert]) -> entra_rotator::Result<()> {
+        Err(entra_rotator::Error::Directory {
+            service: "alert webhook",
+            status: 404,
+            code: "hooks.example.com".into(),
+            message: "the webhook refused the alerts (404 Not Found)".into(),
+            transient: false,
+            retry_after: None,
+        })
+    }
+}
+
+fn alerts_of(sink: &RecordingSink) -> Vec<Alert> {
+    sink.0.lock().unwrap().clone()
+}
+
+/// The world's policy, rotating automatically.
+fn auto_rotating(policies: &PolicySet) -> Arc<PolicySet> {
+    let mut policy = policies.get(&PolicyId::parse("default").unwrap()).unwrap().clone();
+    policy.auto_rotate = true;
+    Arc::new(PolicySet::new(vec![(policy, vec![])]))
+}
+
+/// Alerts to `recording` only.
+fn recording_only(app: &mut App, recording: &Arc<RecordingSink>) {
+    let sinks: Vec<Arc<dyn AlertSink>> = vec![recording.clone()];
+    app.sinks = Arc::new(sinks);
+}
+
+pub async fn a_down_alert_sink_never_holds_back_due_rotations_and_its_dead_letter_is_alerted<W: World>(w: &mut W) {
+    with_rollout(w, "abort").await;
+    let recording = Arc::new(RecordingSink::default());
+    let sinks: Vec<Arc<dyn AlertSink>> = vec![Arc::new(DownSink), recording.clone()];
+    w.reconfigure(|app| {
+        app.sinks = Arc::new(sinks);
+        app.policies = auto_rotating(&app.policies);
+    })
+    .await;
+    w.scan().await;
+    let app = w.app().clone();
+    let credential = w.credential().clone();
+    w.run_until(async || {
+        let runs = app.store.list_executions(&credential).await.unwrap();
+        runs.first().is_some_and(|e| e.status == ExecutionStatus::Completed)
+    })
+    .await;
+    let scan_q = QueueName::new(queues::SCAN);
+    let about_mine = credential.to_string();
+    w.run_until(async || {
+        app.queue.dead_letters(&scan_q, 100).await.unwrap().iter().any(|d| d.body.contains(&about_mine))
+    })
+    .await;
+    // The tenant's other applications have alerts of their own; each is its own dead letter.
+    let dead = app.queue.dead_letters(&scan_q, 100).await.unwrap();
+    let bodies: Vec<serde_json::Value> = dead.iter().map(|d| serde_json::from_str(&d.body).unwrap()).collect();
+    assert!(
+        bodies.iter().all(|b| b["type"] == "AlertRequested" && b["sink"] == "down"),
+        "only the down sink's: {dead:?}"
+    );
+    let mine = bodies.iter().position(|b| b["alert"]["credential"] == credential.to_string());
+    let mine = mine.expect("the dead letter says which alert");
+    assert!(dead[mine].last_error.as_deref().unwrap_or_default().contains("404"), "and why: {dead:?}");
+    let sent = alerts_of(&recording);
+    assert!(
+        sent.iter().any(|a| a.credential == credential && a.threshold == Some(AlertThreshold::DaysBefore(30))),
+        "the sink that works got the alert: {sent:?}"
+    );
+
+    // The next scan says a dead letter is waiting, to the sinks that work.
+    w.scan().await;
+    w.run_until(async || {
+        alerts_of(&recording).iter().any(|a| {
+            a.credential == credential
+                && matches!(&a.problem, Some(Problem::DeadLetter { queue, .. }) if queue == queues::SCAN)
+        })
+    })
+    .await;
+    w.run_until_idle(queues::SCAN).await;
+    // The down sink's own alerts keep dying (the first scan's may still be on their way there), but
+    // none of them is about a dead letter: those go only to the sinks that did not fail.
+    for d in app.queue.dead_letters(&scan_q, 100).await.unwrap() {
+        let body: serde_json::Value = serde_json::from_str(&d.body).unwrap();
+        assert!(body["alert"]["problem"].is_null(), "no dead letter about a dead letter: {d:?}");
+    }
+}
+
+pub async fn one_applications_refused_cleanup_never_holds_back_another_applications<W: World>(w: &mut W) {
+    with_rollout(w, "abort").await;
+    let recording = Arc::new(RecordingSink::default());
+    w.reconfigure(|app| recording_only(app, &recording)).await;
+    // A second application, B, with one secret of its own, rotated beside the world's (A).
+    let integration = w.integration();
+    let b = w.sim().tenant().add_app(NewApp::named("Billing API"));
+    let b_old = w.sim().tenant().add_password_to(b.object_id, w.sim().now() + time::Duration::days(10)).unwrap();
+    let app = w.app().clone();
+    Syncer {
+        directory: app.directory(&integration).unwrap().as_ref(),
+        store: app.store.as_ref(),
+        clock: app.clock.as_ref(),
+        progress: &|_| {},
+    }
+    .sync(&integration, SyncMode::Full)
+    .await
+    .unwrap();
+    let b_credential = app
+        .store
+        .list_credentials(Some(&integration))
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|c| c.id.key_id.as_uuid() == b_old.key_id)
+        .unwrap()
+        .id;
+    let a_run = w.request().await;
+    let trigger = Trigger::Manual { by: "alice".into(), reason: None };
+    let RotationAccepted::Started { execution: b_run } =
+        request_rotation(&app, &b_credential, trigger, false).await.unwrap()
+    else {
+        panic!("B's rotation did not start")
+    };
+    let a_done = w.run_until_status(&a_run, ExecutionStatus::Completed).await;
+    let b_done = w.run_until_status(&b_run, ExecutionStatus::Completed).await;
+    w.deliver_by_hand(&a_done).await;
+    w.deliver_by_hand(&b_done).await;
+
+    // A's removePassword is refused from now on.
+    let refused = Match::path(format!("{}/removePassword", w.application())).method("POST");
+    w.sim().faults().push(Fault::new(refused, FaultKind::Forbidden).times(1000));
+    w.pass_grace().await;
+    for _ in 0..2 {
+        w.cleanup().await;
+        w.run_until_idle(queues::CLEANUP).await;
+    }
+    let b_keys: Vec<Uuid> = w.sim().tenant().app_passwords(b.object_id).unwrap().iter().map(|p| p.key_id).collect();
+    assert_eq!(b_keys, vec![b_done.new_key_id.unwrap().as_uuid()], "B's old secret went after its grace period");
+    assert!(w.key_ids().contains(&w.credential().key_id.as_uuid()), "A's stays: Graph refused it");
+    assert!(!is_done(&w.execution(&a_run).await.cleanup), "A's cleanup is still to do, on the next tick");
+    let audit = app
+        .store
+        .list_audit(&AuditQuery { execution: Some(a_run.id), limit: 100, ..Default::default() })
+        .await
+        .unwrap();
+    let failed = audit.iter().find(|a| a.action == "cleanup.failed").expect("A's failure is recorded against A");
+    assert!(failed.detail.contains("403"), "{failed:?}");
+    let dead = app.queue.dead_letters(&QueueName::new(queues::CLEANUP), 10).await.unwrap();
+    assert!(dead.is_empty(), "a refused cleanup is no dead letter per tick: {dead:?}");
+    let a_failed =
+        |a: &Alert| matches!(&a.problem, Some(Problem::CleanupFailed { execution, .. }) if *execution == a_run.id);
+    w.run_until(async || alerts_of(&recording).iter().any(a_failed)).await;
+    w.run_until_idle(queues::SCAN).await;
+    assert_eq!(alerts_of(&recording).iter().filter(|a| a_failed(a)).count(), 1, "alerted once, not once per run");
+}
+
+pub async fn a_failed_rotation_shows_failed_and_keeps_its_expiry_alerts_and_its_own<W: World>(w: &mut W) {
+    with_rollout(w, "abort").await;
+    let recording = Arc::new(RecordingSink::default());
+    w.reconfigure(|app| recording_only(app, &recording)).await;
+    w.sim().targets().set_webhook_failures("ops", 1000, 503);
+    let e = w.request().await;
+    let app = w.app().clone();
+    let step_q = QueueName::new(queues::STEP);
+    w.run_until(async || !app.queue.dead_letters(&step_q, 10).await.unwrap().is_empty()).await;
+    assert_eq!(w.execution(&e).await.status, ExecutionStatus::Failed);
+    assert_eq!(w.state_of_old_at(app.clock.now()).await, LifecycleState::RotationFailed, "failed, not Rotating");
+
+    let mine = |a: &&Alert| a.credential == *w.credential();
+    w.scan().await;
+    w.run_until(async || alerts_of(&recording).iter().filter(mine).count() >= 3).await;
+    w.scan().await;
+    w.run_until_idle(queues::SCAN).await;
+    let sent = alerts_of(&recording);
+    assert_eq!(sent.iter().filter(mine).count(), 3, "each once, though scanned twice: {sent:#?}");
+    assert!(
+        sent.iter().filter(mine).any(|a| a.problem.is_none() && a.threshold == Some(AlertThreshold::DaysBefore(30))),
+        "its expiry alert: {sent:#?}"
+    );
+    let failed = sent
+        .iter()
+        .filter(mine)
+        .find(|a| matches!(&a.problem, Some(Problem::RotationFailed { execution, .. }) if *execution == e.id));
+    let failed = failed.expect("its rotation-failed alert");
+    assert!(failed.summary().contains("failed"), "{}", failed.summary());
+    assert!(
+        sent.iter()
+            .filter(mine)
+            .any(|a| matches!(&a.problem, Some(Problem::DeadLetter { queue, .. }) if queue == queues::STEP)),
+        "its dead letter waiting: {sent:#?}"
+    );
+}
+
+pub async fn a_removed_integration_loses_its_inventory_and_never_breaks_another_cleanup<W: World>(w: &mut W) {
+    with_rollout(w, "abort").await;
+    let app = w.app().clone();
+    // What a since-removed integration left in the store: a credential and a due cleanup.
+    let mut retired = Credential::test_password(app.clock.now() + time::Duration::days(10));
+    retired.id.integration = IntegrationId::parse("retired").unwrap();
+    app.store.put_credential(&retired).await.unwrap();
+    let mut old_run = Execution::new(
+        retired.id.clone(),
+        retired.app.unwrap(),
+        PolicyId::parse("default").unwrap(),
+        Trigger::Manual { by: "alice".into(), reason: None },
+        vec![],
+        app.clock.now(),
+    );
+    old_run.status = ExecutionStatus::Completed;
+    old_run.new_key_id = Some(KeyId::from_uuid(Uuid::new_v4()));
+    old_run.grace_until = Some(app.clock.now());
+    app.store.create_execution(&old_run).await.unwrap();
+
+    let e = w.request().await;
+    let done = w.run_until_status(&e, ExecutionStatus::Completed).await;
+    w.deliver_by_hand(&done).await;
+    w.pass_grace().await;
+    w.cleanup().await;
+    w.run_until_idle(queues::CLEANUP).await;
+    assert_eq!(w.key_ids(), vec![done.new_key_id.unwrap().as_uuid()], "the configured integration's cleanup ran");
+    assert!(app.store.get_credential(&retired.id).await.unwrap().is_none(), "the removed integration's inventory went");
+    assert!(app.store.get_execution(&old_run.id).await.unwrap().is_some(), "its history stays");
+    let audit = app.store.list_audit(&Default::default()).await.unwrap();
+    assert!(audit.iter().any(|a| a.action == "integration.removed" && a.detail.contains("retired")), "{audit:?}");
+    assert!(app.queue.dead_letters(&QueueName::new(queues::CLEANUP), 10).await.unwrap().is_empty());
+}
+
+pub async fn a_disabled_integration_is_neither_alerted_nor_rotated<W: World>(w: &mut W) {
+    with_rollout(w, "abort").await;
+    let recording = Arc::new(RecordingSink::default());
+    let integration = w.integration();
+    w.reconfigure(|app| {
+        recording_only(app, &recording);
+        app.policies = auto_rotating(&app.policies);
+        app.disabled = Arc::new([integration.clone()].into());
+        app.directories = Arc::new(Directories::new());
+    })
+    .await;
+    w.scan().await;
+    w.run_until_idle(queues::SCAN).await;
+    assert!(alerts_of(&recording).is_empty(), "no alerts: {:?}", alerts_of(&recording));
+    let app = w.app().clone();
+    assert!(app.store.list_executions(w.credential()).await.unwrap().is_empty(), "no automatic rotation");
+    let trigger = Trigger::Manual { by: "alice".into(), reason: None };
+    let refused = request_rotation(&app, w.credential(), trigger, false).await.unwrap_err();
+    assert!(refused.to_string().contains("disabled"), "a clear reason: {refused}");
+    w.cleanup().await;
+    w.run_until_idle(queues::CLEANUP).await;
+    assert!(app.store.get_credential(w.credential()).await.unwrap().is_some(), "its inventory stays");
+    assert_eq!(w.passwords().len(), 1, "nothing changed in the tenant");
 }

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime};
 
-use super::execution::Execution;
+use super::execution::{Execution, ExecutionStatus};
 use super::inventory::Credential;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -12,6 +12,9 @@ pub enum LifecycleState {
     Active,
     ExpiringSoon,
     Rotating,
+    /// The latest rotation failed: it still holds the credential (the old secret stays valid) and
+    /// waits for an operator's redrive or cancel. Not "Rotating": nothing is under way.
+    RotationFailed,
     GracePeriod,
     Expired,
     CleanedUp,
@@ -23,6 +26,7 @@ impl LifecycleState {
             Self::Active => "Active",
             Self::ExpiringSoon => "Expiring Soon",
             Self::Rotating => "Rotating",
+            Self::RotationFailed => "Rotation Failed",
             Self::GracePeriod => "Grace Period",
             Self::Expired => "Expired",
             Self::CleanedUp => "Cleaned Up",
@@ -37,6 +41,8 @@ pub struct LifecycleFacts {
     pub removed_at: Option<OffsetDateTime>,
     /// An execution rotating this credential away is not yet terminal.
     pub rotating: bool,
+    /// That execution failed: it holds the credential, but nothing is under way.
+    pub failed: bool,
     /// A finalized execution superseded this credential; it stays valid until then.
     pub superseded_until: Option<OffsetDateTime>,
     /// "Expiring Soon" starts this long before the end (the largest alert threshold).
@@ -51,6 +57,7 @@ impl LifecycleFacts {
             end: credential.end,
             removed_at: credential.removed_at,
             rotating: mine().any(|e| !e.status.is_terminal()),
+            failed: mine().any(|e| e.status == ExecutionStatus::Failed),
             superseded_until: mine().filter(|e| e.status.is_finalized()).filter_map(|e| e.grace_until).max(),
             expiring_within: Duration::days(i64::from(expiring_within_days)),
         }
@@ -59,7 +66,9 @@ impl LifecycleFacts {
 
 /// The one function that says what state a credential is in at `now`.
 ///
-/// Precedence, first match wins: removed → Cleaned Up; a rotation under way → Rotating; past its
+/// Precedence, first match wins: removed → Cleaned Up; a failed rotation holding it → Rotation
+/// Failed (even past its end: the failure is what an operator must act on, and the expiry alerts
+/// still go out); a rotation under way → Rotating; past its
 /// end → Expired (a secret that no longer signs in is the most useful thing to say, even in
 /// grace); superseded → Grace Period (until cleanup removes it, even once the grace date passed, so
 /// a late cleanup stays visible); within the threshold → Expiring Soon; otherwise Active. A
@@ -67,6 +76,9 @@ impl LifecycleFacts {
 pub fn lifecycle_state(f: &LifecycleFacts, now: OffsetDateTime) -> LifecycleState {
     if f.removed_at.is_some() {
         return LifecycleState::CleanedUp;
+    }
+    if f.failed {
+        return LifecycleState::RotationFailed;
     }
     if f.rotating {
         return LifecycleState::Rotating;
@@ -128,6 +140,7 @@ mod tests {
             end,
             removed_at: None,
             rotating: false,
+            failed: false,
             superseded_until: None,
             expiring_within: Duration::days(30),
         }
@@ -147,6 +160,16 @@ mod tests {
             ("no end date", facts(None), Active),
             ("rotating", LifecycleFacts { rotating: true, ..facts(Some(NOW + d(5))) }, Rotating),
             ("rotating an expired one", LifecycleFacts { rotating: true, ..facts(Some(NOW - d(1))) }, Rotating),
+            (
+                "a failed rotation",
+                LifecycleFacts { rotating: true, failed: true, ..facts(Some(NOW + d(5))) },
+                RotationFailed,
+            ),
+            (
+                "a failed rotation past the end",
+                LifecycleFacts { rotating: true, failed: true, ..facts(Some(NOW - d(1))) },
+                RotationFailed,
+            ),
             (
                 "superseded, grace running",
                 LifecycleFacts { superseded_until: Some(NOW + d(10)), ..facts(Some(NOW + d(20))) },
@@ -184,7 +207,7 @@ mod tests {
 
     #[test]
     fn facts_come_from_the_executions_that_rotate_the_credential_away() {
-        use super::super::execution::{Execution, ExecutionStatus, Trigger};
+        use super::super::execution::{Execution, Trigger};
         use crate::domain::ids::PolicyId;
         let cred = Credential::test_password(NOW + Duration::days(20));
         let app = cred.app.unwrap();
@@ -199,7 +222,7 @@ mod tests {
         let state = |e: &Execution| lifecycle_state(&LifecycleFacts::of(&cred, std::slice::from_ref(e), 30), NOW);
         assert_eq!(state(&e), LifecycleState::Rotating);
         e.status = ExecutionStatus::Failed;
-        assert_eq!(state(&e), LifecycleState::Rotating, "a failed execution still holds the credential");
+        assert_eq!(state(&e), LifecycleState::RotationFailed, "a failed execution says so, not Rotating");
         e.status = ExecutionStatus::Completed;
         e.grace_until = Some(NOW + Duration::days(30));
         assert_eq!(state(&e), LifecycleState::GracePeriod);

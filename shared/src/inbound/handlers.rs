@@ -10,7 +10,7 @@ use crate::inbound::batch::{BatchHandler, EnvelopeHandler, MessageHandler};
 use crate::messages::{CHAIN, Envelope, Link, Message, queues};
 use crate::ports::ReceivedMessage;
 use crate::usecases::app::App;
-use crate::usecases::scan::Scanner;
+use crate::usecases::scan::{Scanner, deliver};
 use crate::usecases::sync::{SyncMode, Syncer};
 use crate::usecases::{recovery, rotation, run_step};
 use crate::{Error, Result};
@@ -33,6 +33,11 @@ impl MessageHandler for SyncHandler {
             return Err(unexpected(self.name(), &envelope.message));
         };
         let s = &self.0;
+        if s.disabled.contains(integration) {
+            // A timer or request from before it was disabled: nothing to do, and nothing wrong.
+            tracing::info!(integration = %integration, "sync skipped: the integration is disabled");
+            return Ok(());
+        }
         let directory = s.directory(integration)?;
         let mode = if *full { SyncMode::Full } else { SyncMode::Auto };
         Syncer { directory: directory.as_ref(), store: s.store.as_ref(), clock: s.clock.as_ref(), progress: &|_| {} }
@@ -46,7 +51,8 @@ impl MessageHandler for SyncHandler {
     }
 }
 
-/// expiry-scan: `ScanRequested` → lifecycle, alerts, `RotateRequested` for what is due.
+/// expiry-scan: `ScanRequested` → lifecycle, alerts (`AlertRequested` per sink), `RotateRequested`
+/// for what is due; `AlertRequested` → the alert delivered to its sink.
 pub struct ScanHandler(pub App);
 
 #[async_trait]
@@ -56,16 +62,20 @@ impl MessageHandler for ScanHandler {
     }
 
     async fn handle(&self, envelope: Envelope, _: &ReceivedMessage) -> Result<()> {
-        let Message::ScanRequested { integration } = &envelope.message else {
-            return Err(unexpected(self.name(), &envelope.message));
-        };
         let s = &self.0;
+        let integration = match &envelope.message {
+            Message::ScanRequested { integration } => integration,
+            // The scan's outbox: one alert to one sink; a failure is retried by the queue.
+            Message::AlertRequested { alert, sink } => return deliver(&s.sinks, alert, sink).await,
+            other => return Err(unexpected(self.name(), other)),
+        };
         Scanner {
             store: s.store.as_ref(),
             queue: s.queue.as_ref(),
             clock: s.clock.as_ref(),
             policies: &s.policies,
             sinks: &s.sinks,
+            disabled: &s.disabled,
         }
         .scan(integration.as_ref())
         .await?;

@@ -168,6 +168,24 @@ pub trait Store: Send + Sync {
     /// Removes an application or service principal with its credentials and their rotation
     /// entries, in one operation. Returns how many credentials went.
     async fn remove_owner(&self, integration: &IntegrationId, kind: OwnerKind, id: uuid::Uuid) -> Result<usize>;
+    /// Removes an integration that is no longer configured, in one lifecycle operation: every
+    /// application and service principal with their credentials, alerts and rotation entries
+    /// (running executions are cancelled; executions and the audit trail stay, as history).
+    /// Returns how many credentials went.
+    async fn remove_integration(&self, integration: &IntegrationId) -> Result<usize> {
+        let mut removed = 0;
+        for kind in [OwnerKind::Application, OwnerKind::ServicePrincipal] {
+            for id in self.owner_ids(integration, kind).await? {
+                removed += self.remove_owner(integration, kind, id).await?;
+            }
+        }
+        // Credentials whose owner was never stored (or is gone already).
+        for c in self.list_credentials(Some(integration)).await? {
+            self.remove_credential(&c.id).await?;
+            removed += 1;
+        }
+        Ok(removed)
+    }
     /// The ids of every stored owner of a kind, to find what vanished after a full listing.
     async fn owner_ids(&self, integration: &IntegrationId, kind: OwnerKind) -> Result<Vec<uuid::Uuid>>;
     /// Up to `limit` credentials ordered by id, after `after`: for scans that must not hold the

@@ -36,6 +36,7 @@ impl App {
             queue: Arc::new(queue),
             clock,
             directories: Arc::new(Directories::new()),
+            disabled: Arc::new(Default::default()),
             policies: Arc::new(PolicySet::new(vec![(default, vec![])])),
             sinks: Arc::new(Vec::new()),
             keys: Arc::new(LocalKeyRing::fixed("k1", [7; 32])),

@@ -1,6 +1,6 @@
 //! The application context: the ports and settings every use case is handed.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,6 +26,9 @@ pub struct App {
     pub queue: Arc<dyn Queue>,
     pub clock: Arc<dyn Clock>,
     pub directories: Arc<Directories>,
+    /// Integrations in the configuration with `enabled = false`: no sync, alerts or rotations, and
+    /// their inventory stays. An integration neither here nor in `directories` was removed.
+    pub disabled: Arc<BTreeSet<IntegrationId>>,
     pub policies: Arc<PolicySet>,
     pub sinks: Arc<Vec<Arc<dyn AlertSink>>>,
     pub keys: Arc<dyn KeyRing>,
@@ -58,8 +61,19 @@ impl Default for RotationSettings {
 
 impl App {
     pub fn directory(&self, integration: &IntegrationId) -> Result<&Arc<dyn Directory>> {
+        if self.disabled.contains(integration) {
+            return Err(Error::invalid(
+                "integration",
+                format!("integration {integration} is disabled in the configuration (enabled = false)"),
+            ));
+        }
         self.directories
             .get(integration)
             .ok_or_else(|| Error::invalid("message", format!("integration {integration} is not configured")))
+    }
+
+    /// Whether the configuration names `integration`, enabled or not.
+    pub fn is_configured(&self, integration: &IntegrationId) -> bool {
+        self.directories.contains_key(integration) || self.disabled.contains(integration)
     }
 }

@@ -18,6 +18,7 @@ pub struct Counts {
     pub active: usize,
     pub expiring_soon: usize,
     pub rotating: usize,
+    pub rotation_failed: usize,
     pub grace_period: usize,
     pub expired: usize,
     pub cleaned_up: usize,
@@ -99,6 +100,7 @@ fn summarise(
             LifecycleState::Active => counts.active += 1,
             LifecycleState::ExpiringSoon => counts.expiring_soon += 1,
             LifecycleState::Rotating => counts.rotating += 1,
+            LifecycleState::RotationFailed => counts.rotation_failed += 1,
             LifecycleState::GracePeriod => counts.grace_period += 1,
             LifecycleState::Expired => counts.expired += 1,
             LifecycleState::CleanedUp => counts.cleaned_up += 1,
@@ -112,7 +114,15 @@ fn summarise(
                 counts.expiring_within_90_days += usize::from(left <= time::Duration::days(90));
             }
         }
-        if live && matches!(state, LifecycleState::Expired | LifecycleState::ExpiringSoon | LifecycleState::Rotating) {
+        if live
+            && matches!(
+                state,
+                LifecycleState::Expired
+                    | LifecycleState::ExpiringSoon
+                    | LifecycleState::Rotating
+                    | LifecycleState::RotationFailed
+            )
+        {
             candidates.push(UrgentCredential {
                 credential: c.id.clone(),
                 application: names.get(&c.id.integration).and_then(|m| m.get(&c.id.owner)).cloned(),

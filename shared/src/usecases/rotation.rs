@@ -50,6 +50,10 @@ pub(super) fn seal_context(e: &Execution) -> SealContext {
 /// The credential and policy a rotation needs, or a clear refusal.
 async fn rotatable(s: &App, credential: &CredentialId) -> Result<(Credential, AppObjectId, RotationPolicy)> {
     let c = s.store.get_credential(credential).await?.ok_or_else(|| Error::not_found("credential", credential))?;
+    // A disabled integration is not rotated: say so before anything is written.
+    if s.disabled.contains(&c.id.integration) {
+        s.directory(&c.id.integration)?;
+    }
     if c.kind != CredentialKind::Password {
         return Err(Error::invalid("request", "only client secrets are rotated; certificates are watched"));
     }

@@ -3,6 +3,7 @@
 use async_trait::async_trait;
 
 use crate::Result;
+use crate::domain::lifecycle::AlertThreshold;
 use crate::ports::alerts::{Alert, AlertSink};
 
 /// The log: always on.
@@ -19,12 +20,16 @@ impl AlertSink for LogSink {
             tracing::warn!(
                 credential = %a.credential,
                 client_id = %a.client_id,
-                threshold = %a.threshold.key(),
-                days_left = a.days_left,
+                threshold = %a.threshold.map(AlertThreshold::key).unwrap_or_default(),
+                days_left = ?a.days_left,
+                problem = a.problem.is_some(),
                 "{}",
                 a.summary()
             );
         }
         Ok(())
+    }
+    fn in_place(&self) -> bool {
+        true
     }
 }

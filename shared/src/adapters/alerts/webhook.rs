@@ -37,7 +37,7 @@ impl WebhookAlertSink {
 }
 
 pub fn body(format: WebhookFormat, alerts: &[Alert]) -> Value {
-    let lines: Vec<String> = alerts.iter().map(|a| format!("{} {}", icon(a.threshold), a.summary())).collect();
+    let lines: Vec<String> = alerts.iter().map(|a| format!("{} {}", icon(a), a.summary())).collect();
     let title = match alerts.len() {
         1 => "entra-rotator: 1 credential needs attention".to_owned(),
         n => format!("entra-rotator: {n} credentials need attention"),
@@ -55,18 +55,19 @@ pub fn body(format: WebhookFormat, alerts: &[Alert]) -> Value {
             "@type": "MessageCard",
             "@context": "https://schema.org/extensions",
             "summary": title,
-            "themeColor": if alerts.iter().any(|a| a.threshold == AlertThreshold::Expired) { "D13438" } else { "FFB900" },
+            "themeColor": if alerts.iter().any(Alert::is_severe) { "D13438" } else { "FFB900" },
             "title": title,
             "text": lines.join("<br>"),
         }),
     }
 }
 
-fn icon(t: AlertThreshold) -> &'static str {
-    match t {
-        AlertThreshold::Expired => "⛔",
-        AlertThreshold::DaysBefore(d) if d <= 7 => "🔴",
-        AlertThreshold::DaysBefore(_) => "🟠",
+fn icon(a: &Alert) -> &'static str {
+    match a.threshold {
+        _ if a.problem.is_some() => "🚨",
+        Some(AlertThreshold::Expired) => "⛔",
+        Some(AlertThreshold::DaysBefore(d)) if d <= 7 => "🔴",
+        _ => "🟠",
     }
 }
 

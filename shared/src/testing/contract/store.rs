@@ -520,6 +520,44 @@ pub async fn a_password_and_a_certificate_sharing_a_key_id_are_two_credentials(s
     assert_eq!(s.get_credential(&certificate.id).await.unwrap(), None);
 }
 
+pub async fn removing_an_integration_takes_its_whole_inventory_and_keeps_its_history(s: Arc<dyn Store>) {
+    let (gone_app, kept_app) = (app("retired"), app("contoso"));
+    for a in [&gone_app, &kept_app] {
+        s.put_application(a).await.unwrap();
+    }
+    let sp = ServicePrincipal {
+        integration: integration("retired"),
+        object_id: ServicePrincipalId::from_uuid(Uuid::new_v4()),
+        client_id: gone_app.client_id,
+        display_name: "Payroll API".into(),
+    };
+    s.put_service_principal(&sp).await.unwrap();
+    let (c1, c2, kept) = (password(&gone_app, 10), password(&gone_app, 20), password(&kept_app, 10));
+    // A credential whose owner was never stored goes as well.
+    let stray = password(&app("retired"), 5);
+    for c in [&c1, &c2, &kept, &stray] {
+        s.put_credential(c).await.unwrap();
+    }
+    let running = execution(&c1);
+    s.create_execution(&running).await.unwrap();
+    let kept_exec = execution(&kept);
+    s.create_execution(&kept_exec).await.unwrap();
+    let alert = AlertKey { credential: c2.id.clone(), end: c2.end.unwrap(), threshold: AlertThreshold::DaysBefore(30) };
+    assert!(s.record_alert(&alert, NOW).await.unwrap());
+
+    assert_eq!(s.remove_integration(&integration("retired")).await.unwrap(), 3);
+
+    assert!(s.list_credentials(Some(&integration("retired"))).await.unwrap().is_empty());
+    assert!(s.list_applications(&integration("retired")).await.unwrap().is_empty());
+    assert!(s.list_service_principals(&integration("retired")).await.unwrap().is_empty());
+    assert!(s.record_alert(&alert, NOW).await.unwrap(), "its alert records went too");
+    let cancelled = s.get_execution(&running.id).await.unwrap().expect("history stays");
+    assert_eq!(cancelled.status, ExecutionStatus::Cancelled);
+    assert!(s.get_credential(&kept.id).await.unwrap().is_some(), "another integration's inventory stays");
+    assert_eq!(s.list_applications(&integration("contoso")).await.unwrap().len(), 1);
+    assert_eq!(s.get_execution(&kept_exec.id).await.unwrap().unwrap().status, ExecutionStatus::Pending);
+}
+
 /// Expands to one `#[tokio::test]` per contract case. `$make` is an async expression giving an
 /// `Arc<dyn Store>` that starts empty.
 #[macro_export]
@@ -545,6 +583,7 @@ macro_rules! store_contract_tests {
             credentials_can_be_read_page_by_page,
             alerts_and_marks_are_recorded_in_batches,
             a_password_and_a_certificate_sharing_a_key_id_are_two_credentials,
+            removing_an_integration_takes_its_whole_inventory_and_keeps_its_history,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
