@@ -527,6 +527,8 @@ pub async fn a_permanent_refusal_by_graph_fails_the_rotation_at_once_with_its_re
     let rotate_q = QueueName::new(queues::ROTATE);
     assert!(w.app().queue.dead_letters(&rotate_q, 10).await.unwrap().is_empty(), "settled, not dead-lettered");
     assert!(w.marked().is_empty());
+    let alerted = w.app().store.marked(&[format!("alert:rotation-failed:{}", e.id)]).await.unwrap();
+    assert_eq!(alerted, vec![true], "the failure was alerted at once, not left for a scan that cannot see it");
 
     // The tenant's policy is relaxed: the next request is a new rotation, not `already_running`.
     w.sim().faults().clear();

@@ -20,7 +20,7 @@ use crate::domain::execution::{Execution, ExecutionStatus};
 use crate::domain::ids::{CredentialId, ExecutionId};
 use crate::messages::{MAX_RECEIVE_COUNT, Message};
 use crate::usecases::app::App;
-use crate::usecases::rotation::{audit, send};
+use crate::usecases::rotation::{alert_failed, audit, send};
 use crate::{Error, Result};
 
 /// What one recovery sweep did.
@@ -119,6 +119,7 @@ pub async fn dead_lettered(s: &App, execution: Option<ExecutionId>, credential: 
         e.version = s.store.update_execution(&e).await?;
         tracing::error!(execution = %e.id, credential = %e.credential, reason, "rotation failed");
         audit(s, "rotation.failed", "dead-letter", &e, reason).await;
+        alert_failed(s, &e).await;
         Ok::<_, Error>(())
     };
     if let Err(err) = outcome.await {

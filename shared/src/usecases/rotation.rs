@@ -23,10 +23,12 @@ use crate::domain::ids::{AppObjectId, CredentialId, ExecutionId};
 use crate::domain::inventory::{Credential, CredentialKind};
 use crate::domain::policy::RotationPolicy;
 use crate::messages::Message;
+use crate::ports::alerts::Problem;
 use crate::ports::key_ring::SealContext;
 use crate::ports::{AuditEvent, Claim, SealedRecord};
 use crate::usecases::app::App;
 use crate::usecases::preflight::{CheckOutcome, PreflightReport, application_checks, plan_checks, preflight};
+use crate::usecases::scan::raise_problem;
 use crate::{Error, Result};
 
 /// What a rotation request came to.
@@ -232,9 +234,21 @@ impl From<Error> for Refusal {
     }
 }
 
+/// Raises the "rotation failed" alert at once (the scan would raise it only while the execution
+/// holds its credential; one that failed before it made a secret holds nothing). Once per
+/// execution, shared with the scan's marker; an alert that cannot be queued is logged, never fatal.
+pub(super) async fn alert_failed(s: &App, e: &Execution) {
+    let reason = e.error.clone().unwrap_or_else(|| "no reason was recorded".into());
+    let problem = Problem::RotationFailed { execution: e.id, reason };
+    if let Err(err) = raise_problem(s, &e.credential, problem).await {
+        tracing::error!(execution = %e.id, error = %err.chain(), "the rotation-failed alert was not raised");
+    }
+}
+
 async fn fail_before_secret(s: &App, mut e: Execution, reason: String) -> Result<()> {
     e.fail(reason.clone(), s.clock.now());
     e.version = s.store.update_execution(&e).await?;
+    alert_failed(s, &e).await;
     tracing::error!(execution = %e.id, credential = %e.credential, reason, "rotation failed before a new secret was made");
     audit(s, "rotation.failed", "rotate", &e, format!("no new secret was created: {reason}")).await;
     Ok(())

@@ -12,7 +12,7 @@ use crate::domain::ids::ExecutionId;
 use crate::domain::steps::OnFailure;
 use crate::ports::step_runner::{StepContext, StepFailure};
 use crate::usecases::app::App;
-use crate::usecases::rotation::{audit, seal_context, send_step};
+use crate::usecases::rotation::{alert_failed, audit, seal_context, send_step};
 use crate::{Error, Result};
 
 /// run-step: runs exactly one step of one execution.
@@ -151,6 +151,7 @@ async fn settle_failure(s: &App, mut e: Execution, planned: &PlannedStep, step: 
                 e.version = s.store.update_execution(&e).await?;
                 tracing::error!(execution = %e.id, credential = %e.credential, reason = words, "rotation failed");
                 audit(s, "rotation.failed", "run-step", &e, words.clone()).await;
+                alert_failed(s, &e).await;
             }
             Err(Error::invalid("step", words))
         }

@@ -618,7 +618,9 @@ mod tests {
             vec![],
             START,
         );
+        // Failed with a new secret in Entra: it holds the credential until a redrive or a cancel.
         e.status = ExecutionStatus::Failed;
+        e.new_key_id = Some(crate::domain::ids::KeyId::from_uuid(uuid::Uuid::new_v4()));
         e.error = Some("Webhook ops answered 503".into());
         w.store.create_execution(&e).await.unwrap();
         let report = w.scan().await;
