@@ -5,6 +5,7 @@
 
 pub mod alerts;
 pub mod graph;
+pub mod outbound;
 pub mod sealing;
 #[cfg(feature = "embedded")]
 pub mod sqlite;

@@ -8,12 +8,13 @@ use std::path::{Path, PathBuf};
 
 use super::Env;
 use super::raw::RawPolicy;
+use crate::domain::address::AddressPolicy;
 use crate::domain::ids::{ClientId, PolicyId};
 use crate::domain::policy::{
     DEFAULT_ALERT_THRESHOLDS, DEFAULT_DAYS_BEFORE_EXPIRY, DEFAULT_GRACE_PERIOD, DEFAULT_SECRET_LIFETIME, RotationPolicy,
 };
 use crate::domain::secret::SecretValue;
-use crate::domain::steps::{StepConfig, StepIssue, parse_step_values, parse_steps};
+use crate::domain::steps::{StepConfig, StepIssue, parse_step_values_with, parse_steps_with};
 
 /// A policy as configured: how it rotates, the applications it names, and what its steps noted.
 pub struct PolicyConfig {
@@ -28,6 +29,7 @@ pub(super) fn policy(
     name: &str,
     r: RawPolicy,
     resolve: &dyn Fn(&Path) -> PathBuf,
+    addresses: &AddressPolicy,
 ) -> std::result::Result<PolicyConfig, Vec<String>> {
     let at = format!("policies.{name}");
     let mut errors = Vec::new();
@@ -66,7 +68,7 @@ pub(super) fn policy(
         (Some(file), None) => {
             let path = resolve(&file);
             match std::fs::read_to_string(&path) {
-                Ok(text) => parse_steps(&text)
+                Ok(text) => parse_steps_with(&text, addresses)
                     .map_err(|e| {
                         errors.push(format!("{at}.steps_file ({}):\n    {}", path.display(), indent(&e.to_string())))
                     })
@@ -81,7 +83,7 @@ pub(super) fn policy(
             let values: std::result::Result<Vec<serde_json::Value>, _> =
                 steps.into_iter().map(serde_json::to_value).collect();
             match values {
-                Ok(values) => parse_step_values(&values)
+                Ok(values) => parse_step_values_with(&values, addresses)
                     .map_err(|e| errors.push(format!("{at}.steps:\n    {}", indent(&e.to_string()))))
                     .ok(),
                 Err(e) => {
@@ -90,7 +92,7 @@ pub(super) fn policy(
                 }
             }
         }
-        (None, None) => parse_step_values(&[]).ok(),
+        (None, None) => parse_step_values_with(&[], addresses).ok(),
     };
     match (id, plan) {
         (Some(id), Some(plan)) if errors.is_empty() => Ok(PolicyConfig {

@@ -91,7 +91,10 @@ pub use iis_recycle::{IisRecycleConfig, RecycleMode};
 pub use issues::{Severity, StepErrors, StepIssue, StepRef};
 pub use key_vault::{AzureKeyVaultConfig, DEFAULT_CONTENT_TYPE, MAX_KEY_VAULT_USER_TAGS, SecondaryVault};
 pub use kubernetes::{KubernetesSecretConfig, WorkloadKind, WorkloadRef};
-pub use plan::{EMPTY_PLAN_WARNING, LEGACY_AGENT_URL_REVIEW, StepPlan, parse_step_values, parse_steps};
+pub use plan::{
+    EMPTY_PLAN_WARNING, LEGACY_AGENT_URL_REVIEW, StepPlan, parse_step_values, parse_step_values_with, parse_steps,
+    parse_steps_with,
+};
 pub use spring_refresh::{DEFAULT_SPRING_TIMEOUT, SpringActuatorRefreshConfig};
 pub use webhook::WebhookConfig;
 
@@ -164,8 +167,8 @@ const _: () = {
 trait TypeConfig {
     /// The generated display name (see [`StepDefinition::display_name`]).
     fn describe(&self) -> String;
-    /// The URLs the step calls, besides a legacy agent URL.
-    fn urls(&self) -> Vec<&Url> {
+    /// The URLs the step calls, besides a legacy agent URL, each with the path of its field.
+    fn urls(&self) -> Vec<(&'static str, &Url)> {
         Vec::new()
     }
     /// The agent the step runs on, for agent types.
@@ -400,11 +403,17 @@ impl StepDefinition {
     /// Every URL the step will call, so a network policy can check the addresses before anything
     /// runs (this module resolves no names).
     pub fn url_fields(&self) -> Vec<&Url> {
+        self.named_urls().into_iter().map(|(_, url)| url).collect()
+    }
+
+    /// As [`StepDefinition::url_fields`], each URL with the path of the field it was read from
+    /// (`agent_url`, `config.url`, ...).
+    pub fn named_urls(&self) -> Vec<(&'static str, &Url)> {
         let agent_url = match self.agent() {
-            Some(AgentTarget::LegacyUrl(url)) => Some(url),
+            Some(AgentTarget::LegacyUrl(url)) => Some(("agent_url", url)),
             _ => None,
         };
-        let mut urls: Vec<&Url> = agent_url.into_iter().collect();
+        let mut urls: Vec<(&'static str, &Url)> = agent_url.into_iter().collect();
         urls.extend(self.config.as_type().urls());
         urls
     }
