@@ -44,6 +44,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
             WorkerOptions::default(),
         ));
     }
+    // The workers' health is shared with `/healthz`, which reports a worker that is down.
     let runtime = runtime.with_scheduler(Scheduler::new(queue.clone(), clock.clone(), wiring::timers(&config)));
 
     let shutdown = CancellationToken::new();
@@ -57,7 +58,9 @@ pub async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
         policies = config.policies.len(),
         "entra-rotator serving"
     );
-    let app = entra_rotator::inbound::api::router(ApiState::with_tokens(services, config.api_tokens.clone()));
+    let app = entra_rotator::inbound::api::router(
+        ApiState::with_tokens(services, config.api_tokens.clone()).with_workers(runtime.health()),
+    );
     let http_shutdown = shutdown.clone();
     let http = tokio::spawn(async move {
         axum::serve(listener, app).with_graceful_shutdown(async move { http_shutdown.cancelled().await }).await

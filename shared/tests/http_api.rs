@@ -9,6 +9,7 @@ use entra_rotator::config::{ApiToken, Role};
 use entra_rotator::domain::ids::{AppObjectId, ClientId, CredentialId, IntegrationId, KeyId};
 use entra_rotator::domain::inventory::{Credential, CredentialKind};
 use entra_rotator::inbound::api::{ApiState, router};
+use entra_rotator::inbound::health::WorkerHealth;
 use entra_rotator::messages::{default_queue_specs, queues};
 use entra_rotator::ports::{Queue, QueueName, Store};
 use entra_rotator::testing::fakes::ManualClock;
@@ -37,6 +38,11 @@ struct Api {
 
 impl Api {
     async fn start() -> Self {
+        Self::start_with(None).await
+    }
+
+    /// As [`Api::start`], `/healthz` reporting `workers` as `rotator serve` does.
+    async fn start_with(workers: Option<WorkerHealth>) -> Self {
         let clock = ManualClock::new(datetime!(2026-11-22 12:00 UTC));
         let store = Arc::new(SqliteStore::in_memory(Arc::new(clock.clone())).unwrap());
         let queue = Arc::new(SqliteQueue::in_memory(default_queue_specs(), Arc::new(clock.clone())).unwrap());
@@ -61,7 +67,11 @@ impl Api {
             token("rotator", ROTATOR, vec![Role::Rotate, Role::Read]),
             token("writer", WRITER, vec![Role::Write]),
         ];
-        let app = router(ApiState::with_tokens(services, tokens));
+        let mut state = ApiState::with_tokens(services, tokens);
+        if let Some(workers) = workers {
+            state = state.with_workers(workers);
+        }
+        let app = router(state);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, app).await });
@@ -224,4 +234,29 @@ async fn dead_letters_are_listed_shown_and_redriven_by_an_operator() {
     assert!(list["dead_letters"].as_array().unwrap().is_empty());
     let audit = api.store.list_audit(&Default::default()).await.unwrap();
     assert!(audit.iter().any(|a| a.action == "dead_letters.redriven" && a.actor == "http:writer"), "{audit:?}");
+}
+
+#[tokio::test]
+async fn healthz_is_not_ok_while_a_worker_is_down_and_says_which_and_how_often_it_restarted() {
+    let workers = WorkerHealth::new();
+    workers.started("run-step", false);
+    workers.started("rotate", false);
+    let api = Api::start_with(Some(workers.clone())).await;
+    let (status, body) = api.call("GET", "/healthz", None, None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    workers.down("run-step", "the worker panicked");
+    let (status, body) = api.call("GET", "/healthz", None, None).await;
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(v["status"], "degraded");
+    assert_eq!(v["down"], serde_json::json!(["run-step"]));
+    assert_eq!(v["workers"]["run-step"]["last_exit"], "the worker panicked");
+
+    workers.started("run-step", true);
+    let (status, body) = api.call("GET", "/healthz", None, None).await;
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(v["workers"]["run-step"]["restarts"], 1);
+    assert_eq!(v["workers"]["run-step"]["running"], true);
 }

@@ -21,6 +21,7 @@ use crate::Error;
 use crate::config::{ApiToken, Role};
 use crate::domain::execution::{Execution, StepOutcome, StepRecord, Trigger};
 use crate::domain::ids::{CredentialId, ExecutionId};
+use crate::inbound::health::WorkerHealth;
 use crate::messages::queues;
 use crate::ports::{AuditQuery, DeadLetter, MessageId, QueueName};
 use crate::usecases::app::App;
@@ -33,12 +34,21 @@ use crate::usecases::rotation::{RotationAccepted, confirm_cleanup, request_rotat
 pub struct ApiState {
     pub services: App,
     pub auth: ApiAuth,
+    /// The embedded runtime's workers, for `/healthz`; `None` where the queues' consumers are not
+    /// in this process (Lambda, where a panic fails the invocation and SQS retries it).
+    pub workers: Option<WorkerHealth>,
 }
 
 impl ApiState {
     /// Callers authenticate with configured bearer tokens (`rotator serve`).
     pub fn with_tokens(services: App, tokens: Vec<ApiToken>) -> Self {
-        Self { services, auth: ApiAuth::Tokens(Arc::new(tokens)) }
+        Self { services, auth: ApiAuth::Tokens(Arc::new(tokens)), workers: None }
+    }
+
+    /// `/healthz` reports these workers, and is not ok while one is down.
+    pub fn with_workers(mut self, workers: WorkerHealth) -> Self {
+        self.workers = Some(workers);
+        self
     }
 }
 
@@ -167,14 +177,23 @@ fn token_caller<'a>(tokens: &'a [ApiToken], headers: &HeaderMap) -> ApiResult<&'
     found.ok_or_else(|| ApiError(StatusCode::UNAUTHORIZED, "unauthorized", "the bearer token is not known".into()))
 }
 
-async fn health(State(state): State<ApiState>) -> Json<Value> {
+/// 200 `ok` with the queues' depths (and the workers, in the embedded runtime); 503 `degraded`
+/// naming the workers that are down, so a supervisor or load balancer sees a dead worker.
+async fn health(State(state): State<ApiState>) -> Response {
     let mut depths = serde_json::Map::new();
     for q in queues::ALL {
         if let Ok(d) = state.services.queue.depth(&QueueName::new(q)).await {
             depths.insert(q.to_string(), serde_json::to_value(d).unwrap_or_default());
         }
     }
-    Json(json!({ "status": "ok", "queues": depths }))
+    let Some(workers) = &state.workers else {
+        return Json(json!({ "status": "ok", "queues": depths })).into_response();
+    };
+    let down = workers.down_workers();
+    let (code, status) =
+        if down.is_empty() { (StatusCode::OK, "ok") } else { (StatusCode::SERVICE_UNAVAILABLE, "degraded") };
+    let body = json!({ "status": status, "queues": depths, "workers": workers.snapshot(), "down": down });
+    (code, Json(body)).into_response()
 }
 
 async fn get_dashboard(State(state): State<ApiState>, presented: Presented) -> ApiResult {
