@@ -166,6 +166,19 @@ impl Config {
         let webhooks = alerts::webhooks(raw.alerts.webhooks, env, &outbound, &mut errors);
         let step_secrets = policy::step_secrets(&policies, env, &mut errors);
         let api_tokens = http::api_tokens(raw.http.tokens, &mut errors);
+        // A CA file that is not there fails every TLS client at start (or worse, at the first
+        // step): refused here, so `config check` says so.
+        let ca_certificate = raw.ca_certificate.map(|p| resolve(&p));
+        let cas = std::iter::once(("ca_certificate".to_owned(), ca_certificate.as_ref())).chain(
+            integrations.iter().map(|i| (format!("integrations.{}.ca_certificate", i.id), i.ca_certificate.as_ref())),
+        );
+        for (field, path) in cas {
+            if let Some(path) = path
+                && !path.is_file()
+            {
+                errors.push(format!("{field}: {} is not a readable file", path.display()));
+            }
+        }
 
         if !errors.is_empty() {
             return Err(Error::Config(format!("{}:\n  {}", path.display(), errors.join("\n  "))));
@@ -179,7 +192,7 @@ impl Config {
             policies,
             webhooks,
             api_tokens,
-            ca_certificate: raw.ca_certificate.map(|p| resolve(&p)),
+            ca_certificate,
             outbound,
             step_secrets,
         })

@@ -107,6 +107,10 @@ pub const DEFAULT_RETRIES: u32 = 3;
 /// At most this many retries: beyond that the failure is not passing, and the old secret's grace
 /// period is better spent by an operator than by a loop.
 pub const MAX_RETRIES: u32 = 10;
+/// The longest a step's own timeout may be (a health check's wait, a Spring refresh): one step runs
+/// in one run-step invocation, whose budget is 5 minutes (`messages::CHAIN`; Lambda allows 15), and
+/// the step's record and the next message must still be written after it.
+pub const MAX_STEP_TIMEOUT: Span = Span::from_secs(4 * 60);
 /// The pause between two attempts of a step when the definition gives none.
 pub const DEFAULT_RETRY_DELAY: Span = Span::from_secs(30);
 /// The longest pause between two attempts: a retry is a delayed queue message, and SQS delays a
