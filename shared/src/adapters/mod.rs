@@ -6,6 +6,7 @@
 pub mod alerts;
 pub mod graph;
 pub mod outbound;
+pub mod private_files;
 pub mod sealing;
 #[cfg(feature = "embedded")]
 pub mod sqlite;
