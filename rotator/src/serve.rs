@@ -21,8 +21,10 @@ use tracing_subscriber::EnvFilter;
 use crate::commands::load_config;
 
 pub async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
+    // Colour only on a terminal: a service manager's log or a file gets no escape codes.
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_env("ROTATOR_LOG").unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .init();
     let config = load_config(config_path)?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);

@@ -260,3 +260,75 @@ async fn healthz_is_not_ok_while_a_worker_is_down_and_says_which_and_how_often_i
     assert_eq!(v["workers"]["run-step"]["restarts"], 1);
     assert_eq!(v["workers"]["run-step"]["running"], true);
 }
+
+/// Every error is `{"error": {"code", "message"}}`, whoever answers it.
+fn assert_error_shape(status: StatusCode, body: &str, expected: StatusCode, code: &str) {
+    assert_eq!(status, expected, "{body}");
+    let v: Value = serde_json::from_str(body).unwrap_or_else(|_| panic!("not JSON: {body:?}"));
+    assert_eq!(v["error"]["code"], code, "{body}");
+    assert!(v["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+}
+
+#[tokio::test]
+async fn every_error_answers_in_the_json_error_shape() {
+    let api = Api::start().await;
+    let rotate = format!("/v1/credentials/{}/rotate", api.encoded());
+    let big = format!("{{\"reason\": \"{}\"}}", "x".repeat(100 * 1024));
+    let (status, body) = api.call("POST", &rotate, Some(ROTATOR), Some(&big)).await;
+    assert_error_shape(status, &body, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
+    let (status, body) = api.call("GET", "/v1/dead-letters?queue=a&queue=b", Some(READER), None).await;
+    assert_error_shape(status, &body, StatusCode::BAD_REQUEST, "invalid");
+    let (status, body) = api.call("GET", "/v1/no-such-route", Some(READER), None).await;
+    assert_error_shape(status, &body, StatusCode::NOT_FOUND, "not_found");
+    let (status, body) = api.call("DELETE", "/v1/dashboard", Some(READER), None).await;
+    assert_error_shape(status, &body, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
+}
+
+#[tokio::test]
+async fn a_stranger_is_refused_before_the_body_is_read() {
+    let api = Api::start().await;
+    let rotate = format!("/v1/credentials/{}/rotate", api.encoded());
+    let big = format!("{{\"reason\": \"{}\"}}", "x".repeat(100 * 1024));
+    let (status, body) = api.call("POST", &rotate, None, Some(&big)).await;
+    assert_error_shape(status, &body, StatusCode::UNAUTHORIZED, "unauthorized");
+    let (status, body) = api.call("POST", &rotate, Some("not-a-known-token"), Some(&big)).await;
+    assert_error_shape(status, &body, StatusCode::UNAUTHORIZED, "unauthorized");
+}
+
+#[tokio::test]
+async fn the_bearer_scheme_is_case_insensitive() {
+    let api = Api::start().await;
+    for scheme in ["bearer", "BEARER", "Bearer"] {
+        let res = api
+            .http
+            .get(format!("{}/v1/dashboard", api.base))
+            .header("authorization", format!("{scheme} {READER}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK, "{scheme}");
+    }
+    let res = api
+        .http
+        .get(format!("{}/v1/dashboard", api.base))
+        .header("authorization", format!("Basic {READER}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn the_history_of_an_unknown_credential_is_not_found() {
+    let api = Api::start().await;
+    let unknown = CredentialId::for_application(
+        IntegrationId::parse("contoso").unwrap(),
+        AppObjectId::from_uuid(Uuid::new_v4()),
+        KeyId::from_uuid(Uuid::new_v4()),
+    );
+    let path = format!("/v1/credentials/{}/history", unknown.to_string().replace('/', "%2F"));
+    let (status, body) = api.call("GET", &path, Some(READER), None).await;
+    assert_error_shape(status, &body, StatusCode::NOT_FOUND, "not_found");
+    let (status, _) = api.call("GET", &format!("/v1/credentials/{}/history", api.encoded()), Some(READER), None).await;
+    assert_eq!(status, StatusCode::OK, "a known credential without executions has a history");
+}
