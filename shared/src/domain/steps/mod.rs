@@ -300,8 +300,9 @@ impl fmt::Display for StepKind {
 /// One validated, normalised step of a rollout.
 ///
 /// Built only by [`parse_steps`], [`parse_step_values`] or `Deserialize` (which runs the same
-/// checks); serialises to the normalised JSON form of the product notes' format.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// checks); serialises to the normalised JSON form of the product notes' format (the stored
+/// form). What is shown to people is [`StepDefinition::redacted`]; `Debug` shows that too.
+#[derive(Clone, PartialEq, Eq)]
 pub struct StepDefinition {
     /// A human-readable name given by the operator, shown instead of the generated one.
     pub name: Option<String>,
@@ -430,6 +431,59 @@ impl StepDefinition {
             Some(name) => name.clone(),
             None => self.config.as_type().describe(),
         }
+    }
+}
+
+/// What replaces a value that may be a secret in what people are shown.
+pub const REDACTED: &str = "[redacted]";
+
+impl StepDefinition {
+    /// The normalised JSON form with what may hold a secret replaced by [`REDACTED`]: the values
+    /// of every URL's query string (`?token=redacted`) and every header value. For
+    /// `--json` output, logs and `Debug`; never for storage.
+    pub fn redacted(&self) -> Value {
+        let mut value = serde_json::to_value(self).unwrap_or(Value::Null);
+        redact_step_value(&mut value);
+        value
+    }
+}
+
+/// Redacts, in place, a step in its normalised JSON form (as [`StepDefinition`] serialises, or
+/// as an execution's stored plan holds it): see [`StepDefinition::redacted`].
+pub fn redact_step_value(step: &mut Value) {
+    let Some(step) = step.as_object_mut() else { return };
+    if let Some(url) = step.get_mut("agent_url") {
+        redact_url_value(url);
+    }
+    let Some(config) = step.get_mut("config").and_then(Value::as_object_mut) else { return };
+    for field in ["url", "vault_url", "secondary_vault_url"] {
+        if let Some(url) = config.get_mut(field) {
+            redact_url_value(url);
+        }
+    }
+    if let Some(headers) = config.get_mut("headers").and_then(Value::as_object_mut) {
+        for value in headers.values_mut() {
+            *value = Value::String(REDACTED.to_owned());
+        }
+    }
+}
+
+fn redact_url_value(value: &mut Value) {
+    let Some(Ok(mut url)) = value.as_str().map(Url::parse) else { return };
+    if url.query().is_none() {
+        return;
+    }
+    let keys: Vec<String> = url.query_pairs().map(|(k, _)| k.into_owned()).collect();
+    // A plain word, so the query stays readable (`?token=redacted`) rather than percent-encoded.
+    url.query_pairs_mut().clear().extend_pairs(keys.iter().map(|k| (k.as_str(), "redacted")));
+    *value = Value::String(url.to_string());
+}
+
+impl fmt::Debug for StepDefinition {
+    /// The redacted form: a step printed in a panic or a log never shows a token in a query or a
+    /// header.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "StepDefinition({})", self.redacted())
     }
 }
 

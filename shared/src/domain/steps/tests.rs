@@ -504,3 +504,25 @@ fn the_configured_allow_list_admits_the_named_host_only() {
     assert!(parse_steps(&json("127.0.0.1")).is_err(), "the default policy refuses loopback");
     assert!(parse_steps(&json("10.1.2.3")).is_ok(), "private addresses are normal targets");
 }
+
+#[test]
+fn query_values_and_header_values_are_redacted_in_what_people_see() {
+    let json = array(&[
+        r#"{"type": "webhook", "order": 1, "config": {"url": "https://hooks.example.com/x?token=hook-token-123&v=2",
+            "headers": {"X-Api-Key": "header-secret-456"}}}"#
+            .to_owned(),
+        r#"{"type": "http_health_check", "order": 2, "config": {"url": "https://app.example.com/h?sig=health-sig-789"}}"#
+            .to_owned(),
+    ]);
+    let p = plan(&json);
+    for step in &p.steps {
+        let shown = format!("{} {:?}", step.redacted(), step);
+        for secret in ["hook-token-123", "header-secret-456", "health-sig-789"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+    }
+    assert_eq!(p.steps[0].redacted()["config"]["url"], "https://hooks.example.com/x?token=redacted&v=redacted");
+    assert_eq!(p.steps[0].redacted()["config"]["headers"]["X-Api-Key"], REDACTED);
+    // The stored form keeps them: it is what runs.
+    assert!(serde_json::to_string(&p.steps[0]).expect("json").contains("hook-token-123"));
+}
