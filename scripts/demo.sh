@@ -51,6 +51,11 @@ data_dir = "data"
 listen = "127.0.0.1:$port"
 ca_certificate = "$ca"
 
+# The simulated tenant and its targets are on loopback, which the outbound address policy refuses
+# unless named here.
+[outbound]
+allow = ["127.0.0.1"]
+
 [schedules]
 sync = "1h"
 expiry_scan = "1h"

@@ -21,6 +21,9 @@ import json,sys; j=json.loads(open(sys.argv[1]).readline())
 print(j["tenant_id"], j["client_id"], j["authority_host"], j["graph_base_url"], j["ca_cert"], j.get("control_url",""))' "$work/sim.json")
 cat > "$work/rotator.toml" <<TOML
 data_dir = "data"
+# The simulated tenant is on loopback, which the outbound address policy refuses unless named.
+[outbound]
+allow = ["127.0.0.1"]
 [integrations.sim]
 tenant_id = "$tenant"
 client_id = "$client"

@@ -15,6 +15,7 @@ use entra_rotator::adapters::graph::{GraphClient, RetryPolicy, TokenSource};
 use entra_rotator::adapters::steps::Rollout;
 use entra_rotator::adapters::system_clock::SystemClock;
 use entra_rotator::domain::Span;
+use entra_rotator::domain::address::AddressPolicy;
 use entra_rotator::domain::execution::{Execution, ExecutionStatus};
 use entra_rotator::domain::ids::{ClientId, CredentialId, IntegrationId, PolicyId, TenantId};
 use entra_rotator::domain::policy::{PolicySet, RotationPolicy};
@@ -203,9 +204,7 @@ impl Deployment {
             ..RotationPolicy::with_defaults(PolicyId::parse("default").unwrap())
         };
         let http = reqwest::Client::builder()
-            .tls_certs_merge(reqwest::Certificate::from_pem_bundle(sim.ca_pem().as_bytes()).unwrap())
-            .build()
-            .unwrap();
+            .tls_certs_merge(reqwest::Certificate::from_pem_bundle(sim.ca_pem().as_bytes()).unwrap());
         let flaky_queue = Arc::new(FlakyQueue::new(queue.clone()));
         let services = App {
             store: store.clone(),
@@ -216,7 +215,9 @@ impl Deployment {
             policies: Arc::new(PolicySet::new(vec![(policy, vec![])])),
             sinks: Arc::new(vec![]),
             keys: keys.clone(),
-            rollout: Arc::new(Rollout::new(http, Default::default())),
+            rollout: Arc::new(
+                Rollout::new(http, Default::default(), Arc::new(AddressPolicy::allowing_loopback())).unwrap(),
+            ),
             settings: RotationSettings {
                 verify_budget: Duration::from_secs(60),
                 orphan_safety_delay: Duration::from_secs(2),

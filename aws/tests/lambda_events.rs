@@ -137,7 +137,7 @@ async fn an_event_that_is_neither_sqs_nor_eventbridge_fails_the_invocation() {
 fn api() -> axum::Router {
     let clock = clock();
     let services = App::test_at(clock.clone()).with_queue(queue(&clock));
-    lambda_router(router(ApiState { services, auth: ApiAuth::Verified }))
+    lambda_router(router(ApiState { services, auth: ApiAuth::Verified, workers: None }))
 }
 
 async fn serve(event: Value) -> (u16, Value) {

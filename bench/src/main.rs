@@ -74,7 +74,8 @@ async fn main() -> anyhow::Result<()> {
     let config_path = dir.path().join("rotator.toml");
     let text = format!(
         "data_dir = \"data\"\n[integrations.bench]\ntenant_id = \"{}\"\nclient_id = \"{}\"\nauth = \"client_secret\"\n\
-         authority_host = \"{}\"\ngraph_base_url = \"{}\"\nca_certificate = \"{}\"\n",
+         authority_host = \"{}\"\ngraph_base_url = \"{}\"\nca_certificate = \"{}\"\n\
+         [outbound]\nallow = [\"127.0.0.1\"]\n",
         sim.tenant_id(),
         sim.management_client_id(),
         sim.authority_host(),

@@ -9,7 +9,7 @@ use entra_rotator::adapters::sqlite::LocalData;
 use entra_rotator::adapters::system_clock::SystemClock;
 use entra_rotator::config::{Config, Env, ProcessEnv};
 use entra_rotator::domain::ids::CredentialId;
-use entra_rotator::domain::steps::{Severity, parse_steps};
+use entra_rotator::domain::steps::{Severity, StepDefinition, parse_steps, redact_step_value};
 use entra_rotator::messages::queues;
 use entra_rotator::ports::{Clock, MessageId, Queue, QueueName, Store};
 use entra_rotator::usecases::dashboard::dashboard;
@@ -88,7 +88,8 @@ pub fn config_check(file: &Path, out: Output) -> anyhow::Result<ExitCode> {
                 "grace_period": p.policy.grace_period, "secret_lifetime": p.policy.secret_lifetime,
                 "alert_thresholds": p.policy.alert_thresholds,
                 "applications": p.applications.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
-                "steps": p.policy.steps,
+                // Query values and header values may be tokens: shown redacted.
+                "steps": p.policy.steps.iter().map(StepDefinition::redacted).collect::<Vec<_>>(),
                 "notes": p.step_notes.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
                 "delivery": if p.policy.manual_delivery { "manual" } else { "steps" },
                 "warnings": p.policy.delivery_problem().into_iter().collect::<Vec<_>>(),
@@ -172,7 +173,8 @@ pub fn steps_check(file: &Path, out: Output) -> anyhow::Result<ExitCode> {
                     .iter()
                     .map(|w| json!({ "severity": w.severity, "step": w.step.index, "field": w.field, "message": w.message, "text": w.to_string() }))
                     .collect();
-                out.print_json(&json!({ "valid": true, "steps": plan.steps, "notes": notes }))?;
+                let steps: Vec<_> = plan.steps.iter().map(StepDefinition::redacted).collect();
+                out.print_json(&json!({ "valid": true, "steps": steps, "notes": notes }))?;
                 return Ok(ExitCode::SUCCESS);
             }
             println!("{}: valid, {} step(s), in the order they run:", file.display(), plan.steps.len());
@@ -294,7 +296,17 @@ pub async fn history(config_path: &Path, credential: &str, limit: usize, out: Ou
         with_steps.push((e, steps));
     }
     if out.json {
-        let items: Vec<_> = with_steps.iter().map(|(e, s)| json!({ "execution": e, "steps": s })).collect();
+        let mut items = Vec::new();
+        for (e, s) in &with_steps {
+            // The stored plan holds each step as it runs; what is printed has its tokens redacted.
+            let mut execution = serde_json::to_value(e)?;
+            for planned in execution.get_mut("plan").and_then(|p| p.as_array_mut()).into_iter().flatten() {
+                if let Some(definition) = planned.get_mut("definition") {
+                    redact_step_value(definition);
+                }
+            }
+            items.push(json!({ "execution": execution, "steps": s }));
+        }
         out.print_json(&json!({ "credential": credential, "executions": items }))?;
         return Ok(ExitCode::SUCCESS);
     }

@@ -21,8 +21,10 @@ use tracing_subscriber::EnvFilter;
 use crate::commands::load_config;
 
 pub async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
+    // Colour only on a terminal: a service manager's log or a file gets no escape codes.
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_env("ROTATOR_LOG").unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .init();
     let config = load_config(config_path)?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
@@ -44,6 +46,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
             WorkerOptions::default(),
         ));
     }
+    // The workers' health is shared with `/healthz`, which reports a worker that is down.
     let runtime = runtime.with_scheduler(Scheduler::new(queue.clone(), clock.clone(), wiring::timers(&config)));
 
     let shutdown = CancellationToken::new();
@@ -57,7 +60,9 @@ pub async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
         policies = config.policies.len(),
         "entra-rotator serving"
     );
-    let app = entra_rotator::inbound::api::router(ApiState::with_tokens(services, config.api_tokens.clone()));
+    let app = entra_rotator::inbound::api::router(
+        ApiState::with_tokens(services, config.api_tokens.clone()).with_workers(runtime.health()),
+    );
     let http_shutdown = shutdown.clone();
     let http = tokio::spawn(async move {
         axum::serve(listener, app).with_graceful_shutdown(async move { http_shutdown.cancelled().await }).await

@@ -368,3 +368,19 @@ fn keys_rotate_adds_an_active_key_and_keeps_the_old_ones() {
         assert!(!stdout.contains(material.as_str().unwrap()));
     }
 }
+
+#[test]
+fn config_check_json_shows_step_query_values_and_header_values_redacted() {
+    let (_dir, path) = temp_config();
+    let mut text_ = std::fs::read_to_string(&path).unwrap();
+    text_.push_str(
+        "\n[[policies.default.steps]]\ntype = \"webhook\"\norder = 10\n\
+         config = { url = \"https://hooks.example.com/x?token=hook-token-123\", headers = { X-Api-Key = \"header-secret-456\" } }\n",
+    );
+    std::fs::write(&path, text_).unwrap();
+    let out = rotator(&["--json", "config", "check", path.to_str().unwrap()]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("token=redacted"), "{stdout}");
+    assert!(!stdout.contains("hook-token-123") && !stdout.contains("header-secret-456"), "{stdout}");
+}

@@ -40,6 +40,9 @@ auth = "client_secret"
 authority_host = "{}"
 graph_base_url = "{}"
 ca_certificate = "{}"
+
+[outbound]
+allow = ["127.0.0.1"]
 "#,
             sim.tenant_id(),
             sim.management_client_id(),

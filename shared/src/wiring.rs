@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use crate::Result;
 use crate::adapters::alerts::LogSink;
-use crate::adapters::alerts::webhook::WebhookAlertSink;
+use crate::adapters::alerts::webhook::{self, WebhookAlertSink};
 use crate::adapters::graph::{GraphClient, RetryPolicy};
 use crate::adapters::steps::Rollout;
 use crate::config::Config;
@@ -21,31 +21,42 @@ use crate::usecases::app::{App, Directories};
 pub fn directories(config: &Config) -> Result<Directories> {
     let mut out: Directories = HashMap::new();
     for i in config.integrations.iter().filter(|i| i.enabled) {
-        let client: Arc<dyn Directory> = Arc::new(GraphClient::from_integration(i, RetryPolicy::default())?);
+        let client: Arc<dyn Directory> =
+            Arc::new(GraphClient::from_integration(i, RetryPolicy::default(), Arc::new(config.outbound.clone()))?);
         out.insert(i.id.clone(), client);
     }
     Ok(out)
 }
 
-/// The log, and every configured webhook.
+/// The log, and every configured webhook, over one client that trusts what the steps trust (the
+/// configured `ca_certificate` and each integration's), so a sink behind a private CA works.
 pub fn alert_sinks(config: &Config) -> Result<Vec<Arc<dyn AlertSink>>> {
     let mut sinks: Vec<Arc<dyn AlertSink>> = vec![Arc::new(LogSink)];
     if !config.webhooks.is_empty() {
-        let client = reqwest::Client::builder()
-            .timeout(std::time::Duration::from_secs(15))
-            .build()
+        let policy = Arc::new(config.outbound.clone());
+        let client = webhook::client(with_extra_roots(reqwest::Client::builder(), config)?, policy.clone())
             .map_err(|e| crate::Error::Config(format!("cannot build the webhook client: {e}")))?;
         for w in &config.webhooks {
-            sinks.push(Arc::new(WebhookAlertSink::new(w, client.clone())));
+            sinks.push(Arc::new(WebhookAlertSink::new(w, client.clone(), policy.clone())));
         }
     }
     Ok(sinks)
 }
 
 /// The step runners over one HTTP client: the system's roots, the configured `ca_certificate`, and
-/// each integration's (so one simulated tenant serves the demo's targets too).
+/// each integration's (so one simulated tenant serves the demo's targets too); no redirects, and
+/// the `[outbound]` policy on every address.
 pub fn rollout(config: &Config) -> Result<Rollout> {
-    let mut builder = reqwest::Client::builder().connect_timeout(std::time::Duration::from_secs(10));
+    let builder = reqwest::Client::builder().connect_timeout(std::time::Duration::from_secs(10));
+    let builder = with_extra_roots(builder, config)?;
+    // The CA files are read now, so a bad one fails at start; the client itself is built when the
+    // first step runs, so the functions that run no step never load the TLS roots for it.
+    Ok(Rollout::deferred(builder, config.step_secrets.clone(), Arc::new(config.outbound.clone())))
+}
+
+/// `builder` trusting, besides the system's roots, the configured `ca_certificate` and each
+/// integration's.
+fn with_extra_roots(mut builder: reqwest::ClientBuilder, config: &Config) -> Result<reqwest::ClientBuilder> {
     let mut pems = Vec::new();
     pems.extend(config.ca_certificate.iter().cloned());
     pems.extend(config.integrations.iter().filter_map(|i| i.ca_certificate.clone()));
@@ -61,9 +72,7 @@ pub fn rollout(config: &Config) -> Result<Rollout> {
     if !certs.is_empty() {
         builder = builder.tls_certs_merge(certs);
     }
-    // The CA files are read now, so a bad one fails at start; the client itself is built when the
-    // first step runs, so the functions that run no step never load the TLS roots for it.
-    Ok(Rollout::deferred(builder, config.step_secrets.clone()))
+    Ok(builder)
 }
 
 /// The steps of the configuration that this build cannot run, in words (policy, step, type).

@@ -8,8 +8,9 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
-use entra_rotator::adapters::alerts::webhook::WebhookAlertSink;
-use entra_rotator::config::{WebhookFormat, WebhookSink};
+use entra_rotator::adapters::alerts::webhook::{self, WebhookAlertSink};
+use entra_rotator::config::{Config, WebhookFormat, WebhookSink};
+use entra_rotator::domain::address::AddressPolicy;
 use entra_rotator::domain::ids::{ClientId, CredentialId};
 use entra_rotator::domain::inventory::CredentialKind;
 use entra_rotator::domain::lifecycle::AlertThreshold;
@@ -36,9 +37,27 @@ async fn receiver(status: StatusCode) -> (String, Seen) {
     (format!("http://{addr}/hooks/T0KEN-in-the-path"), seen)
 }
 
+/// A sink as wiring builds it, with the one exception these tests need: the receivers are on loopback.
 fn sink(url: &str, format: WebhookFormat) -> WebhookAlertSink {
+    sink_with(url, format, AddressPolicy::allowing_loopback())
+}
+
+fn sink_with(url: &str, format: WebhookFormat, policy: AddressPolicy) -> WebhookAlertSink {
     let config = WebhookSink { name: "ops".into(), url: SecretValue::new(url), host: "127.0.0.1".into(), format };
-    WebhookAlertSink::new(&config, reqwest::Client::new())
+    let policy = Arc::new(policy);
+    WebhookAlertSink::new(&config, webhook::client(reqwest::Client::builder(), policy.clone()).unwrap(), policy)
+}
+
+/// A local server answering every request with a 307 to `location`.
+async fn redirector(location: String) -> String {
+    let app = Router::new().fallback(move || {
+        let location = location.clone();
+        async move { (StatusCode::TEMPORARY_REDIRECT, [(axum::http::header::LOCATION, location)]) }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}/hooks/T0KEN-in-the-path")
 }
 
 fn alert(threshold: AlertThreshold, days_left: i64) -> Alert {
@@ -99,4 +118,42 @@ async fn an_unreachable_webhook_does_not_quote_the_url_either() {
         .unwrap_err();
     assert!(err.is_transient());
     assert!(!format!("{err} {err:?}").contains("T0KEN"));
+}
+
+#[tokio::test]
+async fn a_redirect_is_not_followed_and_is_a_clear_failure() {
+    let (target, seen) = receiver(StatusCode::OK).await;
+    let url = redirector(target).await;
+    let err = sink(&url, WebhookFormat::Json).send(&[alert(AlertThreshold::DaysBefore(30), 20)]).await.unwrap_err();
+    let text = format!("{err} {err:?}");
+    assert!(text.contains("307") && text.contains("redirects are not followed"), "{text}");
+    assert!(!text.contains("T0KEN"), "{text}");
+    assert!(!err.is_transient(), "a redirect does not go away by retrying");
+    assert!(seen.lock().unwrap().is_empty(), "the redirect was followed");
+}
+
+#[tokio::test]
+async fn a_sink_at_a_forbidden_address_is_refused_before_connecting() {
+    let (url, seen) = receiver(StatusCode::OK).await;
+    let err = sink_with(&url, WebhookFormat::Json, AddressPolicy::default())
+        .send(&[alert(AlertThreshold::DaysBefore(30), 20)])
+        .await
+        .unwrap_err();
+    let text = format!("{err} {err:?}");
+    assert!(text.contains("loopback") && !text.contains("T0KEN"), "{text}");
+    assert!(seen.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_sink_behind_the_configured_private_ca_is_reached() {
+    let sim = entra_sim::Sim::start(entra_sim::SimOptions { apps: 1, seed: 3, ..Default::default() }).await.unwrap();
+    let text = format!(
+        "ca_certificate = \"{}\"\n[outbound]\nallow = [\"127.0.0.1\"]\n[[alerts.webhooks]]\nurl = \"{}\"\n",
+        sim.ca_path().display(),
+        sim.target_url("hooks/alerts"),
+    );
+    let config =
+        Config::parse(&text, std::path::Path::new("/tmp/rotator.toml"), &std::collections::BTreeMap::new()).unwrap();
+    let sinks = entra_rotator::wiring::alert_sinks(&config).unwrap();
+    sinks[1].send(&[alert(AlertThreshold::DaysBefore(30), 20)]).await.unwrap();
 }

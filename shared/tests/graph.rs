@@ -584,7 +584,8 @@ async fn a_client_built_from_the_configuration_trusts_its_ca_file() {
     let sim = sim(SimOptions { apps: 5, ..Default::default() }).await;
     let text = format!(
         "[integrations.sim]\ntenant_id = \"{}\"\nclient_id = \"{}\"\nauth = \"client_secret\"\n\
-         authority_host = \"{}\"\ngraph_base_url = \"{}\"\nca_certificate = \"{}\"\n",
+         authority_host = \"{}\"\ngraph_base_url = \"{}\"\nca_certificate = \"{}\"\n\
+         [outbound]\nallow = [\"127.0.0.1\"]\n",
         sim.tenant_id(),
         sim.management_client_id(),
         sim.authority_host(),
@@ -594,7 +595,9 @@ async fn a_client_built_from_the_configuration_trusts_its_ca_file() {
     let env = BTreeMap::from([("ROTATOR_SIM_CLIENT_SECRET".to_owned(), sim.management_secret())]);
     let config = Config::parse(&text, std::path::Path::new("/tmp/rotator.toml"), &env).unwrap();
 
-    let client = GraphClient::from_integration(&config.integrations[0], fast_retry()).unwrap();
+    let client =
+        GraphClient::from_integration(&config.integrations[0], fast_retry(), Arc::new(config.outbound.clone()))
+            .unwrap();
     let page = client.applications(Cursor::Full).await.unwrap();
 
     assert_eq!(page.items.len(), 5);

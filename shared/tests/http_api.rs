@@ -9,6 +9,7 @@ use entra_rotator::config::{ApiToken, Role};
 use entra_rotator::domain::ids::{AppObjectId, ClientId, CredentialId, IntegrationId, KeyId};
 use entra_rotator::domain::inventory::{Credential, CredentialKind};
 use entra_rotator::inbound::api::{ApiState, router};
+use entra_rotator::inbound::health::WorkerHealth;
 use entra_rotator::messages::{default_queue_specs, queues};
 use entra_rotator::ports::{Queue, QueueName, Store};
 use entra_rotator::testing::fakes::ManualClock;
@@ -37,6 +38,11 @@ struct Api {
 
 impl Api {
     async fn start() -> Self {
+        Self::start_with(None).await
+    }
+
+    /// As [`Api::start`], `/healthz` reporting `workers` as `rotator serve` does.
+    async fn start_with(workers: Option<WorkerHealth>) -> Self {
         let clock = ManualClock::new(datetime!(2026-11-22 12:00 UTC));
         let store = Arc::new(SqliteStore::in_memory(Arc::new(clock.clone())).unwrap());
         let queue = Arc::new(SqliteQueue::in_memory(default_queue_specs(), Arc::new(clock.clone())).unwrap());
@@ -61,7 +67,11 @@ impl Api {
             token("rotator", ROTATOR, vec![Role::Rotate, Role::Read]),
             token("writer", WRITER, vec![Role::Write]),
         ];
-        let app = router(ApiState::with_tokens(services, tokens));
+        let mut state = ApiState::with_tokens(services, tokens);
+        if let Some(workers) = workers {
+            state = state.with_workers(workers);
+        }
+        let app = router(state);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, app).await });
@@ -246,4 +256,101 @@ async fn dead_letters_are_listed_shown_and_redriven_by_an_operator() {
     assert!(list["dead_letters"].as_array().unwrap().is_empty());
     let audit = api.store.list_audit(&Default::default()).await.unwrap();
     assert!(audit.iter().any(|a| a.action == "dead_letters.redriven" && a.actor == "http:writer"), "{audit:?}");
+}
+
+#[tokio::test]
+async fn healthz_is_not_ok_while_a_worker_is_down_and_says_which_and_how_often_it_restarted() {
+    let workers = WorkerHealth::new();
+    workers.started("run-step", false);
+    workers.started("rotate", false);
+    let api = Api::start_with(Some(workers.clone())).await;
+    let (status, body) = api.call("GET", "/healthz", None, None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    workers.down("run-step", "the worker panicked");
+    let (status, body) = api.call("GET", "/healthz", None, None).await;
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(v["status"], "degraded");
+    assert_eq!(v["down"], serde_json::json!(["run-step"]));
+    assert_eq!(v["workers"]["run-step"]["last_exit"], "the worker panicked");
+
+    workers.started("run-step", true);
+    let (status, body) = api.call("GET", "/healthz", None, None).await;
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(v["workers"]["run-step"]["restarts"], 1);
+    assert_eq!(v["workers"]["run-step"]["running"], true);
+}
+
+/// Every error is `{"error": {"code", "message"}}`, whoever answers it.
+fn assert_error_shape(status: StatusCode, body: &str, expected: StatusCode, code: &str) {
+    assert_eq!(status, expected, "{body}");
+    let v: Value = serde_json::from_str(body).unwrap_or_else(|_| panic!("not JSON: {body:?}"));
+    assert_eq!(v["error"]["code"], code, "{body}");
+    assert!(v["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+}
+
+#[tokio::test]
+async fn every_error_answers_in_the_json_error_shape() {
+    let api = Api::start().await;
+    let rotate = format!("/v1/credentials/{}/rotate", api.encoded());
+    let big = format!("{{\"reason\": \"{}\"}}", "x".repeat(100 * 1024));
+    let (status, body) = api.call("POST", &rotate, Some(ROTATOR), Some(&big)).await;
+    assert_error_shape(status, &body, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
+    let (status, body) = api.call("GET", "/v1/dead-letters?queue=a&queue=b", Some(READER), None).await;
+    assert_error_shape(status, &body, StatusCode::BAD_REQUEST, "invalid");
+    let (status, body) = api.call("GET", "/v1/no-such-route", Some(READER), None).await;
+    assert_error_shape(status, &body, StatusCode::NOT_FOUND, "not_found");
+    let (status, body) = api.call("DELETE", "/v1/dashboard", Some(READER), None).await;
+    assert_error_shape(status, &body, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
+}
+
+#[tokio::test]
+async fn a_stranger_is_refused_before_the_body_is_read() {
+    let api = Api::start().await;
+    let rotate = format!("/v1/credentials/{}/rotate", api.encoded());
+    let big = format!("{{\"reason\": \"{}\"}}", "x".repeat(100 * 1024));
+    let (status, body) = api.call("POST", &rotate, None, Some(&big)).await;
+    assert_error_shape(status, &body, StatusCode::UNAUTHORIZED, "unauthorized");
+    let (status, body) = api.call("POST", &rotate, Some("not-a-known-token"), Some(&big)).await;
+    assert_error_shape(status, &body, StatusCode::UNAUTHORIZED, "unauthorized");
+}
+
+#[tokio::test]
+async fn the_bearer_scheme_is_case_insensitive() {
+    let api = Api::start().await;
+    for scheme in ["bearer", "BEARER", "Bearer"] {
+        let res = api
+            .http
+            .get(format!("{}/v1/dashboard", api.base))
+            .header("authorization", format!("{scheme} {READER}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK, "{scheme}");
+    }
+    let res = api
+        .http
+        .get(format!("{}/v1/dashboard", api.base))
+        .header("authorization", format!("Basic {READER}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn the_history_of_an_unknown_credential_is_not_found() {
+    let api = Api::start().await;
+    let unknown = CredentialId::for_application(
+        IntegrationId::parse("contoso").unwrap(),
+        AppObjectId::from_uuid(Uuid::new_v4()),
+        KeyId::from_uuid(Uuid::new_v4()),
+    );
+    let path = format!("/v1/credentials/{}/history", unknown.to_string().replace('/', "%2F"));
+    let (status, body) = api.call("GET", &path, Some(READER), None).await;
+    assert_error_shape(status, &body, StatusCode::NOT_FOUND, "not_found");
+    let (status, _) = api.call("GET", &format!("/v1/credentials/{}/history", api.encoded()), Some(READER), None).await;
+    assert_eq!(status, StatusCode::OK, "a known credential without executions has a history");
 }

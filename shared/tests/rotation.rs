@@ -11,11 +11,12 @@ use entra_rotator::adapters::sealing::key_file::LocalKeyRing;
 use entra_rotator::adapters::sqlite::{SqliteQueue, SqliteStore};
 use entra_rotator::adapters::steps::Rollout;
 use entra_rotator::domain::Span;
+use entra_rotator::domain::address::AddressPolicy;
 use entra_rotator::domain::execution::{Execution, ExecutionStatus, Trigger};
 use entra_rotator::domain::ids::{ClientId, CredentialId, IntegrationId, KeyId, PolicyId, TenantId};
 use entra_rotator::domain::policy::{PolicySet, RotationPolicy};
 use entra_rotator::domain::secret::SecretValue;
-use entra_rotator::domain::steps::{StepDefinition, parse_steps};
+use entra_rotator::domain::steps::{StepDefinition, parse_steps_with};
 use entra_rotator::inbound::batch::{BatchHandler, EnvelopeHandler};
 use entra_rotator::inbound::handlers::{CleanupHandler, RotateHandler, ScanHandler, StepHandler};
 use entra_rotator::inbound::runtime::{Worker, WorkerOptions};
@@ -55,7 +56,8 @@ struct Chain {
 }
 
 fn steps(json: &str) -> Vec<StepDefinition> {
-    parse_steps(json).unwrap().steps
+    // The sim is on loopback: the one exception these tests name.
+    parse_steps_with(json, &AddressPolicy::allowing_loopback()).unwrap().steps
 }
 
 impl Chain {
@@ -97,9 +99,7 @@ impl Chain {
             ..RotationPolicy::with_defaults(PolicyId::parse("default").unwrap())
         };
         let http = reqwest::Client::builder()
-            .tls_certs_merge(reqwest::Certificate::from_pem_bundle(sim.ca_pem().as_bytes()).unwrap())
-            .build()
-            .unwrap();
+            .tls_certs_merge(reqwest::Certificate::from_pem_bundle(sim.ca_pem().as_bytes()).unwrap());
         let services = App {
             store: store.clone(),
             queue: queue.clone(),
@@ -109,7 +109,9 @@ impl Chain {
             policies: Arc::new(PolicySet::new(vec![(policy, vec![])])),
             sinks: Arc::new(vec![]),
             keys: keys.clone(),
-            rollout: Arc::new(Rollout::new(http, Default::default())),
+            rollout: Arc::new(
+                Rollout::new(http, Default::default(), Arc::new(AddressPolicy::allowing_loopback())).unwrap(),
+            ),
             settings: RotationSettings {
                 verify_budget: Duration::from_secs(120),
                 orphan_safety_delay: Duration::from_secs(600),

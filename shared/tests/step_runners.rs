@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use entra_rotator::adapters::steps::Rollout;
-use entra_rotator::domain::steps::{StepDefinition, parse_steps};
+use entra_rotator::domain::address::AddressPolicy;
+use entra_rotator::domain::steps::{StepDefinition, parse_steps_with};
 use entra_rotator::ports::step_runner::StepRunner;
 use entra_rotator::testing::contract::step_runner::{Answer, StepRunnerFixture};
 use entra_sim::{HealthScript, Sim, SimOptions};
@@ -23,14 +24,13 @@ impl Targets {
     async fn start() -> Self {
         let sim = Sim::start(SimOptions { apps: 1, seed: 5, ..Default::default() }).await.unwrap();
         let http = reqwest::Client::builder()
-            .tls_certs_merge(reqwest::Certificate::from_pem_bundle(sim.ca_pem().as_bytes()).unwrap())
-            .build()
-            .unwrap();
+            .tls_certs_merge(reqwest::Certificate::from_pem_bundle(sim.ca_pem().as_bytes()).unwrap());
         let closed_port = {
             let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             listener.local_addr().unwrap().port()
         };
-        Self { sim, runner: Arc::new(Rollout::new(http, Default::default())), closed_port }
+        let loopback = Arc::new(AddressPolicy::allowing_loopback());
+        Self { sim, runner: Arc::new(Rollout::new(http, Default::default(), loopback).unwrap()), closed_port }
     }
 
     /// The target's URL for `path`, or an address where nothing listens.
@@ -51,7 +51,8 @@ impl Targets {
 }
 
 fn one_step(json: String) -> StepDefinition {
-    parse_steps(&json).unwrap().steps.remove(0)
+    // The sim is on loopback: the one exception these tests name.
+    parse_steps_with(&json, &AddressPolicy::allowing_loopback()).unwrap().steps.remove(0)
 }
 
 /// How one step type meets its simulated endpoint.
@@ -148,4 +149,114 @@ mod health_check {
     };
 
     entra_rotator::step_runner_contract_tests!(Fixture::start(BINDING));
+}
+
+/// The outbound address policy at run time: no redirect followed, no forbidden address reached,
+/// whatever the definition said when it was read. Every server here is on loopback.
+mod addresses {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use axum::Router;
+    use axum::http::{StatusCode, header};
+    use entra_rotator::domain::ids::{AppObjectId, ClientId, CredentialId, ExecutionId, KeyId};
+    use entra_rotator::domain::secret::SecretValue;
+    use entra_rotator::ports::step_runner::{StepContext, StepFailure};
+
+    use super::*;
+
+    /// A local server counting what reaches it, and its address.
+    async fn receiver() -> (String, Arc<AtomicUsize>) {
+        let hits = Arc::new(AtomicUsize::new(0));
+        let counted = hits.clone();
+        let app = Router::new().fallback(move || {
+            counted.fetch_add(1, Ordering::SeqCst);
+            async { StatusCode::OK }
+        });
+        (serve(app).await, hits)
+    }
+
+    /// A local server answering 307 to `location`, and its address.
+    async fn redirector(location: String) -> String {
+        let app = Router::new().fallback(move || {
+            let location = location.clone();
+            async move { (StatusCode::TEMPORARY_REDIRECT, [(header::LOCATION, location)]) }
+        });
+        serve(app).await
+    }
+
+    async fn serve(app: Router) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        format!("http://{addr}")
+    }
+
+    async fn run(runner: &Rollout, step: &StepDefinition) -> Result<(), StepFailure> {
+        let credential = CredentialId::parse(
+            "contoso/app/11111111-1111-1111-1111-111111111111/22222222-2222-2222-2222-222222222222",
+        )
+        .unwrap();
+        let secret = SecretValue::new("the-new-secret-value");
+        let ctx = StepContext {
+            execution: ExecutionId::new(),
+            step_index: 1,
+            credential: &credential,
+            app: AppObjectId::parse("11111111-1111-1111-1111-111111111111").unwrap(),
+            client_id: ClientId::parse("33333333-3333-3333-3333-333333333333").unwrap(),
+            new_key_id: KeyId::parse("44444444-4444-4444-4444-444444444444").unwrap(),
+            new_secret_end: None,
+            secret: &secret,
+            now: time::OffsetDateTime::UNIX_EPOCH,
+        };
+        runner.run(step, &ctx).await
+    }
+
+    fn steps_at(base: &str) -> Vec<StepDefinition> {
+        [
+            format!(r#"[{{"type":"webhook","order":10,"config":{{"url":"{base}/hooks/x?token=hook-token-123"}}}}]"#),
+            format!(r#"[{{"type":"spring_actuator_refresh","order":10,"config":{{"url":"{base}/actuator/refresh"}}}}]"#),
+            format!(
+                r#"[{{"type":"http_health_check","order":10,"config":{{"url":"{base}/health","timeout":"2s","interval":"200ms"}}}}]"#
+            ),
+        ]
+        .into_iter()
+        .map(one_step)
+        .collect()
+    }
+
+    fn runner(policy: AddressPolicy) -> Rollout {
+        Rollout::new(reqwest::Client::builder(), Default::default(), Arc::new(policy)).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_redirect_to_another_address_is_not_followed_by_any_step() {
+        let (target, hits) = receiver().await;
+        let base = redirector(format!("{target}/elsewhere")).await;
+        let runner = runner(AddressPolicy::allowing_loopback());
+        for step in steps_at(&base) {
+            let failure = run(&runner, &step).await.expect_err("a redirect is a failure");
+            assert!(failure.message.contains("redirects are not followed"), "{}: {failure:?}", step.kind());
+            assert!(!failure.retryable, "{failure:?}");
+            assert!(!failure.message.contains("hook-token-123"), "{failure:?}");
+        }
+        assert_eq!(hits.load(Ordering::SeqCst), 0, "a redirect was followed");
+    }
+
+    #[tokio::test]
+    async fn a_step_at_a_forbidden_address_is_refused_when_it_runs_too() {
+        let (target, hits) = receiver().await;
+        let runner = runner(AddressPolicy::default());
+        for step in steps_at(&target) {
+            let failure = run(&runner, &step).await.expect_err("loopback is refused");
+            assert!(failure.message.contains("outbound address policy"), "{}: {failure:?}", step.kind());
+            assert!(!failure.retryable, "{failure:?}");
+        }
+        let by_name = one_step(format!(
+            r#"[{{"type":"webhook","order":10,"config":{{"url":"{}"}}}}]"#,
+            target.replace("127.0.0.1", "localhost")
+        ));
+        let failure = run(&runner, &by_name).await.expect_err("localhost is refused");
+        assert!(failure.message.contains("loopback"), "{failure:?}");
+        assert_eq!(hits.load(Ordering::SeqCst), 0, "a forbidden address was reached");
+    }
 }

@@ -10,12 +10,13 @@
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
+use entra_rotator::domain::address::AddressPolicy;
 use entra_rotator::domain::execution::{Cleanup, Execution, ExecutionStatus, Trigger};
 use entra_rotator::domain::ids::{CredentialId, IntegrationId, KeyId, PolicyId};
 use entra_rotator::domain::inventory::Credential;
 use entra_rotator::domain::lifecycle::{AlertThreshold, LifecycleFacts, LifecycleState, lifecycle_state};
 use entra_rotator::domain::policy::PolicySet;
-use entra_rotator::domain::steps::{StepDefinition, parse_steps};
+use entra_rotator::domain::steps::{StepDefinition, parse_steps, parse_steps_with};
 use entra_rotator::messages::{Message, queues};
 use entra_rotator::ports::alerts::{Alert, AlertSink, Problem};
 use entra_rotator::ports::key_ring::{SealContext, SealedValue};
@@ -213,14 +214,18 @@ pub(crate) use chain_scenarios;
 /// the simulated tenant's target endpoints.
 pub fn rollout_steps(sim: &Sim, spring_on_failure: &str) -> Vec<StepDefinition> {
     let base = sim.target_url("/");
-    parse_steps(&format!(
+    // The sim is on loopback: the one exception these tests name.
+    parse_steps_with(
+        &format!(
         r#"[{{"type":"spring_actuator_refresh","order":10,"on_failure":"{spring_on_failure}","retries":1,"retry_delay":"1s",
               "config":{{"url":"{base}apps/payroll/actuator/refresh"}}}},
             {{"type":"http_health_check","order":20,"on_failure":"abort",
               "config":{{"url":"{base}apps/payroll/health","timeout":"3s","interval":"1s"}}}},
             {{"type":"webhook","order":30,"on_failure":"abort","retries":1,"retry_delay":"1s",
               "config":{{"url":"{base}hooks/ops"}}}}]"#
-    ))
+        ),
+        &AddressPolicy::allowing_loopback(),
+    )
     .unwrap()
     .steps
 }

@@ -12,7 +12,11 @@ use super::Deployment;
 impl Deployment {
     /// The HTTP API's router, trusting the callers API Gateway's JWT authorizer verified.
     pub fn http_router(&self) -> Router {
-        entra_rotator::inbound::api::router(ApiState { services: self.services.clone(), auth: ApiAuth::Verified })
+        entra_rotator::inbound::api::router(ApiState {
+            services: self.services.clone(),
+            auth: ApiAuth::Verified,
+            workers: None,
+        })
     }
 }
 

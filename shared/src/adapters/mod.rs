@@ -5,6 +5,8 @@
 
 pub mod alerts;
 pub mod graph;
+pub mod outbound;
+pub mod private_files;
 pub mod sealing;
 #[cfg(feature = "embedded")]
 pub mod sqlite;

@@ -3,11 +3,17 @@
 
 use super::Env;
 use super::raw::RawWebhookSink;
+use crate::domain::address::AddressPolicy;
 use crate::domain::secret::SecretValue;
 use crate::ports::alerts::WebhookSink;
 
 /// The webhooks as configured, each with an http(s) URL from the file or from `url_env`.
-pub(super) fn webhooks(written: Vec<RawWebhookSink>, env: &dyn Env, errors: &mut Vec<String>) -> Vec<WebhookSink> {
+pub(super) fn webhooks(
+    written: Vec<RawWebhookSink>,
+    env: &dyn Env,
+    addresses: &AddressPolicy,
+    errors: &mut Vec<String>,
+) -> Vec<WebhookSink> {
     let mut webhooks = Vec::new();
     for (i, w) in written.into_iter().enumerate() {
         let at = format!("alerts.webhooks[{i}]");
@@ -30,12 +36,18 @@ pub(super) fn webhooks(written: Vec<RawWebhookSink>, env: &dyn Env, errors: &mut
             }
         };
         match url::Url::parse(&url) {
-            Ok(u) if matches!(u.scheme(), "https" | "http") && u.host_str().is_some() => webhooks.push(WebhookSink {
-                name: w.name.unwrap_or_else(|| format!("webhook-{}", i + 1)),
-                host: u.host_str().unwrap_or_default().to_owned(),
-                url: SecretValue::new(url),
-                format: w.format,
-            }),
+            Ok(u) if matches!(u.scheme(), "https" | "http") && u.host_str().is_some() => {
+                if let Err(refusal) = addresses.check_url(&u) {
+                    errors.push(format!("{at}.url: {refusal}"));
+                    continue;
+                }
+                webhooks.push(WebhookSink {
+                    name: w.name.unwrap_or_else(|| format!("webhook-{}", i + 1)),
+                    host: u.host_str().unwrap_or_default().to_owned(),
+                    url: SecretValue::new(url),
+                    format: w.format,
+                })
+            }
             // The URL may hold a token: say what is wrong without quoting it.
             _ => errors.push(format!("{at}.url: not an http(s) URL")),
         }

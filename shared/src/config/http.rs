@@ -76,6 +76,10 @@ pub(super) fn api_tokens(written: Vec<RawToken>, errors: &mut Vec<String>) -> Ve
         let at = format!("http.tokens[{i}]");
         let mut sha256 = [0u8; 32];
         match hex::decode_to_slice(t.sha256.trim(), &mut sha256).ok().map(|()| sha256) {
+            // One token with two entries would get whichever roles are found last: refused.
+            Some(sha256) if api_tokens.iter().any(|a: &ApiToken| a.sha256 == sha256) => errors.push(format!(
+                "{at}.sha256: the same token hash as another [[http.tokens]] entry; give each token one entry"
+            )),
             Some(sha256) if !t.roles.is_empty() && !t.name.trim().is_empty() => {
                 api_tokens.push(ApiToken { name: t.name, sha256, roles: t.roles })
             }
@@ -107,6 +111,11 @@ mod tests {
         assert_eq!(upper.api_tokens[0].sha256, [0xaa; 32]);
         let bad = text.replace(&hash, "not-hex");
         assert!(err(&bad, &env(&[("ROTATOR_CONTOSO_CLIENT_SECRET", "x")])).contains("http.tokens[0].sha256"));
+        let twice =
+            format!("{text}\n[[http.tokens]]\nname = \"other\"\nsha256 = \"{hash}\"\nroles = [\"entra:write\"]\n");
+        assert!(
+            err(&twice, &env(&[("ROTATOR_CONTOSO_CLIENT_SECRET", "x")])).contains("http.tokens[1].sha256: the same")
+        );
         let bad_role = text.replace("entra:rotate", "entra:admin");
         assert!(err(&bad_role, &env(&[("ROTATOR_CONTOSO_CLIENT_SECRET", "x")])).contains("entra:admin"));
     }

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use super::Env;
 use super::raw::RawIntegration;
+use crate::domain::address::AddressPolicy;
 use crate::domain::ids::{ClientId, IntegrationId, TenantId};
 use crate::domain::integration::{AuthMethod, Credentials, IntegrationConfig};
 use crate::domain::secret::SecretValue;
@@ -19,6 +20,7 @@ pub(super) fn integration(
     r: RawIntegration,
     env: &dyn Env,
     resolve: &dyn Fn(&Path) -> PathBuf,
+    addresses: &AddressPolicy,
 ) -> std::result::Result<IntegrationConfig, Vec<String>> {
     let at = format!("integrations.{name}");
     let mut errors = Vec::new();
@@ -28,7 +30,15 @@ pub(super) fn integration(
     let url_field = |field: &str, v: Option<String>, default: &str, errors: &mut Vec<String>| {
         let text = v.unwrap_or_else(|| default.to_owned());
         match url::Url::parse(&text) {
-            Ok(u) if u.scheme() == "https" => Some(u),
+            // The integration's own client secret is posted to the authority: never to loopback or
+            // the metadata service unless `[outbound] allow` says so.
+            Ok(u) if u.scheme() == "https" => match addresses.check_url(&u) {
+                Ok(()) => Some(u),
+                Err(refusal) => {
+                    errors.push(format!("{at}.{field}: {refusal}"));
+                    None
+                }
+            },
             Ok(_) => {
                 errors.push(format!("{at}.{field}: must be https (the Entra and Graph clients refuse plain http)"));
                 None

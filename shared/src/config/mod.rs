@@ -43,6 +43,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use crate::domain::Span;
+use crate::domain::address::AddressPolicy;
 use crate::domain::ids::ClientId;
 use crate::domain::secret::SecretValue;
 use crate::{Error, Result};
@@ -72,8 +73,11 @@ pub struct Config {
     pub webhooks: Vec<WebhookSink>,
     /// Bearer tokens of the HTTP API, stored hashed.
     pub api_tokens: Vec<ApiToken>,
-    /// Trusted by rollout steps besides the system's roots.
+    /// Trusted by rollout steps and alert webhooks besides the system's roots.
     pub ca_certificate: Option<PathBuf>,
+    /// Where outbound requests may go (`[outbound]`): checked here on every configured URL, and
+    /// again by the clients on every address a name resolves to.
+    pub outbound: AddressPolicy,
     /// The values of the environment variables that steps name (`signing_secret_env`,
     /// `bearer_token_env`), read once here.
     pub step_secrets: BTreeMap<String, SecretValue>,
@@ -138,9 +142,14 @@ impl Config {
             }
         }
 
+        let outbound = AddressPolicy::new(&raw.outbound.allow, &raw.outbound.deny).unwrap_or_else(|e| {
+            errors.push(format!("outbound.{e}"));
+            AddressPolicy::default()
+        });
+
         let mut integrations = Vec::new();
         for (name, ri) in raw.integrations {
-            match integration::integration(&name, ri, env, &resolve) {
+            match integration::integration(&name, ri, env, &resolve, &outbound) {
                 Ok(i) => integrations.push(i),
                 Err(mut e) => errors.append(&mut e),
             }
@@ -148,15 +157,28 @@ impl Config {
 
         let mut policies = Vec::new();
         for (name, rp) in raw.policies {
-            match policy::policy(&name, rp, &resolve) {
+            match policy::policy(&name, rp, &resolve, &outbound) {
                 Ok(p) => policies.push(p),
                 Err(mut e) => errors.append(&mut e),
             }
         }
         policy::check_one_policy_per_application(&policies, &mut errors);
-        let webhooks = alerts::webhooks(raw.alerts.webhooks, env, &mut errors);
+        let webhooks = alerts::webhooks(raw.alerts.webhooks, env, &outbound, &mut errors);
         let step_secrets = policy::step_secrets(&policies, env, &mut errors);
         let api_tokens = http::api_tokens(raw.http.tokens, &mut errors);
+        // A CA file that is not there fails every TLS client at start (or worse, at the first
+        // step): refused here, so `config check` says so.
+        let ca_certificate = raw.ca_certificate.map(|p| resolve(&p));
+        let cas = std::iter::once(("ca_certificate".to_owned(), ca_certificate.as_ref())).chain(
+            integrations.iter().map(|i| (format!("integrations.{}.ca_certificate", i.id), i.ca_certificate.as_ref())),
+        );
+        for (field, path) in cas {
+            if let Some(path) = path
+                && !path.is_file()
+            {
+                errors.push(format!("{field}: {} is not a readable file", path.display()));
+            }
+        }
 
         if !errors.is_empty() {
             return Err(Error::Config(format!("{}:\n  {}", path.display(), errors.join("\n  "))));
@@ -170,7 +192,8 @@ impl Config {
             policies,
             webhooks,
             api_tokens,
-            ca_certificate: raw.ca_certificate.map(|p| resolve(&p)),
+            ca_certificate,
+            outbound,
             step_secrets,
         })
     }
@@ -256,5 +279,55 @@ auth = "client_secret"
         let other = ClientId::parse("dddddddd-0000-0000-0000-000000000004").unwrap();
         assert_eq!(c.policy_for(&named).unwrap().policy.id.as_str(), "payroll");
         assert_eq!(c.policy_for(&other).unwrap().policy.id.as_str(), "default");
+    }
+
+    #[test]
+    fn outbound_urls_at_forbidden_addresses_are_refused_naming_the_field_and_the_rule() {
+        let secret = env(&[("ROTATOR_CONTOSO_CLIENT_SECRET", "x")]);
+        let with =
+            |line: &str| MINIMAL.replace("auth = \"client_secret\"", &format!("auth = \"client_secret\"\n{line}"));
+        for (text, field) in [
+            (with("authority_host = \"https://169.254.169.254\""), "integrations.contoso.authority_host"),
+            (with("graph_base_url = \"https://[::ffff:169.254.169.254]/v1.0\""), "integrations.contoso.graph_base_url"),
+            (
+                with("graph_base_url = \"https://metadata.google.internal./v1.0\""),
+                "integrations.contoso.graph_base_url",
+            ),
+            (
+                format!("{MINIMAL}\n[[alerts.webhooks]]\nurl = \"http://2852039166/hook-token-abc\"\n"),
+                "alerts.webhooks[0].url",
+            ),
+            (
+                format!(
+                    "{MINIMAL}\n[[policies.default.steps]]\ntype = \"webhook\"\norder = 10\nconfig = {{ url = \"https://0xA9FEA9FE/token-abc\" }}\n"
+                ),
+                "config.url",
+            ),
+        ] {
+            let e = err(&text, &secret);
+            assert!(e.contains(field) && e.contains("outbound address policy"), "{field}: {e}");
+            assert!(!e.contains("token-abc"), "the URL was quoted: {e}");
+        }
+    }
+
+    #[test]
+    fn outbound_allow_admits_the_simulated_tenant_on_loopback() {
+        let secret = env(&[("ROTATOR_CONTOSO_CLIENT_SECRET", "x")]);
+        let text = MINIMAL.replace(
+            "auth = \"client_secret\"",
+            "auth = \"client_secret\"\nauthority_host = \"https://127.0.0.1:8443\"\ngraph_base_url = \"https://localhost:8443/v1.0\"",
+        );
+        let e = err(&text, &secret);
+        assert!(e.contains("loopback"), "{e}");
+        let allowed = format!("[outbound]\nallow = [\"127.0.0.1\", \"localhost\"]\n{text}");
+        let c = parse(&allowed, &secret).unwrap();
+        assert!(c.outbound.check_url(&url::Url::parse("https://127.0.0.1:1/").unwrap()).is_ok());
+        assert!(c.outbound.check_url(&url::Url::parse("http://169.254.169.254/").unwrap()).is_err());
+        let bad = format!("[outbound]\nallow = [\"not a host!\"]\n{MINIMAL}");
+        assert!(err(&bad, &secret).contains("outbound.allow[0]"));
+        let deny = format!(
+            "[outbound]\ndeny = [\"10.0.0.0/8\"]\n{MINIMAL}\n[[alerts.webhooks]]\nurl = \"https://10.1.1.1/h\"\n"
+        );
+        assert!(err(&deny, &secret).contains("deny"));
     }
 }

@@ -8,12 +8,24 @@ use std::path::{Path, PathBuf};
 
 use super::Env;
 use super::raw::RawPolicy;
+use crate::domain::Span;
+use crate::domain::address::AddressPolicy;
 use crate::domain::ids::{ClientId, PolicyId};
 use crate::domain::policy::{
     DEFAULT_ALERT_THRESHOLDS, DEFAULT_DAYS_BEFORE_EXPIRY, DEFAULT_GRACE_PERIOD, DEFAULT_SECRET_LIFETIME, RotationPolicy,
 };
 use crate::domain::secret::SecretValue;
-use crate::domain::steps::{StepConfig, StepIssue, parse_step_values, parse_steps};
+use crate::domain::steps::{StepConfig, StepIssue, parse_step_values_with, parse_steps_with};
+
+/// The longest grace period: the old secret stays valid that long after a rotation, and a date
+/// that far ahead must stay well inside the calendar's range (`10000y` overflowed finalize).
+pub const MAX_GRACE_PERIOD: Span = Span::from_days(365);
+/// The shortest secret lifetime: a new secret must outlive its own rollout and grace period's start.
+pub const MIN_SECRET_LIFETIME: Span = Span::from_days(1);
+/// The longest secret lifetime Entra grants (24 months; a tenant policy may cap it lower).
+pub const MAX_SECRET_LIFETIME: Span = Span::from_days(2 * 366);
+/// The largest steps file read: a rollout is a few kilobytes; `/dev/zero` must not fill memory.
+pub const MAX_STEPS_FILE_BYTES: u64 = 1024 * 1024;
 
 /// A policy as configured: how it rotates, the applications it names, and what its steps noted.
 pub struct PolicyConfig {
@@ -28,6 +40,7 @@ pub(super) fn policy(
     name: &str,
     r: RawPolicy,
     resolve: &dyn Fn(&Path) -> PathBuf,
+    addresses: &AddressPolicy,
 ) -> std::result::Result<PolicyConfig, Vec<String>> {
     let at = format!("policies.{name}");
     let mut errors = Vec::new();
@@ -41,8 +54,15 @@ pub(super) fn policy(
         errors.push(format!("{at}.days_before_expiry: must be between 1 and 365"));
     }
     let secret_lifetime = r.secret_lifetime.unwrap_or(DEFAULT_SECRET_LIFETIME);
-    if secret_lifetime.as_duration() > std::time::Duration::from_secs(2 * 366 * 86_400) {
-        errors.push(format!("{at}.secret_lifetime: Entra allows at most 2 years (24 months)"));
+    if secret_lifetime > MAX_SECRET_LIFETIME {
+        errors.push(format!("{at}.secret_lifetime: Entra allows at most 2 years (24 months, {MAX_SECRET_LIFETIME})"));
+    }
+    if secret_lifetime < MIN_SECRET_LIFETIME {
+        errors.push(format!("{at}.secret_lifetime: must be at least {MIN_SECRET_LIFETIME}"));
+    }
+    let grace_period = r.grace_period.unwrap_or(DEFAULT_GRACE_PERIOD);
+    if grace_period > MAX_GRACE_PERIOD {
+        errors.push(format!("{at}.grace_period: must be at most {MAX_GRACE_PERIOD}"));
     }
     if secret_lifetime.as_duration() < std::time::Duration::from_secs(u64::from(days_before_expiry) * 86_400)
         && r.auto_rotate == Some(true)
@@ -73,8 +93,8 @@ pub(super) fn policy(
         }
         (Some(file), None) => {
             let path = resolve(&file);
-            match std::fs::read_to_string(&path) {
-                Ok(text) => parse_steps(&text)
+            match read_bounded(&path, MAX_STEPS_FILE_BYTES) {
+                Ok(text) => parse_steps_with(&text, addresses)
                     .map_err(|e| {
                         errors.push(format!("{at}.steps_file ({}):\n    {}", path.display(), indent(&e.to_string())))
                     })
@@ -89,7 +109,7 @@ pub(super) fn policy(
             let values: std::result::Result<Vec<serde_json::Value>, _> =
                 steps.into_iter().map(serde_json::to_value).collect();
             match values {
-                Ok(values) => parse_step_values(&values)
+                Ok(values) => parse_step_values_with(&values, addresses)
                     .map_err(|e| errors.push(format!("{at}.steps:\n    {}", indent(&e.to_string()))))
                     .ok(),
                 Err(e) => {
@@ -98,7 +118,7 @@ pub(super) fn policy(
                 }
             }
         }
-        (None, None) => parse_step_values(&[]).ok(),
+        (None, None) => parse_step_values_with(&[], addresses).ok(),
     };
     match (id, plan) {
         (Some(id), Some(plan)) if errors.is_empty() => Ok(PolicyConfig {
@@ -106,7 +126,7 @@ pub(super) fn policy(
                 id,
                 auto_rotate: r.auto_rotate.unwrap_or(false),
                 days_before_expiry,
-                grace_period: r.grace_period.unwrap_or(DEFAULT_GRACE_PERIOD),
+                grace_period,
                 secret_lifetime,
                 alert_thresholds: thresholds,
                 step_notes: plan.warnings.iter().map(|w| w.to_string()).collect(),
@@ -118,6 +138,18 @@ pub(super) fn policy(
         }),
         _ => Err(errors),
     }
+}
+
+/// The text of `path`, refused when it holds more than `max` bytes (or is not a regular file's
+/// worth of text, such as a device that never ends).
+fn read_bounded(path: &Path, max: u64) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open(path)?.take(max + 1).read_to_string(&mut text)?;
+    if text.len() as u64 > max {
+        return Err(std::io::Error::other(format!("larger than {} KiB", max / 1024)));
+    }
+    Ok(text)
 }
 
 fn indent(s: &str) -> String {
@@ -215,5 +247,67 @@ mod tests {
         );
         let e = err(&text, &env(&[("ROTATOR_CONTOSO_CLIENT_SECRET", "x")]));
         assert!(e.contains("already rotated by policy a"), "{e}");
+    }
+
+    #[test]
+    fn every_bound_is_checked_at_its_edge_and_named_in_the_error() {
+        let secret = env(&[("ROTATOR_CONTOSO_CLIENT_SECRET", "x")]);
+        let policy = |line: &str| format!("{MINIMAL}\n[policies.default]\n{line}\n");
+        let step = |config: &str| {
+            format!(
+                "{MINIMAL}\n[[policies.default.steps]]\ntype = \"http_health_check\"\norder = 1\nconfig = {{ url = \"https://app.example.com/h\", {config} }}\n"
+            )
+        };
+        for ok in [
+            policy("grace_period = \"365d\""),
+            policy("secret_lifetime = \"1d\""),
+            policy("secret_lifetime = \"732d\""),
+            step("timeout = \"4m\", interval = \"4m\""),
+        ] {
+            assert!(parse(&ok, &secret).is_ok(), "{ok}: {}", err_or_empty(&ok));
+        }
+        for (bad, says) in [
+            (policy("grace_period = \"366d\""), "grace_period: must be at most 365d"),
+            (policy("grace_period = \"10000y\""), "grace_period: must be at most 365d"),
+            (policy("secret_lifetime = \"86399s\""), "secret_lifetime: must be at least 1d"),
+            (policy("secret_lifetime = \"0s\""), "secret_lifetime: must be at least 1d"),
+            (policy("secret_lifetime = \"733d\""), "secret_lifetime: Entra allows at most 2 years"),
+            (step("timeout = \"241s\""), "config.timeout: must be at most 4m"),
+            (step("interval = \"0s\""), "config.interval: must be longer than 0s"),
+        ] {
+            let e = err(&bad, &secret);
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+    }
+
+    fn err_or_empty(text: &str) -> String {
+        parse(text, &env(&[("ROTATOR_CONTOSO_CLIENT_SECRET", "x")])).err().map(|e| e.to_string()).unwrap_or_default()
+    }
+
+    #[test]
+    fn a_steps_file_that_never_ends_is_read_no_further_than_the_bound() {
+        let text = format!("{MINIMAL}\n[policies.default]\nsteps_file = \"/dev/zero\"\n");
+        let e = err(&text, &env(&[("ROTATOR_CONTOSO_CLIENT_SECRET", "x")]));
+        assert!(e.contains("steps_file") && e.contains("larger than 1024 KiB"), "{e}");
+    }
+
+    #[test]
+    fn a_missing_ca_certificate_is_refused_at_load() {
+        let text = format!("ca_certificate = \"/nonexistent/ca.pem\"\n{MINIMAL}");
+        let e = err(&text, &env(&[("ROTATOR_CONTOSO_CLIENT_SECRET", "x")]));
+        assert!(e.contains("ca_certificate: /nonexistent/ca.pem is not a readable file"), "{e}");
+    }
+
+    #[test]
+    fn a_huge_unknown_type_is_refused_quickly_and_quoted_only_by_its_start() {
+        let pasted = format!("s3cr3t{}", "x".repeat(1_000_000));
+        let text = format!(
+            "{MINIMAL}\n[[policies.default.steps]]\ntype = \"{pasted}\"\norder = 1\non_failure = \"continue-{pasted}\"\nconfig = {{}}\n"
+        );
+        let started = std::time::Instant::now();
+        let e = err(&text, &env(&[("ROTATOR_CONTOSO_CLIENT_SECRET", "x")]));
+        assert!(started.elapsed() < std::time::Duration::from_secs(2), "took {:?}", started.elapsed());
+        assert!(e.contains("unknown step type `s3cr3txxxxxxxxxx…`"), "{}", &e[..e.len().min(400)]);
+        assert!(e.len() < 2_000, "the value was echoed: {} bytes", e.len());
     }
 }

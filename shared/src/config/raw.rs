@@ -35,6 +35,20 @@ pub(super) struct RawConfig {
     pub(super) alerts: RawAlerts,
     #[serde(default)]
     pub(super) http: RawHttp,
+    #[serde(default)]
+    pub(super) outbound: RawOutbound,
+}
+
+/// `[outbound]`: the exceptions to the outbound address policy (`allow`: host names, addresses or
+/// CIDR ranges, such as the simulated tenant on loopback) and the ranges it refuses besides its
+/// rules (`deny`, such as a private range no target lives in).
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawOutbound {
+    #[serde(default)]
+    pub(super) allow: Vec<String>,
+    #[serde(default)]
+    pub(super) deny: Vec<String>,
 }
 
 #[derive(Deserialize, Default)]

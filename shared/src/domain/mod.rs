@@ -1,8 +1,9 @@
 //! The domain: pure types and decisions. No I/O, no clock, no environment; time comes in as a value.
 //!
 //! Layer rule: a domain module may import other domain modules and `error` only (and libraries of
-//! plain values: serde, time, uuid, url); never a port, a use case, an adapter or the inbound side.
+//! plain values: serde, time, uuid, url, ipnet); never a port, a use case, an adapter or the inbound side.
 
+pub mod address;
 pub mod duration;
 pub mod execution;
 pub mod ids;

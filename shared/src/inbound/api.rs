@@ -21,6 +21,7 @@ use crate::Error;
 use crate::config::{ApiToken, Role};
 use crate::domain::execution::{Execution, StepOutcome, StepRecord, Trigger};
 use crate::domain::ids::{CredentialId, ExecutionId};
+use crate::inbound::health::WorkerHealth;
 use crate::messages::queues;
 use crate::ports::{AuditQuery, DeadLetter, MessageId, QueueName};
 use crate::usecases::app::App;
@@ -34,12 +35,21 @@ use crate::usecases::rotation::{RotationAccepted, request_rotation};
 pub struct ApiState {
     pub services: App,
     pub auth: ApiAuth,
+    /// The embedded runtime's workers, for `/healthz`; `None` where the queues' consumers are not
+    /// in this process (Lambda, where a panic fails the invocation and SQS retries it).
+    pub workers: Option<WorkerHealth>,
 }
 
 impl ApiState {
     /// Callers authenticate with configured bearer tokens (`rotator serve`).
     pub fn with_tokens(services: App, tokens: Vec<ApiToken>) -> Self {
-        Self { services, auth: ApiAuth::Tokens(Arc::new(tokens)) }
+        Self { services, auth: ApiAuth::Tokens(Arc::new(tokens)), workers: None }
+    }
+
+    /// `/healthz` reports these workers, and is not ok while one is down.
+    pub fn with_workers(mut self, workers: WorkerHealth) -> Self {
+        self.workers = Some(workers);
+        self
     }
 }
 
@@ -89,8 +99,68 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/dead-letters", get(list_dead_letters))
         .route("/v1/dead-letters/redrive", post(redrive_dead_letters))
         .route("/v1/dead-letters/{id}", get(get_dead_letter))
+        .fallback(unknown_route)
         .layer(DefaultBodyLimit::max(64 * 1024))
+        // Outermost first: who is calling is known before a body is read (a 413 says nothing to
+        // a stranger), and every error leaves in the JSON error shape.
+        .layer(axum::middleware::from_fn_with_state(state.clone(), authenticate_before_body))
+        .layer(axum::middleware::map_response(json_errors))
         .with_state(state)
+}
+
+async fn unknown_route() -> ApiError {
+    ApiError(StatusCode::NOT_FOUND, "not_found", "no such route".into())
+}
+
+/// A request with a body (every POST) is refused with 401 before its body is read when its caller
+/// is not known; the route's role is checked by the handler as before.
+async fn authenticate_before_body(
+    State(state): State<ApiState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let reads_body = !matches!(*request.method(), axum::http::Method::GET | axum::http::Method::HEAD);
+    if reads_body && request.uri().path().starts_with("/v1/") {
+        let known = match &state.auth {
+            ApiAuth::Tokens(tokens) => token_caller(tokens, request.headers()).map(|_| ()),
+            ApiAuth::Verified => request.extensions().get::<VerifiedCaller>().map(|_| ()).ok_or_else(|| {
+                ApiError(StatusCode::UNAUTHORIZED, "unauthorized", "no verified caller came with the request".into())
+            }),
+        };
+        if let Err(refused) = known {
+            return refused.into_response();
+        }
+    }
+    next.run(request).await
+}
+
+/// Errors that axum answers itself (413 body too large, 400 for a query string, 405) come as
+/// plain text: rewritten into `{"error": {"code", "message"}}` with words of our own (axum's may
+/// quote the request).
+async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (code, message) = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => ("payload_too_large", "the request body is larger than 64 KiB"),
+        StatusCode::BAD_REQUEST => ("invalid", "the request is not valid (query string or body)"),
+        StatusCode::NOT_FOUND => ("not_found", "no such route"),
+        StatusCode::METHOD_NOT_ALLOWED => ("method_not_allowed", "this route does not take that method"),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ("unsupported_media_type", "send the body as application/json"),
+        s if s.is_server_error() => ("internal", "internal error"),
+        _ => ("invalid", "the request was refused"),
+    };
+    let mut rewritten = ApiError(status, code, message.into()).into_response();
+    if let Some(allow) = response.headers().get(header::ALLOW) {
+        rewritten.headers_mut().insert(header::ALLOW, allow.clone());
+    }
+    rewritten
 }
 
 /// An error answer: `{"error": {"code", "message"}}`.
@@ -152,11 +222,13 @@ fn authorize(state: &ApiState, presented: &Presented, role: Role) -> ApiResult<S
 
 /// The configured token whose hash matches the bearer token presented.
 fn token_caller<'a>(tokens: &'a [ApiToken], headers: &HeaderMap) -> ApiResult<&'a ApiToken> {
+    // The scheme is case-insensitive (RFC 7235 §2.1): `bearer` and `BEARER` are `Bearer`.
     let presented = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
+        .and_then(|v| v.trim_start().split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim())
         .filter(|t| !t.is_empty())
         .ok_or_else(|| ApiError(StatusCode::UNAUTHORIZED, "unauthorized", "a bearer token is required".into()))?;
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, presented.as_bytes());
@@ -170,14 +242,23 @@ fn token_caller<'a>(tokens: &'a [ApiToken], headers: &HeaderMap) -> ApiResult<&'
     found.ok_or_else(|| ApiError(StatusCode::UNAUTHORIZED, "unauthorized", "the bearer token is not known".into()))
 }
 
-async fn health(State(state): State<ApiState>) -> Json<Value> {
+/// 200 `ok` with the queues' depths (and the workers, in the embedded runtime); 503 `degraded`
+/// naming the workers that are down, so a supervisor or load balancer sees a dead worker.
+async fn health(State(state): State<ApiState>) -> Response {
     let mut depths = serde_json::Map::new();
     for q in queues::ALL {
         if let Ok(d) = state.services.queue.depth(&QueueName::new(q)).await {
             depths.insert(q.to_string(), serde_json::to_value(d).unwrap_or_default());
         }
     }
-    Json(json!({ "status": "ok", "queues": depths }))
+    let Some(workers) = &state.workers else {
+        return Json(json!({ "status": "ok", "queues": depths })).into_response();
+    };
+    let down = workers.down_workers();
+    let (code, status) =
+        if down.is_empty() { (StatusCode::OK, "ok") } else { (StatusCode::SERVICE_UNAVAILABLE, "degraded") };
+    let body = json!({ "status": status, "queues": depths, "workers": workers.snapshot(), "down": down });
+    (code, Json(body)).into_response()
 }
 
 async fn get_dashboard(State(state): State<ApiState>, presented: Presented) -> ApiResult {
@@ -292,6 +373,10 @@ async fn credential_get(State(state): State<ApiState>, presented: Presented, Pat
         .store
         .list_audit(&AuditQuery { credential: Some(credential.clone()), limit: 200, ..Default::default() })
         .await?;
+    // A credential removed from the inventory keeps its history; one never seen has none.
+    if executions.is_empty() && audit.is_empty() && s.store.get_credential(&credential).await?.is_none() {
+        return Err(ApiError(StatusCode::NOT_FOUND, "not_found", format!("no credential {credential}")));
+    }
     Ok(Json(json!({ "credential": credential, "executions": executions, "audit": audit })).into_response())
 }
 

@@ -1,7 +1,15 @@
 //! The reusable batch wrapper: parses each message's envelope, hands it to a per-message handler,
 //! and turns the results into a partial batch failure report — one bad message never fails the
 //! batch. The Lambda entrypoints and the embedded workers share it.
+//!
+//! A handler that panics fails its own message like any other failure (retried, then
+//! dead-lettered, with "internal error" as the note): it neither ends the embedded worker nor
+//! aborts a Lambda invocation whose other messages succeeded.
 
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -51,7 +59,21 @@ impl<H: MessageHandler> BatchHandler for EnvelopeHandler<H> {
         let mut failures = Vec::new();
         for received in batch {
             let result = match Envelope::parse(&received.body) {
-                Ok(envelope) => self.0.handle(envelope, received).await,
+                Ok(envelope) => match CatchUnwind(self.0.handle(envelope, received)).await {
+                    Ok(result) => result,
+                    Err(()) => {
+                        // The payload may quote anything (a value being formatted): never logged.
+                        let error = format!("{}: internal error (the handler panicked)", self.0.name());
+                        tracing::error!(
+                            handler = self.0.name(),
+                            message = %received.id,
+                            receive_count = received.receive_count,
+                            "handler panicked; the message fails and will be retried or dead-lettered"
+                        );
+                        failures.push(MessageFailure { id: received.id.clone(), error, retry_after: None });
+                        continue;
+                    }
+                },
                 Err(e) => Err(e),
             };
             if let Err(e) = result {
@@ -68,6 +90,25 @@ impl<H: MessageHandler> BatchHandler for EnvelopeHandler<H> {
             }
         }
         failures
+    }
+}
+
+/// A future whose panic is caught and answered `Err(())`. The handlers' futures are boxed (and so
+/// `Unpin`), which is all this needs; `AssertUnwindSafe` is sound here because a panicked future
+/// is dropped at once and nothing it touched is read again but through the store, whose writes
+/// are atomic.
+struct CatchUnwind<F>(F);
+
+impl<F: Future + Unpin> Future for CatchUnwind<F> {
+    type Output = Result<F::Output, ()>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let inner = &mut self.0;
+        match std::panic::catch_unwind(AssertUnwindSafe(|| Pin::new(inner).poll(cx))) {
+            Ok(Poll::Ready(output)) => Poll::Ready(Ok(output)),
+            Ok(Poll::Pending) => Poll::Pending,
+            Err(_payload) => Poll::Ready(Err(())),
+        }
     }
 }
 
@@ -93,6 +134,7 @@ mod tests {
             match envelope.idempotency_key.as_str() {
                 "busy" => Err(Error::Store { context: "locked".into(), transient: true, source: "busy".into() }),
                 "denied" => Err(Error::invalid("request", "403 Authorization_RequestDenied")),
+                "panics" => panic!("overflow while handling secret-value-xyz"),
                 _ => Ok(()),
             }
         }
@@ -131,5 +173,18 @@ mod tests {
         assert!(failures[1].error.starts_with("recorder: invalid message"));
         assert!(failures[2].error.contains("Authorization_RequestDenied"));
         assert_eq!(*h.0.0.lock().unwrap(), vec!["ok", "busy", "denied", "ok-too"]);
+    }
+
+    #[tokio::test]
+    async fn a_handler_that_panics_fails_its_message_only_with_no_word_of_the_panic() {
+        let h = EnvelopeHandler(Recorder(Mutex::new(vec![])));
+        let batch = vec![received("1", body("ok")), received("2", body("panics")), received("3", body("ok-too"))];
+        let failures = BatchHandler::handle(&h, &batch).await;
+        assert_eq!(failures.len(), 1);
+        assert_eq!(failures[0].id.0, "2");
+        assert_eq!(failures[0].error, "recorder: internal error (the handler panicked)");
+        assert_eq!(failures[0].retry_after, None, "retried like a passing failure, then dead-lettered");
+        assert!(!failures[0].error.contains("secret-value-xyz"));
+        assert_eq!(*h.0.0.lock().unwrap(), vec!["ok", "panics", "ok-too"], "the batch went on");
     }
 }

@@ -8,6 +8,7 @@
 
 pub mod batch;
 pub mod handlers;
+pub mod health;
 pub mod scheduler;
 
 #[cfg(feature = "api")]

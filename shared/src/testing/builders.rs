@@ -9,6 +9,7 @@ use time::macros::datetime;
 use crate::adapters::sealing::key_file::LocalKeyRing;
 use crate::adapters::sqlite::{SqliteQueue, SqliteStore};
 use crate::adapters::steps::Rollout;
+use crate::domain::address::AddressPolicy;
 use crate::domain::ids::{IntegrationId, PolicyId};
 use crate::domain::policy::{PolicySet, RotationPolicy};
 use crate::messages::default_queue_specs;
@@ -40,7 +41,11 @@ impl App {
             policies: Arc::new(PolicySet::new(vec![(default, vec![])])),
             sinks: Arc::new(Vec::new()),
             keys: Arc::new(LocalKeyRing::fixed("k1", [7; 32])),
-            rollout: Arc::new(Rollout::new(reqwest::Client::new(), Default::default())),
+            rollout: Arc::new(Rollout::deferred(
+                reqwest::Client::builder(),
+                Default::default(),
+                Arc::new(AddressPolicy::allowing_loopback()),
+            )),
             settings: RotationSettings::default(),
         }
     }

@@ -1,7 +1,12 @@
 //! Alert webhooks: generic JSON, Slack and Teams incoming-webhook shapes.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use serde_json::{Value, json};
+
+use crate::adapters::outbound;
+use crate::domain::address::AddressPolicy;
 
 use crate::domain::lifecycle::AlertThreshold;
 use crate::domain::secret::SecretValue;
@@ -17,16 +22,20 @@ pub struct WebhookAlertSink {
     host: String,
     format: WebhookFormat,
     client: reqwest::Client,
+    policy: Arc<AddressPolicy>,
 }
 
 impl WebhookAlertSink {
-    pub fn new(config: &WebhookConfig, client: reqwest::Client) -> Self {
+    /// A sink posting over `client`, which should be built with [`client`] (no redirects, the
+    /// policy on resolved addresses); the URL's own host is checked against `policy` on each send.
+    pub fn new(config: &WebhookConfig, client: reqwest::Client, policy: Arc<AddressPolicy>) -> Self {
         Self {
             name: config.name.clone(),
             url: config.url.clone(),
             host: config.host.clone(),
             format: config.format,
             client,
+            policy,
         }
     }
 
@@ -34,6 +43,16 @@ impl WebhookAlertSink {
     pub fn body(&self, alerts: &[Alert]) -> Value {
         body(self.format, alerts)
     }
+}
+
+/// The client alert sinks share: `builder` (with its CA certificates) hardened by
+/// [`outbound::harden`], with a timeout so a slow sink cannot hold a scan.
+///
+/// # Errors
+///
+/// When reqwest cannot build the client.
+pub fn client(builder: reqwest::ClientBuilder, policy: Arc<AddressPolicy>) -> reqwest::Result<reqwest::Client> {
+    outbound::harden(builder.timeout(std::time::Duration::from_secs(15)), policy).build()
 }
 
 pub fn body(format: WebhookFormat, alerts: &[Alert]) -> Value {
@@ -89,17 +108,30 @@ impl AlertSink for WebhookAlertSink {
             transient,
             retry_after: None,
         };
+        let url = url::Url::parse(self.url.expose()).map_err(|_| fail(0, false, "not an http(s) URL".into()))?;
+        self.policy.check_url(&url).map_err(|r| fail(0, false, r.to_string()))?;
         let response = self
             .client
-            .post(self.url.expose())
+            .post(url)
             .json(&self.body(alerts))
             .send()
             .await
             // reqwest's error text carries the URL; say only what kind of failure it was.
-            .map_err(|e| fail(0, true, if e.is_timeout() { "timed out".into() } else { "could not connect".into() }))?;
+            .map_err(|e| match outbound::refusal_of(&e) {
+                Some(refusal) => fail(0, false, refusal.to_string()),
+                None => fail(0, true, if e.is_timeout() { "timed out".into() } else { "could not connect".into() }),
+            })?;
         let status = response.status();
         if status.is_success() {
             return Ok(());
+        }
+        if status.is_redirection() {
+            // Following it would post the alerts (and whatever the URL carries) to a host nobody checked.
+            return Err(fail(
+                status.as_u16(),
+                false,
+                format!("the webhook answered {status}, a redirect; redirects are not followed: give the final URL"),
+            ));
         }
         Err(fail(
             status.as_u16(),

@@ -40,6 +40,7 @@ pub use odata::odata_string_literal;
 pub use retry::{RetryPolicy, parse_retry_after};
 
 use crate::adapters::system_clock::SystemClock;
+use crate::domain::address::AddressPolicy;
 use crate::domain::ids::{AppObjectId, ClientId, KeyId, ServicePrincipalId, TenantId};
 use crate::domain::integration::IntegrationConfig;
 use crate::domain::secret::SecretValue;
@@ -91,8 +92,13 @@ impl fmt::Debug for GraphClient {
 
 impl GraphClient {
     /// The adapter an integration's configuration describes: its Graph and authority hosts, its CA
-    /// certificate (read now), and its sign-in method.
-    pub fn from_integration(config: &IntegrationConfig, retry: RetryPolicy) -> Result<Self> {
+    /// certificate (read now), and its sign-in method; every address its hosts resolve to is checked
+    /// against `addresses` (the configuration checked the URLs themselves).
+    pub fn from_integration(
+        config: &IntegrationConfig,
+        retry: RetryPolicy,
+        addresses: Arc<AddressPolicy>,
+    ) -> Result<Self> {
         let ca = match &config.ca_certificate {
             Some(path) => Some(
                 std::fs::read(path)
@@ -101,13 +107,14 @@ impl GraphClient {
             None => None,
         };
         let source = TokenSource::from_credentials(config.client_id, &config.credentials)?;
-        Self::new(
+        Self::with_addresses(
             config.graph_base_url.clone(),
             config.authority_host.clone(),
             config.tenant,
             source,
             ca.as_deref(),
             retry,
+            addresses,
         )
     }
 
@@ -121,6 +128,28 @@ impl GraphClient {
         extra_ca_pem: Option<&[u8]>,
         retry: RetryPolicy,
     ) -> Result<Self> {
+        Self::with_addresses(
+            graph_base_url,
+            authority_host,
+            tenant,
+            token_source,
+            extra_ca_pem,
+            retry,
+            Arc::new(AddressPolicy::default()),
+        )
+    }
+
+    /// As [`GraphClient::new`], resolved addresses checked against `addresses` rather than the
+    /// default rules.
+    pub fn with_addresses(
+        graph_base_url: url::Url,
+        authority_host: url::Url,
+        tenant: TenantId,
+        token_source: TokenSource,
+        extra_ca_pem: Option<&[u8]>,
+        retry: RetryPolicy,
+        addresses: Arc<AddressPolicy>,
+    ) -> Result<Self> {
         install_crypto_provider();
         for (field, url) in [("graph_base_url", &graph_base_url), ("authority_host", &authority_host)] {
             if url.scheme() != "https" || url.host_str().is_none() {
@@ -130,7 +159,7 @@ impl GraphClient {
         if retry.max_attempts == 0 {
             return Err(Error::Config("retry policy: max_attempts must be at least 1".into()));
         }
-        let http = http_client(extra_ca_pem)?;
+        let http = http_client(extra_ca_pem, addresses)?;
         let token_method = token_source.method();
         let credential = auth::credential(token_source, tenant, &authority_host, http.clone(), retry)?;
         Ok(Self {
@@ -206,12 +235,13 @@ fn graph_scope(graph: &url::Url) -> String {
     }
 }
 
-fn http_client(extra_ca_pem: Option<&[u8]>) -> Result<reqwest::Client> {
-    let mut builder = reqwest::Client::builder()
+fn http_client(extra_ca_pem: Option<&[u8]>, addresses: Arc<AddressPolicy>) -> Result<reqwest::Client> {
+    let builder = reqwest::Client::builder()
         .connect_timeout(CONNECT_TIMEOUT)
-        // Graph does not redirect; a redirect would only carry the token somewhere unexpected.
-        .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("entra-rotator/", env!("CARGO_PKG_VERSION")));
+    // Graph does not redirect; a redirect would only carry the token somewhere unexpected. A name
+    // resolving to a forbidden address (the client secret is posted to the authority) is refused.
+    let mut builder = crate::adapters::outbound::harden(builder, addresses);
     if let Some(pem) = extra_ca_pem {
         let certs = reqwest::Certificate::from_pem_bundle(pem)
             .map_err(|e| Error::Config(format!("ca_certificate: not a PEM certificate: {e}")))?;

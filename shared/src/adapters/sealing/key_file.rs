@@ -100,7 +100,7 @@ impl LocalKeyRing {
         };
         let text = Zeroizing::new(serde_json::to_string_pretty(&file).map_err(|e| Error::Config(e.to_string()))?);
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+            crate::adapters::private_files::create_private_dir(dir)?;
         }
         // Write beside, then rename, so a crash never leaves a half-written key file.
         let tmp = path.with_extension("tmp");

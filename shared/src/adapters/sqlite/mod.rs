@@ -16,6 +16,7 @@ use rusqlite::Connection;
 pub use queue::SqliteQueue;
 pub use store::SqliteStore;
 
+use crate::adapters::private_files;
 use crate::{Error, Result};
 
 /// One connection, used from blocking threads so SQLite never stalls the async runtime.
@@ -33,8 +34,16 @@ pub(crate) enum Kind {
 
 impl Db {
     pub(crate) fn open(path: &Path, kind: Kind) -> Result<Self> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+        // Private to the user: created 0700 and 0600 (SQLite gives its -wal and -shm files the
+        // database's mode), and a warning when an existing one is open to others.
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+        if let Some(dir) = dir {
+            private_files::create_private_dir(dir)?;
+        }
+        private_files::create_private_file(path)?;
+        let checked: Vec<&Path> = dir.into_iter().chain(std::iter::once(path)).collect();
+        for warning in private_files::permission_warnings(&checked) {
+            tracing::warn!("{warning}");
         }
         let conn = Connection::open(path).map_err(|e| to_error(kind, format!("opening {}", path.display()), e))?;
         Self::configure(conn, kind)
@@ -191,5 +200,31 @@ mod tests {
 
     fn clock_now() -> time::OffsetDateTime {
         datetime!(2026-12-22 12:00 UTC)
+    }
+}
+
+#[cfg(all(test, unix))]
+mod file_mode_tests {
+    use std::os::unix::fs::PermissionsExt;
+    use std::sync::Arc;
+
+    use time::macros::datetime;
+
+    use super::LocalData;
+    use crate::testing::fakes::ManualClock;
+
+    #[test]
+    fn the_data_directory_and_database_are_created_private_to_the_user() {
+        let root = tempfile::tempdir().expect("temp dir");
+        let path = root.path().join("data/rotator.db");
+        let clock = Arc::new(ManualClock::new(datetime!(2026-11-22 12:00 UTC)));
+        let _data = LocalData::open(&path, clock).expect("opens");
+        let mode = |p: &std::path::Path| std::fs::metadata(p).expect("exists").permissions().mode() & 0o777;
+        assert_eq!(mode(&root.path().join("data")), 0o700);
+        assert_eq!(mode(&path), 0o600);
+        let wal = root.path().join("data/rotator.db-wal");
+        if wal.exists() {
+            assert_eq!(mode(&wal), 0o600, "SQLite gives its journal the database's mode");
+        }
     }
 }

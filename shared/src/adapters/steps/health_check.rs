@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::http::{Http, transport};
+use super::http::{Http, redirect, transport};
 use crate::domain::Span;
 use crate::domain::steps::HttpHealthCheckConfig;
 use crate::ports::step_runner::StepFailure;
@@ -14,7 +14,7 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 pub(super) async fn run(http: &Http, cfg: &HttpHealthCheckConfig) -> Result<(), StepFailure> {
     let deadline = tokio::time::Instant::now() + cfg.timeout.as_duration();
     loop {
-        let attempt = http.client()?.get(cfg.url.as_str()).timeout(PROBE_TIMEOUT).send().await;
+        let attempt = http.client_for(&cfg.url)?.get(cfg.url.as_str()).timeout(PROBE_TIMEOUT).send().await;
         let last = match attempt {
             Ok(r) if r.status().as_u16() == cfg.expected_status => {
                 let Some(needle) = &cfg.contains else { return Ok(()) };
@@ -24,8 +24,16 @@ pub(super) async fn run(http: &Http, cfg: &HttpHealthCheckConfig) -> Result<(), 
                 }
                 "the answer did not contain the expected text".to_owned()
             }
+            // A redirect will not go away by waiting.
+            Ok(r) if r.status().is_redirection() => return Err(redirect(r.status(), "the health check URL")),
             Ok(r) => format!("answered {} (expected {})", r.status(), cfg.expected_status),
-            Err(e) => transport(&e).message,
+            Err(e) => {
+                let failure = transport(&e);
+                if !failure.retryable {
+                    return Err(failure);
+                }
+                failure.message
+            }
         };
         if tokio::time::Instant::now() + cfg.interval.as_duration() > deadline {
             return Err(StepFailure::retryable(format!(

@@ -1,10 +1,15 @@
-//! What every HTTP runner shares: the one client (the system's roots, the configured CA), the
-//! secrets steps name by environment variable, and turning answers into [`StepFailure`]s without
-//! the URL (which may carry a token).
+//! What every HTTP runner shares: the one client (the system's roots, the configured CA, no
+//! redirects, the outbound address policy on every resolved address), the secrets steps name by
+//! environment variable, and turning answers into [`StepFailure`]s without the URL (which may
+//! carry a token).
 
 use std::collections::BTreeMap;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
+use url::Url;
+
+use crate::adapters::outbound;
+use crate::domain::address::AddressPolicy;
 use crate::domain::secret::SecretValue;
 use crate::ports::step_runner::StepFailure;
 
@@ -17,16 +22,40 @@ pub struct Http {
     deferred: Mutex<Option<reqwest::ClientBuilder>>,
     /// Values of the environment variables steps name (`signing_secret_env`, `bearer_token_env`).
     env_secrets: BTreeMap<String, SecretValue>,
+    /// Checked on each step's URL before sending; the client's resolver checks what names resolve to.
+    policy: Arc<AddressPolicy>,
 }
 
 impl Http {
-    pub fn new(client: reqwest::Client, env_secrets: BTreeMap<String, SecretValue>) -> Self {
-        Self { client: OnceLock::from(client), deferred: Mutex::new(None), env_secrets }
+    /// The client of `builder` (hardened: see [`outbound::harden`]), built now.
+    ///
+    /// # Errors
+    ///
+    /// When reqwest cannot build the client.
+    pub fn new(
+        builder: reqwest::ClientBuilder,
+        env_secrets: BTreeMap<String, SecretValue>,
+        policy: Arc<AddressPolicy>,
+    ) -> reqwest::Result<Self> {
+        let client = outbound::harden(builder, policy.clone()).build()?;
+        Ok(Self { client: OnceLock::from(client), deferred: Mutex::new(None), env_secrets, policy })
     }
 
-    /// A client built when the first step runs.
-    pub fn deferred(builder: reqwest::ClientBuilder, env_secrets: BTreeMap<String, SecretValue>) -> Self {
-        Self { client: OnceLock::new(), deferred: Mutex::new(Some(builder)), env_secrets }
+    /// As [`Http::new`], the client built when the first step runs.
+    pub fn deferred(
+        builder: reqwest::ClientBuilder,
+        env_secrets: BTreeMap<String, SecretValue>,
+        policy: Arc<AddressPolicy>,
+    ) -> Self {
+        let builder = outbound::harden(builder, policy.clone());
+        Self { client: OnceLock::new(), deferred: Mutex::new(Some(builder)), env_secrets, policy }
+    }
+
+    /// The client, for a request to `url`, once the policy allows `url`'s host (a literal address
+    /// is never resolved, so the resolver would not see it).
+    pub(super) fn client_for(&self, url: &Url) -> Result<&reqwest::Client, StepFailure> {
+        self.policy.check_url(url).map_err(|r| StepFailure::permanent(r.to_string()))?;
+        self.client()
     }
 
     /// The client, built now if it was deferred. A client that cannot be built (no usable TLS
@@ -56,8 +85,12 @@ impl Http {
     }
 }
 
-/// Turns a transport error into words without the URL (which may carry a token).
+/// Turns a transport error into words without the URL (which may carry a token). A refusal of
+/// the address policy is permanent: retrying resolves to the same forbidden place.
 pub(super) fn transport(e: &reqwest::Error) -> StepFailure {
+    if let Some(refusal) = outbound::refusal_of(e) {
+        return StepFailure::permanent(refusal.to_string());
+    }
     let what = if e.is_timeout() {
         "timed out"
     } else if e.is_connect() {
@@ -72,8 +105,19 @@ pub(super) fn status(status: reqwest::StatusCode, what: &str) -> Result<(), Step
     if status.is_success() {
         return Ok(());
     }
+    if status.is_redirection() {
+        return Err(redirect(status, what));
+    }
     let retryable = status.is_server_error() || status.as_u16() == 429 || status.as_u16() == 408;
     Err(StepFailure { message: format!("{what} answered {status}"), retryable })
+}
+
+/// A 3xx: redirects are never followed (the request, its token or signature, would go to a host
+/// nobody checked), so the step's URL must be the final one. Retrying would not change that.
+pub(super) fn redirect(status: reqwest::StatusCode, what: &str) -> StepFailure {
+    StepFailure::permanent(format!(
+        "{what} answered {status}, a redirect; redirects are not followed: give the final URL in the step"
+    ))
 }
 
 #[cfg(test)]
@@ -82,7 +126,7 @@ mod tests {
 
     #[test]
     fn a_deferred_client_is_built_once_on_first_use() {
-        let http = Http::deferred(reqwest::Client::builder(), BTreeMap::new());
+        let http = Http::deferred(reqwest::Client::builder(), BTreeMap::new(), Arc::default());
         assert!(http.client.get().is_none(), "nothing is built before a step needs it");
         let first: *const reqwest::Client = http.client().unwrap();
         let second: *const reqwest::Client = http.client().unwrap();
@@ -92,7 +136,8 @@ mod tests {
     #[test]
     fn a_client_that_cannot_be_built_is_a_permanent_failure_every_time() {
         // An unknown preconfigured TLS backend: reqwest refuses to build.
-        let http = Http::deferred(reqwest::Client::builder().use_preconfigured_tls(42u8), BTreeMap::new());
+        let http =
+            Http::deferred(reqwest::Client::builder().use_preconfigured_tls(42u8), BTreeMap::new(), Arc::default());
         for _ in 0..2 {
             let failure = http.client().unwrap_err();
             assert!(!failure.retryable, "{failure:?}");

@@ -15,11 +15,13 @@ mod spring_refresh;
 mod webhook;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 
 pub use self::http::Http;
 pub use self::webhook::standard_webhook_signature;
+use crate::domain::address::AddressPolicy;
 use crate::domain::secret::SecretValue;
 use crate::domain::steps::{StepConfig, StepDefinition, StepKind};
 use crate::ports::step_runner::{StepContext, StepFailure, StepRunner};
@@ -33,13 +35,27 @@ pub struct Rollout {
 }
 
 impl Rollout {
-    pub fn new(client: reqwest::Client, env_secrets: BTreeMap<String, SecretValue>) -> Self {
-        Self { http: Http::new(client, env_secrets) }
+    /// Runners over the client of `builder`, which never follows a redirect and reaches only what
+    /// `policy` allows (checked on each step's URL and on every address a name resolves to).
+    ///
+    /// # Errors
+    ///
+    /// When reqwest cannot build the client.
+    pub fn new(
+        builder: reqwest::ClientBuilder,
+        env_secrets: BTreeMap<String, SecretValue>,
+        policy: Arc<AddressPolicy>,
+    ) -> reqwest::Result<Self> {
+        Ok(Self { http: Http::new(builder, env_secrets, policy)? })
     }
 
     /// As [`Rollout::new`], the client built when the first step runs (see [`Http::deferred`]).
-    pub fn deferred(builder: reqwest::ClientBuilder, env_secrets: BTreeMap<String, SecretValue>) -> Self {
-        Self { http: Http::deferred(builder, env_secrets) }
+    pub fn deferred(
+        builder: reqwest::ClientBuilder,
+        env_secrets: BTreeMap<String, SecretValue>,
+        policy: Arc<AddressPolicy>,
+    ) -> Self {
+        Self { http: Http::deferred(builder, env_secrets, policy) }
     }
 }
 

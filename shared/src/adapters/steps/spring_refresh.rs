@@ -6,7 +6,7 @@ use crate::domain::steps::SpringActuatorRefreshConfig;
 use crate::ports::step_runner::StepFailure;
 
 pub(super) async fn run(http: &Http, cfg: &SpringActuatorRefreshConfig) -> Result<(), StepFailure> {
-    let mut request = http.client()?.post(cfg.url.as_str()).timeout(cfg.timeout.as_duration());
+    let mut request = http.client_for(&cfg.url)?.post(cfg.url.as_str()).timeout(cfg.timeout.as_duration());
     if let Some(env) = &cfg.bearer_token_env {
         request = request.bearer_auth(http.env_secret(env)?.expose());
     }

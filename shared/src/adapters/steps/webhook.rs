@@ -28,7 +28,7 @@ pub(super) async fn run(http: &Http, cfg: &WebhookConfig, ctx: &StepContext<'_>)
     let id = format!("{}-step-{}", ctx.execution, ctx.step_index);
     let timestamp = ctx.now.unix_timestamp().to_string();
     let mut request = http
-        .client()?
+        .client_for(&cfg.url)?
         .post(cfg.url.as_str())
         .header("content-type", "application/json")
         .header("webhook-id", &id)

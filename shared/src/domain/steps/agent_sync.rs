@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::issues::{Notes, shorten};
+use super::issues::{Notes, shorten_to};
 use super::read::{Need, Obj, check_env_name, check_nothing_more};
 use super::{AgentTarget, Phase, StepConfig, StepKind, StepType, TypeConfig};
 
@@ -181,7 +181,7 @@ fn check_secret_key(key: &str, format: FileFormat) -> Result<(), String> {
             if key.contains(':') {
                 return Err(format!(
                     "an environment variable name cannot contain ':'; .NET reads '__' as ':', so write {}",
-                    shorten(&key.replace(':', "__"))
+                    shorten_to(&key.replace(':', "__"), 40)
                 ));
             }
             if check_env_name(key).is_err() {

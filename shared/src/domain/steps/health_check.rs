@@ -48,8 +48,8 @@ impl TypeConfig for HttpHealthCheckConfig {
         format!("Wait for {} to answer {}", url_without_query(&self.url), self.expected_status)
     }
 
-    fn urls(&self) -> Vec<&Url> {
-        vec![&self.url]
+    fn urls(&self) -> Vec<(&'static str, &Url)> {
+        vec![("config.url", &self.url)]
     }
 }
 

@@ -134,10 +134,15 @@ pub(super) fn wrong_type(expected: &str, got: &Value) -> String {
     format!("expected {expected}, got {}", kind_of(got))
 }
 
-/// An operator's word quoted back (a type, a format), cut short.
+/// An operator's word quoted back where a closed-set word was expected (a type, `on_failure`), cut
+/// short: a secret pasted there by mistake shows at most its first 16 characters.
 pub(super) fn shorten(s: &str) -> String {
-    const MAX: usize = 40;
-    if s.chars().count() <= MAX { s.to_owned() } else { format!("{}…", s.chars().take(MAX).collect::<String>()) }
+    shorten_to(s, 16)
+}
+
+/// `s` cut to `max` characters, with `…` when it was longer.
+pub(super) fn shorten_to(s: &str, max: usize) -> String {
+    if s.chars().count() <= max { s.to_owned() } else { format!("{}…", s.chars().take(max).collect::<String>()) }
 }
 
 pub(super) fn unknown_field_message(name: &str, allowed: &[&str], env_field: Option<&str>) -> String {
@@ -161,6 +166,12 @@ pub(super) fn unknown_field_message(name: &str, allowed: &[&str], env_field: Opt
 /// The allowed word closest to `word` (case-insensitively), when it is at most 2 edits away, and
 /// at most 1 for words under 6 characters (else `xml` would suggest `yaml`).
 pub(super) fn closest<'w>(word: &str, allowed: &[&'w str]) -> Option<&'w str> {
+    // No allowed word is this long, and the edit distance costs length × length: a megabyte
+    // pasted into `type` must not take seconds to refuse.
+    const LONGEST_TYPO: usize = 64;
+    if word.len() > LONGEST_TYPO {
+        return None;
+    }
     let word = word.to_lowercase();
     let limit = if word.chars().count() < 6 { 1 } else { 2 };
     allowed

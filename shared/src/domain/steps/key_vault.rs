@@ -67,9 +67,9 @@ impl TypeConfig for AzureKeyVaultConfig {
         s
     }
 
-    fn urls(&self) -> Vec<&Url> {
-        let mut urls = vec![&self.vault_url];
-        urls.extend(self.secondary.as_ref().map(|s| &s.vault_url));
+    fn urls(&self) -> Vec<(&'static str, &Url)> {
+        let mut urls = vec![("config.vault_url", &self.vault_url)];
+        urls.extend(self.secondary.as_ref().map(|s| ("config.secondary_vault_url", &s.vault_url)));
         urls
     }
 }

@@ -91,7 +91,10 @@ pub use iis_recycle::{IisRecycleConfig, RecycleMode};
 pub use issues::{Severity, StepErrors, StepIssue, StepRef};
 pub use key_vault::{AzureKeyVaultConfig, DEFAULT_CONTENT_TYPE, MAX_KEY_VAULT_USER_TAGS, SecondaryVault};
 pub use kubernetes::{KubernetesSecretConfig, WorkloadKind, WorkloadRef};
-pub use plan::{EMPTY_PLAN_WARNING, LEGACY_AGENT_URL_REVIEW, StepPlan, parse_step_values, parse_steps};
+pub use plan::{
+    EMPTY_PLAN_WARNING, LEGACY_AGENT_URL_REVIEW, StepPlan, parse_step_values, parse_step_values_with, parse_steps,
+    parse_steps_with,
+};
 pub use spring_refresh::{DEFAULT_SPRING_TIMEOUT, SpringActuatorRefreshConfig};
 pub use webhook::WebhookConfig;
 
@@ -104,6 +107,10 @@ pub const DEFAULT_RETRIES: u32 = 3;
 /// At most this many retries: beyond that the failure is not passing, and the old secret's grace
 /// period is better spent by an operator than by a loop.
 pub const MAX_RETRIES: u32 = 10;
+/// The longest a step's own timeout may be (a health check's wait, a Spring refresh): one step runs
+/// in one run-step invocation, whose budget is 5 minutes (`messages::CHAIN`; Lambda allows 15), and
+/// the step's record and the next message must still be written after it.
+pub const MAX_STEP_TIMEOUT: Span = Span::from_secs(4 * 60);
 /// The pause between two attempts of a step when the definition gives none.
 pub const DEFAULT_RETRY_DELAY: Span = Span::from_secs(30);
 /// The longest pause between two attempts: a retry is a delayed queue message, and SQS delays a
@@ -164,8 +171,8 @@ const _: () = {
 trait TypeConfig {
     /// The generated display name (see [`StepDefinition::display_name`]).
     fn describe(&self) -> String;
-    /// The URLs the step calls, besides a legacy agent URL.
-    fn urls(&self) -> Vec<&Url> {
+    /// The URLs the step calls, besides a legacy agent URL, each with the path of its field.
+    fn urls(&self) -> Vec<(&'static str, &Url)> {
         Vec::new()
     }
     /// The agent the step runs on, for agent types.
@@ -293,8 +300,9 @@ impl fmt::Display for StepKind {
 /// One validated, normalised step of a rollout.
 ///
 /// Built only by [`parse_steps`], [`parse_step_values`] or `Deserialize` (which runs the same
-/// checks); serialises to the normalised JSON form of the product notes' format.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// checks); serialises to the normalised JSON form of the product notes' format (the stored
+/// form). What is shown to people is [`StepDefinition::redacted`]; `Debug` shows that too.
+#[derive(Clone, PartialEq, Eq)]
 pub struct StepDefinition {
     /// A human-readable name given by the operator, shown instead of the generated one.
     pub name: Option<String>,
@@ -400,11 +408,17 @@ impl StepDefinition {
     /// Every URL the step will call, so a network policy can check the addresses before anything
     /// runs (this module resolves no names).
     pub fn url_fields(&self) -> Vec<&Url> {
+        self.named_urls().into_iter().map(|(_, url)| url).collect()
+    }
+
+    /// As [`StepDefinition::url_fields`], each URL with the path of the field it was read from
+    /// (`agent_url`, `config.url`, ...).
+    pub fn named_urls(&self) -> Vec<(&'static str, &Url)> {
         let agent_url = match self.agent() {
-            Some(AgentTarget::LegacyUrl(url)) => Some(url),
+            Some(AgentTarget::LegacyUrl(url)) => Some(("agent_url", url)),
             _ => None,
         };
-        let mut urls: Vec<&Url> = agent_url.into_iter().collect();
+        let mut urls: Vec<(&'static str, &Url)> = agent_url.into_iter().collect();
         urls.extend(self.config.as_type().urls());
         urls
     }
@@ -417,6 +431,59 @@ impl StepDefinition {
             Some(name) => name.clone(),
             None => self.config.as_type().describe(),
         }
+    }
+}
+
+/// What replaces a value that may be a secret in what people are shown.
+pub const REDACTED: &str = "[redacted]";
+
+impl StepDefinition {
+    /// The normalised JSON form with what may hold a secret replaced by [`REDACTED`]: the values
+    /// of every URL's query string (`?token=redacted`) and every header value. For
+    /// `--json` output, logs and `Debug`; never for storage.
+    pub fn redacted(&self) -> Value {
+        let mut value = serde_json::to_value(self).unwrap_or(Value::Null);
+        redact_step_value(&mut value);
+        value
+    }
+}
+
+/// Redacts, in place, a step in its normalised JSON form (as [`StepDefinition`] serialises, or
+/// as an execution's stored plan holds it): see [`StepDefinition::redacted`].
+pub fn redact_step_value(step: &mut Value) {
+    let Some(step) = step.as_object_mut() else { return };
+    if let Some(url) = step.get_mut("agent_url") {
+        redact_url_value(url);
+    }
+    let Some(config) = step.get_mut("config").and_then(Value::as_object_mut) else { return };
+    for field in ["url", "vault_url", "secondary_vault_url"] {
+        if let Some(url) = config.get_mut(field) {
+            redact_url_value(url);
+        }
+    }
+    if let Some(headers) = config.get_mut("headers").and_then(Value::as_object_mut) {
+        for value in headers.values_mut() {
+            *value = Value::String(REDACTED.to_owned());
+        }
+    }
+}
+
+fn redact_url_value(value: &mut Value) {
+    let Some(Ok(mut url)) = value.as_str().map(Url::parse) else { return };
+    if url.query().is_none() {
+        return;
+    }
+    let keys: Vec<String> = url.query_pairs().map(|(k, _)| k.into_owned()).collect();
+    // A plain word, so the query stays readable (`?token=redacted`) rather than percent-encoded.
+    url.query_pairs_mut().clear().extend_pairs(keys.iter().map(|k| (k.as_str(), "redacted")));
+    *value = Value::String(url.to_string());
+}
+
+impl fmt::Debug for StepDefinition {
+    /// The redacted form: a step printed in a panic or a log never shows a token in a query or a
+    /// header.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "StepDefinition({})", self.redacted())
     }
 }
 

@@ -14,6 +14,7 @@ use super::{
     AgentTarget, DEFAULT_RETRIES, DEFAULT_RETRY_DELAY, MAX_RETRIES, MAX_RETRY_DELAY, OnFailure, Phase, REGISTRY,
     StepConfig, StepDefinition, StepKind,
 };
+use crate::domain::address::AddressPolicy;
 use crate::domain::ids::AgentId;
 
 /// The note attached to every step that targets an agent through the legacy `agent_url`.
@@ -43,11 +44,23 @@ pub struct StepPlan {
 /// # Errors
 ///
 /// Every error of every step (and of the document), when any; warnings only come with a valid plan.
+///
+/// Every URL is checked against the default [`AddressPolicy`] (no loopback, no metadata service,
+/// ...); [`parse_steps_with`] takes the configured one.
 pub fn parse_steps(json: &str) -> Result<StepPlan, StepErrors> {
+    parse_steps_with(json, &AddressPolicy::default())
+}
+
+/// As [`parse_steps`], the URLs checked against `addresses`.
+///
+/// # Errors
+///
+/// As [`parse_steps`].
+pub fn parse_steps_with(json: &str, addresses: &AddressPolicy) -> Result<StepPlan, StepErrors> {
     // serde_json's syntax errors give a position and what was expected, never the text around it.
     let value: Value = serde_json::from_str(json).map_err(|e| StepErrors::document(format!("not valid JSON: {e}")))?;
     match value {
-        Value::Array(items) => parse_step_values(&items),
+        Value::Array(items) => parse_step_values_with(&items, addresses),
         other => Err(StepErrors::document(format!(
             "expected a JSON array of step objects ([{{\"type\": …, \"order\": …, \"config\": {{…}}}}, …]), got {}",
             kind_of(&other)
@@ -62,12 +75,35 @@ pub fn parse_steps(json: &str) -> Result<StepPlan, StepErrors> {
 ///
 /// As [`parse_steps`].
 pub fn parse_step_values(values: &[Value]) -> Result<StepPlan, StepErrors> {
+    parse_step_values_with(values, &AddressPolicy::default())
+}
+
+/// As [`parse_step_values`], the URLs checked against `addresses`.
+///
+/// # Errors
+///
+/// As [`parse_steps`].
+pub fn parse_step_values_with(values: &[Value], addresses: &AddressPolicy) -> Result<StepPlan, StepErrors> {
     let parsed: Vec<Parsed> = values.iter().enumerate().map(|(i, v)| parse_one(i, v)).collect();
 
     let mut errors = Vec::new();
     let mut notes = Vec::new();
     for issue in parsed.iter().flat_map(|p| p.issues.iter().cloned()) {
         if issue.severity == Severity::Error { errors.push(issue) } else { notes.push(issue) }
+    }
+    // The address policy, on each well-formed step's URLs: the rule is named, the URL is not.
+    for p in &parsed {
+        let Some(step) = &p.step else { continue };
+        for (field, url) in step.named_urls() {
+            if let Err(refusal) = addresses.check_url(url) {
+                errors.push(StepIssue {
+                    step: p.reference.clone(),
+                    field: Some(field.to_owned()),
+                    message: refusal.to_string(),
+                    severity: Severity::Error,
+                });
+            }
+        }
     }
     // Orders are compared across all steps, failed ones included, so that one run shows everything.
     let mut first_with_order: BTreeMap<u32, &StepRef> = BTreeMap::new();

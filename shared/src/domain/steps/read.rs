@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use serde_json::{Map, Value};
 use url::Url;
 
+use super::MAX_STEP_TIMEOUT;
 use super::issues::{Notes, closest, shorten, wrong_type};
 use crate::domain::duration::Span;
 
@@ -104,13 +105,18 @@ impl<'a> Obj<'a> {
         self.checked(n, name, result)
     }
 
+    /// A step's own time limit: longer than 0s, at most [`MAX_STEP_TIMEOUT`] (a step runs in one
+    /// run-step invocation).
     pub(super) fn positive_span(&self, n: &mut Notes, name: &str) -> Option<Span> {
         let span = self.span(n, name, Need::Optional)?;
-        self.checked(
-            n,
-            name,
-            if span.as_duration().is_zero() { Err("must be longer than 0s".to_owned()) } else { Ok(span) },
-        )
+        let checked = if span.as_duration().is_zero() {
+            Err("must be longer than 0s".to_owned())
+        } else if span > MAX_STEP_TIMEOUT {
+            Err(format!("must be at most {MAX_STEP_TIMEOUT}: a step runs within one run-step invocation"))
+        } else {
+            Ok(span)
+        };
+        self.checked(n, name, checked)
     }
 
     pub(super) fn url(&self, n: &mut Notes, name: &str, need: Need, schemes: Schemes) -> Option<Url> {

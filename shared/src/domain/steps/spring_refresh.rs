@@ -39,8 +39,8 @@ impl TypeConfig for SpringActuatorRefreshConfig {
         format!("Refresh Spring Actuator {}", url_without_query(&self.url))
     }
 
-    fn urls(&self) -> Vec<&Url> {
-        vec![&self.url]
+    fn urls(&self) -> Vec<(&'static str, &Url)> {
+        vec![("config.url", &self.url)]
     }
 }
 

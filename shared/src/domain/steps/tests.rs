@@ -434,3 +434,95 @@ fn inline_values_parse_like_a_document() {
     let values: Vec<serde_json::Value> = serde_json::from_str(SEED_2).expect("json");
     assert_eq!(parse_step_values(&values), parse_steps(SEED_2));
 }
+
+/// The forms of a forbidden host the hostile test campaign tried, for every URL field of every
+/// step type that has one.
+const FORBIDDEN_HOSTS: &[&str] = &[
+    "169.254.169.254",
+    "[::ffff:169.254.169.254]",
+    "2852039166",
+    "0xA9FEA9FE",
+    "0251.0376.0251.0376",
+    "169.254.169.254.",
+    "0.0.0.0",
+    "[::]",
+    "[fe80::1]",
+    "[fd00:ec2::254]",
+    "metadata.google.internal",
+    "127.0.0.1",
+    "localhost",
+];
+
+#[test]
+fn a_url_at_a_forbidden_address_is_refused_in_every_field_naming_field_and_rule() {
+    let steps: &[(&str, &str)] = &[
+        ("webhook", r#"{"type": "webhook", "order": 1, "config": {"url": "https://HOST/hook"}}"#),
+        (
+            "spring",
+            r#"{"type": "spring_actuator_refresh", "order": 1, "config": {"url": "http://HOST/actuator/refresh"}}"#,
+        ),
+        ("health", r#"{"type": "http_health_check", "order": 1, "config": {"url": "http://HOST/health"}}"#),
+        (
+            "key vault",
+            r#"{"type": "azure_key_vault", "order": 1, "config": {"vault_url": "https://HOST", "secret_name": "s"}}"#,
+        ),
+        (
+            "secondary vault",
+            r#"{"type": "azure_key_vault", "order": 1, "config": {"vault_url": "https://kv.vault.azure.net",
+                "secret_name": "s", "secondary_vault_url": "https://HOST", "secondary_secret_name": "s2"}}"#,
+        ),
+        (
+            "legacy agent",
+            r#"{"type": "iis_recycle", "order": 1, "agent_url": "http://HOST:8080", "config": {"app_pool": "P"}}"#,
+        ),
+    ];
+    let fields =
+        ["config.url", "config.url", "config.url", "config.vault_url", "config.secondary_vault_url", "agent_url"];
+    for ((what, template), field) in steps.iter().zip(fields) {
+        for host in FORBIDDEN_HOSTS {
+            let json = array(&[template.replace("HOST", host)]);
+            let issues = errors(&json);
+            let found = issue(&issues, field);
+            assert!(found.message.contains("outbound address policy"), "{what} at {host}: {found}");
+            assert!(!found.message.contains("/hook") && !found.message.contains("actuator"), "URL quoted: {found}");
+        }
+    }
+}
+
+#[test]
+fn the_configured_allow_list_admits_the_named_host_only() {
+    use crate::domain::address::AddressPolicy;
+    use crate::domain::steps::parse_steps_with;
+    let json = |host: &str| {
+        array(&[format!(
+            r#"{{"type": "http_health_check", "order": 1, "config": {{"url": "https://{host}:8443/h"}}}}"#
+        )])
+    };
+    let allow = AddressPolicy::new(&["127.0.0.1".to_owned()], &[]).expect("valid");
+    assert!(parse_steps_with(&json("127.0.0.1"), &allow).is_ok());
+    assert!(parse_steps_with(&json("169.254.169.254"), &allow).is_err());
+    assert!(parse_steps(&json("127.0.0.1")).is_err(), "the default policy refuses loopback");
+    assert!(parse_steps(&json("10.1.2.3")).is_ok(), "private addresses are normal targets");
+}
+
+#[test]
+fn query_values_and_header_values_are_redacted_in_what_people_see() {
+    let json = array(&[
+        r#"{"type": "webhook", "order": 1, "config": {"url": "https://hooks.example.com/x?token=hook-token-123&v=2",
+            "headers": {"X-Api-Key": "header-secret-456"}}}"#
+            .to_owned(),
+        r#"{"type": "http_health_check", "order": 2, "config": {"url": "https://app.example.com/h?sig=health-sig-789"}}"#
+            .to_owned(),
+    ]);
+    let p = plan(&json);
+    for step in &p.steps {
+        let shown = format!("{} {:?}", step.redacted(), step);
+        for secret in ["hook-token-123", "header-secret-456", "health-sig-789"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+    }
+    assert_eq!(p.steps[0].redacted()["config"]["url"], "https://hooks.example.com/x?token=redacted&v=redacted");
+    assert_eq!(p.steps[0].redacted()["config"]["headers"]["X-Api-Key"], REDACTED);
+    // The stored form keeps them: it is what runs.
+    assert!(serde_json::to_string(&p.steps[0]).expect("json").contains("hook-token-123"));
+}

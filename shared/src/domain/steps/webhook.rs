@@ -42,8 +42,8 @@ impl TypeConfig for WebhookConfig {
         format!("Webhook to {}", self.url.origin().ascii_serialization())
     }
 
-    fn urls(&self) -> Vec<&Url> {
-        vec![&self.url]
+    fn urls(&self) -> Vec<(&'static str, &Url)> {
+        vec![("config.url", &self.url)]
     }
 }
 

@@ -79,6 +79,11 @@ impl Worker {
 
     /// Polls until `shutdown` is cancelled; the batch in hand is always finished first.
     pub async fn run(self, shutdown: CancellationToken) {
+        self.serve(&shutdown).await;
+    }
+
+    /// As [`Worker::run`], borrowing the worker, so that a supervisor can start it again.
+    pub async fn serve(&self, shutdown: &CancellationToken) {
         tracing::info!(queue = %self.name, "worker started");
         let mut backoff = self.options.idle_poll;
         while !shutdown.is_cancelled() {
