@@ -191,6 +191,7 @@ macro_rules! chain_scenarios {
             a_crash_between_recording_a_failed_abort_step_and_failing_the_execution_still_fails_it(0),
             a_failed_rotation_is_cancelled_its_unpublished_secret_removed_and_the_credential_rotated_again(0),
             a_manual_delivery_is_read_once_and_cleanup_waits_for_the_confirmation(0),
+            a_token_in_a_step_url_or_header_is_sealed_at_rest_and_still_sent(0),
             a_down_alert_sink_never_holds_back_due_rotations_and_its_dead_letter_is_alerted(0),
             one_applications_refused_cleanup_never_holds_back_another_applications(0),
             a_failed_rotation_shows_failed_and_keeps_its_expiry_alerts_and_its_own(0),
@@ -923,4 +924,28 @@ pub async fn a_disabled_integration_is_neither_alerted_nor_rotated<W: World>(w: 
     w.run_until_idle(queues::CLEANUP).await;
     assert!(app.store.get_credential(w.credential()).await.unwrap().is_some(), "its inventory stays");
     assert_eq!(w.passwords().len(), 1, "nothing changed in the tenant");
+}
+
+pub async fn a_token_in_a_step_url_or_header_is_sealed_at_rest_and_still_sent<W: World>(w: &mut W) {
+    let base = w.sim().target_url("/");
+    let steps = parse_steps_with(
+        &format!(
+            r#"[{{"type":"webhook","order":30,"on_failure":"abort",
+                  "config":{{"url":"{base}hooks/ops?token=hook-token-4711","headers":{{"X-Api-Key":"header-key-0815"}}}}}}]"#
+        ),
+        &AddressPolicy::allowing_loopback(),
+    )
+    .unwrap()
+    .steps;
+    w.set_steps(steps).await;
+    let e = w.request().await;
+    let done = w.run_until_status(&e, ExecutionStatus::Completed).await;
+    assert!(done.plan_sealed, "{done:?}");
+    assert_eq!(w.sim().targets().webhooks("ops").len(), 1, "sent with the real URL");
+    let store = w.store_text().await;
+    assert!(store.contains(&done.plan_record()), "the store was searched and holds the sealed plan");
+    for token in ["hook-token-4711", "header-key-0815"] {
+        assert!(!store.contains(token), "{token} is in the store in clear");
+        assert!(!serde_json::to_string(&done).unwrap().contains(token));
+    }
 }

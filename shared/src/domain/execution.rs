@@ -208,6 +208,10 @@ pub struct Execution {
     /// (`rotator reveal`) and grace cleanup waits for `rotator confirm`.
     #[serde(default)]
     pub manual_delivery: bool,
+    /// `plan` is redacted (step URL queries and header values hidden); the plan as written is
+    /// sealed in the record [`Execution::plan_record`].
+    #[serde(default)]
+    pub plan_sealed: bool,
     /// When (and by whom) the new secret was read, for a manual delivery; it is read only once.
     #[serde(default)]
     pub revealed: Option<Revealed>,
@@ -246,6 +250,7 @@ impl Execution {
             needs_attention: false,
             error: None,
             manual_delivery: false,
+            plan_sealed: false,
             revealed: None,
             version: 0,
         }
@@ -254,6 +259,11 @@ impl Execution {
     /// The record id of the sealed new secret.
     pub fn secret_record(&self) -> String {
         format!("{}/new-secret", self.id)
+    }
+
+    /// The record id of the sealed plan, when the plan holds values kept secret.
+    pub fn plan_record(&self) -> String {
+        format!("{}/plan", self.id)
     }
 
     /// How long it ran, once finished.

@@ -146,6 +146,7 @@ async fn clean_one(s: &App, mut e: Execution, now: time::OffsetDateTime, report:
         s.store.put_credential(&old).await?;
     }
     s.store.delete_sealed(&e.secret_record()).await?;
+    s.store.delete_sealed(&e.plan_record()).await?;
     e.cleanup = Cleanup::Done { at: now };
     e.updated_at = now;
     s.store.update_execution(&e).await?;

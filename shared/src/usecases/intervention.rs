@@ -65,6 +65,8 @@ pub async fn cancel(s: &App, id: ExecutionId, by: &str) -> Result<Execution> {
     e.version = s.store.update_execution(&e).await?;
     audit(s, "rotation.cancelled", by, &e, format!("cancelled while {}; the old secret stays", previous.as_str()))
         .await;
+    // It never runs again: the plan as written is not needed any more.
+    s.store.delete_sealed(&e.plan_record()).await?;
     if let Some(key) = e.new_key_id {
         // A step that was running when the cancel landed may have published it after all: then
         // it stays, owned by this execution, and the audit trail says so.

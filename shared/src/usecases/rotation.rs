@@ -18,10 +18,11 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::domain::execution::{Execution, ExecutionStatus, Trigger, plan};
+use crate::domain::execution::{Execution, ExecutionStatus, PlannedStep, Trigger, plan};
 use crate::domain::ids::{AppObjectId, CredentialId, ExecutionId};
 use crate::domain::inventory::{Credential, CredentialKind};
 use crate::domain::policy::RotationPolicy;
+use crate::domain::secret::SecretValue;
 use crate::messages::Message;
 use crate::ports::alerts::Problem;
 use crate::ports::key_ring::SealContext;
@@ -112,7 +113,9 @@ pub async fn request_rotation(
         return Ok(RotationAccepted::DryRun { report: preflight(s, &c, app, &policy).await? });
     }
     let e = new_execution(&c, app, &policy, trigger.clone(), s.clock.now());
+    let e = seal_plan(s, e).await?;
     if let Claim::AlreadyActive(running) = s.store.create_execution(&e).await? {
+        s.store.delete_sealed(&e.plan_record()).await?;
         return Ok(RotationAccepted::AlreadyRunning { execution: running });
     }
     audit(s, "rotation.requested", &actor(&trigger), &e, describe_trigger(&trigger)).await;
@@ -132,6 +135,67 @@ fn new_execution(
     let mut e = Execution::new(c.id.clone(), app, policy.id.clone(), trigger, plan(&policy.steps), now);
     e.manual_delivery = policy.manual_delivery;
     e
+}
+
+pub const PLAN_PURPOSE: &str = "step_plan";
+
+fn plan_context(e: &Execution) -> SealContext {
+    SealContext::new(e.plan_record(), PLAN_PURPOSE)
+}
+
+/// A step's URL query and header values may hold tokens: when any does, the plan as written is
+/// sealed in its own record and the execution keeps only the redacted plan, so the store never
+/// holds them in clear. Run-step opens the sealed plan for the step it runs.
+async fn seal_plan(s: &App, mut e: Execution) -> Result<Execution> {
+    let mut redacted = Vec::with_capacity(e.plan.len());
+    let mut changed = false;
+    for p in &e.plan {
+        let mut p = p.clone();
+        if let Some(d) = &p.definition {
+            let clear = serde_json::to_value(d).map_err(|err| Error::invalid("step", err.to_string()))?;
+            let hidden = d.redacted();
+            if hidden != clear {
+                changed = true;
+                p.definition =
+                    Some(serde_json::from_value(hidden).map_err(|err| Error::invalid("step", err.to_string()))?);
+            }
+        }
+        redacted.push(p);
+    }
+    if !changed {
+        return Ok(e);
+    }
+    let whole = serde_json::to_string(&e.plan).map_err(|err| Error::invalid("step", err.to_string()))?;
+    let sealed = s.keys.seal(&SecretValue::new(whole), &plan_context(&e)).await?;
+    let record = SealedRecord {
+        record_id: e.plan_record(),
+        purpose: PLAN_PURPOSE.into(),
+        execution: Some(e.id),
+        sealed,
+        created_at: e.created_at,
+    };
+    s.store.put_sealed(&record).await?;
+    e.plan = redacted;
+    e.plan_sealed = true;
+    Ok(e)
+}
+
+/// The step `index` of `e`'s plan as written (opened from its sealed record when the stored plan
+/// is redacted).
+pub(super) async fn planned_step(s: &App, e: &Execution, index: u32) -> Result<PlannedStep> {
+    let stored = e.plan.get(index as usize).cloned().ok_or_else(|| Error::invalid("step", "beyond the plan"))?;
+    if !e.plan_sealed || stored.definition.is_none() {
+        return Ok(stored);
+    }
+    let record = s
+        .store
+        .get_sealed(&e.plan_record())
+        .await?
+        .ok_or_else(|| Error::invalid("step", "the sealed plan of this execution is missing"))?;
+    let whole = s.keys.unseal(&record.sealed, &plan_context(e)).await?;
+    let plan: Vec<PlannedStep> =
+        serde_json::from_str(whole.expose()).map_err(|_| Error::invalid("step", "the sealed plan does not read"))?;
+    plan.into_iter().nth(index as usize).ok_or_else(|| Error::invalid("step", "beyond the sealed plan"))
 }
 
 fn describe_trigger(t: &Trigger) -> String {
@@ -170,13 +234,17 @@ pub async fn rotate(
         None => {
             let (c, app, policy) = rotatable(s, credential).await?;
             let e = new_execution(&c, app, &policy, trigger.clone(), s.clock.now());
+            let e = seal_plan(s, e).await?;
             match s.store.create_execution(&e).await? {
                 Claim::Created => {
                     audit(s, "rotation.requested", &actor(&trigger), &e, describe_trigger(&trigger)).await;
                     e
                 }
                 // Someone else is rotating it: that rotation will do.
-                Claim::AlreadyActive(_) => return Ok(()),
+                Claim::AlreadyActive(_) => {
+                    s.store.delete_sealed(&e.plan_record()).await?;
+                    return Ok(());
+                }
             }
         }
     };

@@ -12,7 +12,7 @@ use crate::domain::ids::ExecutionId;
 use crate::domain::steps::OnFailure;
 use crate::ports::step_runner::{StepContext, StepFailure};
 use crate::usecases::app::App;
-use crate::usecases::rotation::{alert_failed, audit, seal_context, send_step};
+use crate::usecases::rotation::{alert_failed, audit, planned_step, seal_context, send_step};
 use crate::{Error, Result};
 
 /// run-step: runs exactly one step of one execution.
@@ -45,7 +45,7 @@ pub async fn run_step(s: &App, id: ExecutionId, step: u32, attempt: u32, receive
         e.version = s.store.update_execution(&e).await?;
         audit(s, "step.redriven", "operator", &e, format!("step {step} runs again")).await;
     }
-    let planned = e.plan.get(step as usize).cloned().ok_or_else(|| Error::invalid("step", "beyond the plan"))?;
+    let planned = planned_step(s, &e, step).await?;
     let records = s.store.list_step_records(&id).await?;
     let mut record = records.into_iter().find(|r| r.index == step).unwrap_or_else(|| StepRecord {
         execution: id,
