@@ -203,7 +203,8 @@ mod tests {
     }
 }
 
-#[cfg(all(test, unix))]
+#[cfg(test)]
+#[cfg(unix)]
 mod file_mode_tests {
     use std::os::unix::fs::PermissionsExt;
     use std::sync::Arc;
