@@ -613,3 +613,27 @@ async fn a_crash_after_any_durable_write_of_a_rotation_still_ends_in_a_final_sta
     }
     assert!(points > 60, "{points} crash points");
 }
+
+/// The bounds `config check` accepts run through a whole rotation without a panic: the longest
+/// grace period and secret lifetime it allows, then the shortest lifetime.
+#[tokio::test]
+async fn the_longest_grace_period_and_lifetime_config_check_accepts_complete_a_rotation() {
+    use entra_rotator::config::{MAX_GRACE_PERIOD, MAX_SECRET_LIFETIME, MIN_SECRET_LIFETIME};
+    for lifetime in [MAX_SECRET_LIFETIME, MIN_SECRET_LIFETIME] {
+        let mut c = Chain::new(Duration::ZERO, vec![]).await;
+        let policy = RotationPolicy {
+            grace_period: MAX_GRACE_PERIOD,
+            secret_lifetime: lifetime,
+            manual_delivery: true,
+            ..RotationPolicy::with_defaults(PolicyId::parse("default").unwrap())
+        };
+        c.services.policies = Arc::new(PolicySet::new(vec![(policy, vec![])]));
+        c.workers = workers(&c.queue, &c.services);
+        let e = c.request().await;
+        let done = c.run_until_status(&e, ExecutionStatus::Completed).await;
+        let grace = done.grace_until.unwrap() - done.finished_at.unwrap();
+        assert_eq!(grace, time::Duration::days(365), "{lifetime}");
+        let end = done.new_secret_end.unwrap() - done.created_at;
+        assert!(end <= lifetime.as_time() + time::Duration::seconds(1), "{lifetime}: {end}");
+    }
+}

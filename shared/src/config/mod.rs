@@ -53,7 +53,7 @@ pub use crate::ports::alerts::{WebhookFormat, WebhookSink};
 pub use env::{Env, ProcessEnv};
 pub use http::{ApiToken, DEFAULT_LISTEN, Role};
 pub use integration::{DEFAULT_AUTHORITY_HOST, DEFAULT_GRAPH_BASE_URL};
-pub use policy::PolicyConfig;
+pub use policy::{MAX_GRACE_PERIOD, MAX_SECRET_LIFETIME, MIN_SECRET_LIFETIME, PolicyConfig};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Schedules {
