@@ -100,11 +100,11 @@ impl MessageHandler for RotateHandler {
             // Dry runs are answered where they are asked; one that reaches the queue changes nothing.
             return Ok(());
         }
-        let result = rotation::rotate(&self.0, &credential, trigger, execution, received.receive_count).await;
+        let result = rotation::rotate(&self.0, &credential, trigger.clone(), execution, received.receive_count).await;
         if let Err(err) = &result
             && recovery::last_delivery(received.receive_count)
         {
-            recovery::dead_lettered(&self.0, execution, &credential, err).await;
+            recovery::dead_lettered(&self.0, execution, &credential, Some(&trigger), err).await;
         }
         result
     }
@@ -127,7 +127,7 @@ impl MessageHandler for StepHandler {
         if let Err(err) = &result
             && recovery::last_delivery(received.receive_count)
         {
-            recovery::dead_lettered(&self.0, Some(execution), &credential, err).await;
+            recovery::dead_lettered(&self.0, Some(execution), &credential, None, err).await;
         }
         result
     }

@@ -16,7 +16,7 @@ use std::time::Duration;
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use crate::domain::execution::{Execution, ExecutionStatus};
+use crate::domain::execution::{Execution, ExecutionStatus, Trigger};
 use crate::domain::ids::{CredentialId, ExecutionId};
 use crate::messages::{MAX_RECEIVE_COUNT, Message};
 use crate::usecases::app::App;
@@ -101,14 +101,27 @@ pub fn last_delivery(receive_count: u32) -> bool {
     receive_count >= MAX_RECEIVE_COUNT
 }
 
-/// A message of `execution` (or of the rotation of `credential`, when the message named no
-/// execution) failed on its last delivery and goes to the dead-letter queue: the execution fails
-/// with the reason, so it neither waits for ever nor says nothing. A redrive resumes it.
-pub async fn dead_lettered(s: &App, execution: Option<ExecutionId>, credential: &CredentialId, error: &Error) {
+/// A message of `execution` failed on its last delivery and goes to the dead-letter queue: the
+/// execution fails with the reason, so it neither waits for ever nor says nothing. A redrive
+/// resumes it. When the message named no execution (an automatic request, which rotate claims
+/// itself), it is the one that message created: still pending, with no secret, and of that
+/// trigger — never another rotation that happens to hold the credential.
+pub async fn dead_lettered(
+    s: &App,
+    execution: Option<ExecutionId>,
+    credential: &CredentialId,
+    trigger: Option<&Trigger>,
+    error: &Error,
+) {
     let outcome = async {
         let found = match execution {
             Some(id) => s.store.get_execution(&id).await?,
-            None => s.store.list_executions(credential).await?.into_iter().find(Execution::holds_claim),
+            None => s.store.list_executions(credential).await?.into_iter().find(|e| {
+                e.holds_claim()
+                    && e.status == ExecutionStatus::Pending
+                    && e.new_key_id.is_none()
+                    && Some(&e.trigger) == trigger
+            }),
         };
         let Some(mut e) = found else { return Ok(()) };
         if !matches!(e.status, ExecutionStatus::Pending | ExecutionStatus::Running) {
@@ -124,5 +137,45 @@ pub async fn dead_lettered(s: &App, execution: Option<ExecutionId>, credential: 
     };
     if let Err(err) = outcome.await {
         tracing::error!(credential = %credential, error = %err.chain(), "a dead-lettered rotation could not be marked failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::ids::PolicyId;
+    use crate::domain::inventory::Credential;
+
+    #[tokio::test]
+    async fn a_dead_lettered_automatic_request_never_fails_another_rotation_of_its_credential() {
+        let app = App::test();
+        let c = Credential::test_password(app.clock.now() + time::Duration::days(10));
+        let manual = Trigger::Manual { by: "alice".into(), reason: None };
+        let mut running = Execution::new(
+            c.id.clone(),
+            c.app.unwrap(),
+            PolicyId::parse("default").unwrap(),
+            manual,
+            vec![],
+            app.clock.now(),
+        );
+        app.store.create_execution(&running).await.unwrap();
+        running.status = ExecutionStatus::Running;
+        running.new_key_id = Some(crate::domain::ids::KeyId::from_uuid(uuid::Uuid::new_v4()));
+        app.store.update_execution(&running).await.unwrap();
+
+        // The scan's request for the same credential fails on its last delivery (say, its policy was
+        // removed): it created no execution, so nothing is failed on its account.
+        let automatic = Trigger::Automatic { reason: "expires in 30 days".into() };
+        let err = Error::invalid("request", "no policy rotates application x");
+        dead_lettered(&app, None, &c.id, Some(&automatic), &err).await;
+        let still = app.store.get_execution(&running.id).await.unwrap().unwrap();
+        assert_eq!(still.status, ExecutionStatus::Running, "another rotation is left alone");
+
+        // A message that names it does fail it, with the reason.
+        dead_lettered(&app, Some(running.id), &c.id, None, &Error::invalid("step", "503")).await;
+        let failed = app.store.get_execution(&running.id).await.unwrap().unwrap();
+        assert_eq!(failed.status, ExecutionStatus::Failed);
+        assert!(failed.error.unwrap().contains("dead-lettered after 5 attempts"));
     }
 }
