@@ -114,7 +114,7 @@ pub async fn request_rotation(
     }
     let e = new_execution(&c, app, &policy, trigger.clone(), s.clock.now());
     let e = seal_plan(s, e).await?;
-    if let Claim::AlreadyActive(running) = s.store.create_execution(&e).await? {
+    if let Claim::AlreadyActive(running) = claim(s, &e).await? {
         s.store.delete_sealed(&e.plan_record()).await?;
         return Ok(RotationAccepted::AlreadyRunning { execution: running });
     }
@@ -135,6 +135,16 @@ fn new_execution(
     let mut e = Execution::new(c.id.clone(), app, policy.id.clone(), trigger, plan(&policy.steps), now);
     e.manual_delivery = policy.manual_delivery;
     e
+}
+
+/// Writes the new execution (the claim); when that fails, its sealed plan goes too, so no sealed
+/// record outlives an execution that was never written.
+async fn claim(s: &App, e: &Execution) -> Result<Claim> {
+    let claimed = s.store.create_execution(e).await;
+    if claimed.is_err() && e.plan_sealed {
+        let _ = s.store.delete_sealed(&e.plan_record()).await;
+    }
+    claimed
 }
 
 pub const PLAN_PURPOSE: &str = "step_plan";
@@ -235,7 +245,7 @@ pub async fn rotate(
             let (c, app, policy) = rotatable(s, credential).await?;
             let e = new_execution(&c, app, &policy, trigger.clone(), s.clock.now());
             let e = seal_plan(s, e).await?;
-            match s.store.create_execution(&e).await? {
+            match claim(s, &e).await? {
                 Claim::Created => {
                     audit(s, "rotation.requested", &actor(&trigger), &e, describe_trigger(&trigger)).await;
                     e
