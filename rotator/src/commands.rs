@@ -75,6 +75,7 @@ pub fn config_check(file: &Path, out: Output) -> anyhow::Result<ExitCode> {
                 "name": i.id, "tenant_id": i.tenant.to_string(), "client_id": i.client_id.to_string(),
                 "enabled": i.enabled, "auth": i.credentials.describe(),
                 "authority_host": i.authority_host.as_str(), "graph_base_url": i.graph_base_url.as_str(),
+                "resource_manager_url": i.resource_manager_url.as_str(),
             })
         })
         .collect();

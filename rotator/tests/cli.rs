@@ -136,16 +136,16 @@ fn config_check_refuses_a_step_type_this_build_cannot_run() {
     let (_dir, path) = temp_config();
     let mut text_ = std::fs::read_to_string(&path).unwrap();
     text_.push_str(&format!(
-        "\n[policies.payroll]\nsteps_file = \"{}\"\n",
-        repo().join("examples/steps/payroll.json").display()
+        "\n[policies.iis]\nsteps_file = \"{}\"\n",
+        repo().join("examples/steps/iis-app.json").display()
     ));
     std::fs::write(&path, &text_).unwrap();
     let out = rotator(&["config", "check", path.to_str().unwrap()]);
     let (stdout, stderr) = text(&out);
     assert!(!out.status.success(), "{stdout}{stderr}");
-    assert!(stderr.contains("azure_key_vault steps are not supported by this build"), "{stderr}");
-    assert!(stderr.contains("azure_app_service_restart steps are not supported by this build"), "{stderr}");
-    assert!(stderr.contains("policies.payroll"), "{stderr}");
+    assert!(stderr.contains("agent_secret_sync steps are not supported by this build"), "{stderr}");
+    assert!(stderr.contains("iis_recycle steps are not supported by this build"), "{stderr}");
+    assert!(stderr.contains("policies.iis"), "{stderr}");
 }
 
 #[test]

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use crate::Result;
 use crate::adapters::alerts::LogSink;
 use crate::adapters::alerts::webhook::{self, WebhookAlertSink};
-use crate::adapters::graph::{GraphClient, RetryPolicy};
-use crate::adapters::steps::Rollout;
+use crate::adapters::graph::{GraphClient, RetryPolicy, TokenSource};
+use crate::adapters::steps::{AzureSignIn, Rollout};
 use crate::config::Config;
 use crate::inbound::scheduler::Timer;
 use crate::messages::Message;
@@ -51,7 +51,19 @@ pub fn rollout(config: &Config) -> Result<Rollout> {
     let builder = with_extra_roots(builder, config)?;
     // The CA files are read now, so a bad one fails at start; the client itself is built when the
     // first step runs, so the functions that run no step never load the TLS roots for it.
-    Ok(Rollout::deferred(builder, config.step_secrets.clone(), Arc::new(config.outbound.clone())))
+    let mut rollout = Rollout::deferred(builder, config.step_secrets.clone(), Arc::new(config.outbound.clone()));
+    // Every configured integration's identity, for the Azure steps' `identity` (a disabled
+    // integration is not synced, but its identity may still write a vault).
+    for i in &config.integrations {
+        let sign_in = AzureSignIn {
+            tenant: i.tenant,
+            authority_host: i.authority_host.clone(),
+            source: TokenSource::from_credentials(i.client_id, &i.credentials)?,
+            resource_manager_url: i.resource_manager_url.clone(),
+        };
+        rollout = rollout.with_identity(i.id.clone(), sign_in)?;
+    }
+    Ok(rollout)
 }
 
 /// `builder` trusting, besides the system's roots, the configured `ca_certificate` and each

@@ -13,6 +13,7 @@ use crate::domain::secret::SecretValue;
 
 pub const DEFAULT_AUTHORITY_HOST: &str = "https://login.microsoftonline.com";
 pub const DEFAULT_GRAPH_BASE_URL: &str = "https://graph.microsoft.com/v1.0";
+pub const DEFAULT_RESOURCE_MANAGER_URL: &str = "https://management.azure.com";
 
 /// The integration `name` as configured, or every error found in its table.
 pub(super) fn integration(
@@ -51,6 +52,8 @@ pub(super) fn integration(
     };
     let authority_host = url_field("authority_host", r.authority_host, DEFAULT_AUTHORITY_HOST, &mut errors);
     let graph_base_url = url_field("graph_base_url", r.graph_base_url, DEFAULT_GRAPH_BASE_URL, &mut errors);
+    let resource_manager_url =
+        url_field("resource_manager_url", r.resource_manager_url, DEFAULT_RESOURCE_MANAGER_URL, &mut errors);
 
     // Fields that belong to another method are a mistake worth naming.
     let given: [(&str, bool, AuthMethod); 6] = [
@@ -122,22 +125,27 @@ pub(super) fn integration(
         },
     };
 
-    match (id, tenant, client_id, credentials, authority_host, graph_base_url) {
-        (Some(id), Some(tenant), Some(client_id), Some(credentials), Some(authority_host), Some(graph_base_url))
-            if errors.is_empty() =>
-        {
-            Ok(IntegrationConfig {
-                id,
-                tenant,
-                client_id,
-                display_name: r.display_name,
-                enabled: r.enabled,
-                credentials,
-                authority_host,
-                graph_base_url,
-                ca_certificate: r.ca_certificate.map(|p| resolve(&p)),
-            })
-        }
+    match (id, tenant, client_id, credentials, authority_host, graph_base_url, resource_manager_url) {
+        (
+            Some(id),
+            Some(tenant),
+            Some(client_id),
+            Some(credentials),
+            Some(authority_host),
+            Some(graph_base_url),
+            Some(resource_manager_url),
+        ) if errors.is_empty() => Ok(IntegrationConfig {
+            id,
+            tenant,
+            client_id,
+            display_name: r.display_name,
+            enabled: r.enabled,
+            credentials,
+            authority_host,
+            graph_base_url,
+            resource_manager_url,
+            ca_certificate: r.ca_certificate.map(|p| resolve(&p)),
+        }),
         _ => Err(errors),
     }
 }

@@ -163,6 +163,7 @@ impl Config {
             }
         }
         policy::check_one_policy_per_application(&policies, &mut errors);
+        policy::check_step_identities(&policies, &integrations, &mut errors);
         let webhooks = alerts::webhooks(raw.alerts.webhooks, env, &outbound, &mut errors);
         let step_secrets = policy::step_secrets(&policies, env, &mut errors);
         let api_tokens = http::api_tokens(raw.http.tokens, &mut errors);
@@ -236,8 +237,9 @@ auth = "client_secret"
         assert_eq!(c.integrations.len(), 1);
         assert_eq!(c.policies.len(), 2);
         let payroll = c.policies.iter().find(|p| p.policy.id.as_str() == "payroll").unwrap();
-        assert_eq!(payroll.policy.steps.len(), 2, "delivered by hand until its Key Vault step runs");
-        assert!(payroll.policy.manual_delivery && payroll.policy.delivery_problem().is_none());
+        assert_eq!(payroll.policy.steps.len(), 4, "the runbook: Key Vault, App Service, health, webhook");
+        assert!(!payroll.policy.manual_delivery && payroll.policy.delivery_problem().is_none());
+        assert!(crate::wiring::steps_this_build_cannot_run(&c).is_empty(), "every example step runs");
         assert_eq!(payroll.policy.grace_period, Span::from_days(30));
         assert_eq!(c.schedules.expiry_scan, Span::from_secs(900));
     }

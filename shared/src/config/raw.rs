@@ -76,6 +76,8 @@ pub(super) struct RawIntegration {
     pub(super) managed_identity_client_id: Option<String>,
     pub(super) authority_host: Option<String>,
     pub(super) graph_base_url: Option<String>,
+    /// Azure Resource Manager, for `azure_app_service_restart` steps signing in as this integration.
+    pub(super) resource_manager_url: Option<String>,
     /// A CA certificate (PEM) to trust besides the system's: for the simulated tenant.
     pub(super) ca_certificate: Option<PathBuf>,
 }

@@ -62,5 +62,8 @@ pub struct IntegrationConfig {
     pub credentials: Credentials,
     pub authority_host: url::Url,
     pub graph_base_url: url::Url,
+    /// Azure Resource Manager (`https://management.azure.com`, or a sovereign cloud's), for the
+    /// steps that sign in as this integration.
+    pub resource_manager_url: url::Url,
     pub ca_certificate: Option<PathBuf>,
 }

@@ -38,9 +38,46 @@ impl StepFailure {
     }
 }
 
+/// What a probe may know: the credential being rotated (its integration is the default identity).
+#[derive(Debug, Clone, Copy)]
+pub struct ProbeContext<'a> {
+    pub credential: &'a CredentialId,
+}
+
+/// How a probe of a step's target came out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProbeOutcome {
+    Ok,
+    /// Something may go wrong at rollout time, or the probe could not tell (the target did not
+    /// answer): not a reason to refuse the rotation.
+    Warning,
+    /// Only a person can tell.
+    ManualReview,
+    /// The rollout would fail: the rotation is refused before any secret is created.
+    Failed,
+}
+
+/// One answer of a probe: what was probed (`Key Vault portal-kv`), how it came out, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Probe {
+    pub target: String,
+    pub outcome: ProbeOutcome,
+    pub reason: String,
+}
+
 #[async_trait]
 pub trait StepRunner: Send + Sync {
     /// Whether this runner can run steps of `kind`; preflight refuses a plan with a step it cannot.
     fn supports(&self, kind: StepKind) -> bool;
+    /// Whether steps of `kind` have a probe ([`StepRunner::probe`]); preflight reports the others
+    /// as "reached at rollout time".
+    fn probes(&self, _kind: StepKind) -> bool {
+        false
+    }
+    /// Asks the step's targets what the rollout will need (reachable, allowed, configured),
+    /// changing nothing. Empty for a step type without a probe.
+    async fn probe(&self, _step: &StepDefinition, _ctx: &ProbeContext<'_>) -> Vec<Probe> {
+        Vec::new()
+    }
     async fn run(&self, step: &StepDefinition, ctx: &StepContext<'_>) -> Result<(), StepFailure>;
 }

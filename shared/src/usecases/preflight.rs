@@ -9,6 +9,7 @@ use crate::domain::inventory::{Credential, room_for_password};
 use crate::domain::policy::RotationPolicy;
 use crate::domain::steps::{AgentTarget, Phase};
 use crate::ports::directory::DirectoryApplication;
+use crate::ports::step_runner::{ProbeContext, ProbeOutcome};
 use crate::usecases::app::App;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -65,6 +66,7 @@ pub async fn preflight(
         },
     }
     checks.extend(plan_checks(s, policy));
+    checks.extend(target_checks(s, policy, &credential.id).await);
     let ok = !checks.iter().any(|c| c.outcome == Failed);
     Ok(PreflightReport { credential: credential.id.clone(), policy: policy.id.to_string(), checks, ok })
 }
@@ -149,6 +151,10 @@ pub fn plan_checks(s: &App, policy: &RotationPolicy) -> Vec<Check> {
             ));
             continue;
         }
+        if s.rollout.probes(step.kind()) {
+            // Its targets are asked by `target_checks`.
+            continue;
+        }
         match step.agent() {
             Some(AgentTarget::LegacyUrl(_)) => checks.push(check(
                 name,
@@ -156,6 +162,30 @@ pub fn plan_checks(s: &App, policy: &RotationPolicy) -> Vec<Check> {
                 "legacy direct agent_url cannot be probed; confirm reachability and permissions",
             )),
             _ => checks.push(check(name, CheckOutcome::Ok, "target configured; reached at rollout time")),
+        }
+    }
+    checks
+}
+
+/// What the steps' targets say when asked, changing nothing: each step type with a probe (Key
+/// Vault, App Service) answers for each of its targets. A target that cannot be reached is a
+/// warning (the rollout retries); one that refuses is a failure.
+pub async fn target_checks(s: &App, policy: &RotationPolicy, credential: &CredentialId) -> Vec<Check> {
+    let mut checks = Vec::new();
+    let ctx = ProbeContext { credential };
+    for step in policy.steps.iter().filter(|st| s.rollout.supports(st.kind()) && s.rollout.probes(st.kind())) {
+        for probe in s.rollout.probe(step, &ctx).await {
+            let outcome = match probe.outcome {
+                ProbeOutcome::Ok => CheckOutcome::Ok,
+                ProbeOutcome::Warning => Warning,
+                ProbeOutcome::ManualReview => ManualReview,
+                ProbeOutcome::Failed => Failed,
+            };
+            checks.push(check(
+                format!("step {}: {}: {}", step.order, step.display_name(), probe.target),
+                outcome,
+                probe.reason,
+            ));
         }
     }
     checks

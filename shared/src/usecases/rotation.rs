@@ -28,7 +28,9 @@ use crate::ports::alerts::Problem;
 use crate::ports::key_ring::SealContext;
 use crate::ports::{AuditEvent, Claim, SealedRecord};
 use crate::usecases::app::App;
-use crate::usecases::preflight::{CheckOutcome, PreflightReport, application_checks, plan_checks, preflight};
+use crate::usecases::preflight::{
+    CheckOutcome, PreflightReport, application_checks, plan_checks, preflight, target_checks,
+};
 use crate::usecases::scan::raise_problem;
 use crate::{Error, Result};
 
@@ -366,6 +368,7 @@ async fn create_secret(s: &App, e: &mut Execution) -> std::result::Result<(), Re
     policy.manual_delivery = e.manual_delivery;
     let mut checks = application_checks(&app, e.credential.key_id);
     checks.extend(plan_checks(s, &policy));
+    checks.extend(target_checks(s, &policy, &e.credential).await);
     let failed: Vec<String> = checks
         .iter()
         .filter(|c| c.outcome == CheckOutcome::Failed)

@@ -99,6 +99,17 @@ impl TokenSource {
         })
     }
 
+    /// The client id of the application (or managed identity) that signs in; none for a
+    /// system-assigned managed identity, whose id only Azure knows.
+    pub fn client_id(&self) -> Option<ClientId> {
+        match self {
+            Self::ClientSecret { client_id, .. }
+            | Self::ClientCertificate { client_id, .. }
+            | Self::WorkloadIdentity { client_id, .. } => Some(*client_id),
+            Self::ManagedIdentity { client_id } => *client_id,
+        }
+    }
+
     /// Says how, never what.
     pub fn method(&self) -> &'static str {
         match self {
@@ -119,6 +130,18 @@ pub(super) fn credential(
     http: reqwest::Client,
     retry: RetryPolicy,
 ) -> Result<Arc<dyn TokenCredential>> {
+    token_credential(source, tenant, authority, Transport::new(Arc::new(TlsAwareTransport(http))), retry)
+}
+
+/// The `azure_identity` credential for `source`, its token requests sent through `transport`
+/// (the Azure steps' client, for the identities they sign in as).
+pub(crate) fn token_credential(
+    source: TokenSource,
+    tenant: TenantId,
+    authority: &url::Url,
+    transport: Transport,
+    retry: RetryPolicy,
+) -> Result<Arc<dyn TokenCredential>> {
     let duration =
         |d: std::time::Duration| azure_core::time::Duration::try_from(d).unwrap_or(azure_core::time::Duration::MAX);
     let retry_options = ExponentialRetryOptions {
@@ -132,7 +155,7 @@ pub(super) fn credential(
         cloud.authority_host = authority.as_str().trim_end_matches('/').to_owned();
         ClientOptions {
             // Our client: it trusts the configured CA and speaks rustls with aws-lc-rs only.
-            transport: Some(Transport::new(Arc::new(TlsAwareTransport(http.clone())))),
+            transport: Some(transport.clone()),
             cloud: Some(Arc::new(CloudConfiguration::Custom(cloud))),
             retry: RetryOptions::exponential(retry_options.clone()),
             ..Default::default()

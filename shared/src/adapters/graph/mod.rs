@@ -36,6 +36,7 @@ use azure_core::credentials::TokenCredential;
 use time::OffsetDateTime;
 
 pub use auth::TokenSource;
+pub(crate) use auth::token_credential;
 pub use odata::odata_string_literal;
 pub use retry::{RetryPolicy, parse_retry_after};
 

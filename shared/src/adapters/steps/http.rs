@@ -101,6 +101,11 @@ pub(super) fn transport(e: &reqwest::Error) -> StepFailure {
     StepFailure::retryable(what)
 }
 
+/// The first line of a text, at most 200 characters: enough to name a problem, never a dump.
+pub(super) fn first_line(text: &str) -> String {
+    text.lines().next().unwrap_or_default().chars().take(200).collect()
+}
+
 pub(super) fn status(status: reqwest::StatusCode, what: &str) -> Result<(), StepFailure> {
     if status.is_success() {
         return Ok(());

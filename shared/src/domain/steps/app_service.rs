@@ -7,13 +7,25 @@ use uuid::Uuid;
 use super::issues::Notes;
 use super::read::{Need, Obj};
 use super::{Phase, StepConfig, StepKind, StepType, TypeConfig};
+use crate::domain::duration::Span;
+use crate::domain::ids::IntegrationId;
 
 pub(super) const TYPE: StepType = StepType {
     kind: StepKind::AzureAppServiceRestart,
     name: "azure_app_service_restart",
     phase: Phase::Reload,
     takes_agent: false,
-    config_fields: &["subscription_id", "resource_group", "app_name", "slot", "mode", "refresh_key_vault_references"],
+    config_fields: &[
+        "subscription_id",
+        "resource_group",
+        "app_name",
+        "slot",
+        "mode",
+        "refresh_key_vault_references",
+        "app_setting",
+        "identity",
+        "timeout",
+    ],
     env_field: None,
     read: |o, _agent, n| read(o, n).map(StepConfig::AzureAppServiceRestart),
 };
@@ -32,7 +44,21 @@ pub struct AzureAppServiceRestartConfig {
     /// Ask App Service to re-read `@Microsoft.KeyVault(...)` app settings before restarting; without
     /// it the app may keep a cached old secret for up to a day.
     pub refresh_key_vault_references: bool,
+    /// The app setting holding the `@Microsoft.KeyVault(...)` reference to the secret, whose status
+    /// must be `Resolved` after the restart; every Key Vault reference of the app when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub app_setting: Option<String>,
+    /// The integration whose Entra identity calls Resource Manager; the rotated credential's own
+    /// integration when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub identity: Option<IntegrationId>,
+    /// How long the restart (or the stop and the start) may take, waiting included.
+    pub timeout: Span,
 }
+
+/// How long an App Service restart may take when the definition says nothing: a cold start takes
+/// "two to three minutes" in the product notes' runbook.
+pub const DEFAULT_APP_SERVICE_TIMEOUT: Span = Span::from_secs(4 * 60);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -48,6 +74,10 @@ impl RestartMode {
 }
 
 impl TypeConfig for AzureAppServiceRestartConfig {
+    fn identities(&self) -> Vec<(&'static str, &IntegrationId)> {
+        self.identity.iter().map(|i| ("config.identity", i)).collect()
+    }
+
     fn describe(&self) -> String {
         let verb = match self.mode {
             RestartMode::Restart => "Restart",
@@ -69,6 +99,11 @@ fn read(o: &Obj<'_>, n: &mut Notes) -> Option<AzureAppServiceRestartConfig> {
     let slot = o.text(n, "slot", Need::Optional, check_app_service_name);
     let mode = o.one_of(n, "mode", Need::Optional, RestartMode::CHOICES);
     let refresh = o.bool(n, "refresh_key_vault_references", Need::Optional);
+    let app_setting = o.text(n, "app_setting", Need::Optional, check_app_setting_name);
+    let identity = o
+        .text(n, "identity", Need::Optional, super::key_vault::check_identity)
+        .and_then(|s| IntegrationId::parse(&s).ok());
+    let timeout = o.positive_span(n, "timeout");
     Some(AzureAppServiceRestartConfig {
         subscription_id: subscription_id?,
         resource_group: resource_group?,
@@ -76,7 +111,17 @@ fn read(o: &Obj<'_>, n: &mut Notes) -> Option<AzureAppServiceRestartConfig> {
         slot,
         mode: mode.unwrap_or_default(),
         refresh_key_vault_references: refresh.unwrap_or(true),
+        app_setting,
+        identity,
+        timeout: timeout.unwrap_or(DEFAULT_APP_SERVICE_TIMEOUT),
     })
+}
+
+/// App setting names: letters, digits, `_`, `.` and `-` (App Service on Linux allows only these).
+fn check_app_setting_name(s: &str) -> Result<(), String> {
+    let ok =
+        (1..=256).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+    if ok { Ok(()) } else { Err("app setting names are letters, digits, '_', '.' and '-'".to_owned()) }
 }
 
 fn check_resource_group(s: &str) -> Result<(), String> {

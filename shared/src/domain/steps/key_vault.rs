@@ -9,12 +9,18 @@ use url::Url;
 use super::issues::Notes;
 use super::read::{Need, Obj, Schemes};
 use super::{Phase, StepConfig, StepKind, StepType, TypeConfig};
+use crate::domain::ids::IntegrationId;
 
 /// Key Vault content type when none is given.
 pub const DEFAULT_CONTENT_TYPE: &str = "text/plain";
-/// User tags on a Key Vault secret: Key Vault allows 15 and the rotator adds 3 of its own (key id,
-/// application id, execution).
-pub const MAX_KEY_VAULT_USER_TAGS: usize = 12;
+/// The tags the rotator puts on every version it writes: that it manages the secret, the new
+/// credential's key id, the application (client id) and the execution. A redelivered step finds the
+/// version it already wrote by the execution's tag.
+pub const KEY_VAULT_OWN_TAGS: [&str; 4] =
+    ["entra-rotator-managed", "entra-rotator-key-id", "entra-rotator-application", "entra-rotator-execution"];
+/// User tags on a Key Vault secret: Key Vault allows 15 and the rotator adds its own
+/// ([`KEY_VAULT_OWN_TAGS`]).
+pub const MAX_KEY_VAULT_USER_TAGS: usize = 15 - KEY_VAULT_OWN_TAGS.len();
 
 pub(super) const TYPE: StepType = StepType {
     kind: StepKind::AzureKeyVault,
@@ -28,6 +34,8 @@ pub(super) const TYPE: StepType = StepType {
         "secondary_secret_name",
         "content_type",
         "tags",
+        "identity",
+        "secondary_identity",
     ],
     env_field: None,
     read: |o, _agent, n| read(o, n).map(StepConfig::AzureKeyVault),
@@ -45,8 +53,12 @@ pub struct AzureKeyVaultConfig {
     #[serde(flatten)]
     pub secondary: Option<SecondaryVault>,
     pub content_type: String,
-    /// Operator tags; the rotator adds its own (key id, application id, execution).
+    /// Operator tags; the rotator adds its own ([`KEY_VAULT_OWN_TAGS`]).
     pub tags: BTreeMap<String, String>,
+    /// The integration whose Entra identity writes to the primary vault; the rotated credential's
+    /// own integration when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub identity: Option<IntegrationId>,
 }
 
 /// The second vault of an `azure_key_vault` step. Its secret name defaults to the primary's.
@@ -56,6 +68,9 @@ pub struct SecondaryVault {
     pub vault_url: Url,
     #[serde(rename = "secondary_secret_name")]
     pub secret_name: String,
+    /// The integration whose identity writes to this vault; the primary's when absent.
+    #[serde(rename = "secondary_identity", skip_serializing_if = "Option::is_none")]
+    pub identity: Option<IntegrationId>,
 }
 
 impl TypeConfig for AzureKeyVaultConfig {
@@ -71,6 +86,48 @@ impl TypeConfig for AzureKeyVaultConfig {
         let mut urls = vec![("config.vault_url", &self.vault_url)];
         urls.extend(self.secondary.as_ref().map(|s| ("config.secondary_vault_url", &s.vault_url)));
         urls
+    }
+
+    fn identities(&self) -> Vec<(&'static str, &IntegrationId)> {
+        let mut named: Vec<_> = self.identity.iter().map(|i| ("config.identity", i)).collect();
+        named.extend(
+            self.secondary.as_ref().and_then(|s| s.identity.as_ref()).map(|i| ("config.secondary_identity", i)),
+        );
+        named
+    }
+}
+
+impl AzureKeyVaultConfig {
+    /// The vaults to write, in order: the primary, then the secondary. Each with the identity that
+    /// writes it (`None`: the rotated credential's integration).
+    pub fn vaults(&self) -> Vec<VaultTarget<'_>> {
+        let mut out = vec![VaultTarget {
+            vault_url: &self.vault_url,
+            secret_name: &self.secret_name,
+            identity: self.identity.as_ref(),
+        }];
+        out.extend(self.secondary.as_ref().map(|s| VaultTarget {
+            vault_url: &s.vault_url,
+            secret_name: &s.secret_name,
+            identity: s.identity.as_ref().or(self.identity.as_ref()),
+        }));
+        out
+    }
+}
+
+/// One vault an `azure_key_vault` step writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VaultTarget<'a> {
+    pub vault_url: &'a Url,
+    pub secret_name: &'a str,
+    pub identity: Option<&'a IntegrationId>,
+}
+
+impl VaultTarget<'_> {
+    /// `myvault` of `https://myvault.vault.azure.net/`, or the last path segment of a vault served
+    /// under a path (a private endpoint's gateway, the simulation).
+    pub fn vault_name(&self) -> &str {
+        vault_name(self.vault_url)
     }
 }
 
@@ -95,6 +152,17 @@ fn read(o: &Obj<'_>, n: &mut Notes) -> Option<AzureKeyVaultConfig> {
     }
     let content_type = o.text(n, "content_type", Need::Optional, check_content_type);
     let tags = o.string_map(n, "tags", check_tag_name, check_tag_value);
+    let identity = o.text(n, "identity", Need::Optional, check_identity).and_then(|s| IntegrationId::parse(&s).ok());
+    let secondary_identity =
+        o.text(n, "secondary_identity", Need::Optional, check_identity).and_then(|s| IntegrationId::parse(&s).ok());
+    if o.get("secondary_identity").is_some() && o.get("secondary_vault_url").is_none() {
+        n.error(o.path("secondary_identity"), "given without secondary_vault_url: name the second vault, or remove it");
+    }
+    if let Some(t) = &tags {
+        for own in KEY_VAULT_OWN_TAGS.iter().filter(|own| t.contains_key(**own)) {
+            n.error(o.path("tags"), format!("`{own}` is a tag entra-rotator writes itself"));
+        }
+    }
     if tags.as_ref().is_some_and(|t| t.len() > MAX_KEY_VAULT_USER_TAGS) {
         n.error(
             o.path("tags"),
@@ -105,6 +173,7 @@ fn read(o: &Obj<'_>, n: &mut Notes) -> Option<AzureKeyVaultConfig> {
     let secondary = secondary_url.map(|url| SecondaryVault {
         vault_url: url,
         secret_name: secondary_name.unwrap_or_else(|| secret_name.clone()),
+        identity: secondary_identity,
     });
     if secondary.as_ref().is_some_and(|s| s.vault_url == vault_url && s.secret_name == secret_name) {
         n.error(o.path("secondary_vault_url"), "is the primary vault and secret again");
@@ -115,7 +184,13 @@ fn read(o: &Obj<'_>, n: &mut Notes) -> Option<AzureKeyVaultConfig> {
         secondary,
         content_type: content_type.unwrap_or_else(|| DEFAULT_CONTENT_TYPE.to_owned()),
         tags: tags.unwrap_or_default(),
+        identity,
     })
+}
+
+/// An `identity` names a configured integration (checked against the configuration by `config check`).
+pub(super) fn check_identity(s: &str) -> Result<(), String> {
+    IntegrationId::parse(s).map(|_| ()).map_err(|e| format!("names an integration of the configuration: {e}"))
 }
 
 fn check_key_vault_secret_name(s: &str) -> Result<(), String> {
@@ -143,9 +218,13 @@ fn check_tag_value(s: &str) -> Result<(), String> {
     }
 }
 
-/// `myvault` of `https://myvault.vault.azure.net/`.
+/// `myvault` of `https://myvault.vault.azure.net/`; the last path segment when the vault is served
+/// under a path (`https://gateway.example/vaults/myvault`).
 fn vault_name(url: &Url) -> &str {
-    url.host_str().and_then(|h| h.split('.').next()).unwrap_or("")
+    match url.path_segments().and_then(|mut s| s.rfind(|seg| !seg.is_empty())) {
+        Some(last) => last,
+        None => url.host_str().and_then(|h| h.split('.').next()).unwrap_or(""),
+    }
 }
 
 #[cfg(test)]

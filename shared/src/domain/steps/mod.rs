@@ -63,7 +63,7 @@ use serde_json::Value;
 use url::Url;
 
 use crate::domain::duration::Span;
-use crate::domain::ids::AgentId;
+use crate::domain::ids::{AgentId, IntegrationId};
 
 mod issues;
 mod plan;
@@ -83,13 +83,15 @@ mod spring_refresh;
 mod webhook;
 
 pub use agent_sync::{AgentSecretSyncConfig, FileFormat};
-pub use app_service::{AzureAppServiceRestartConfig, RestartMode};
+pub use app_service::{AzureAppServiceRestartConfig, DEFAULT_APP_SERVICE_TIMEOUT, RestartMode};
 pub use health_check::{
     DEFAULT_EXPECTED_STATUS, DEFAULT_HEALTH_INTERVAL, DEFAULT_HEALTH_TIMEOUT, HttpHealthCheckConfig,
 };
 pub use iis_recycle::{IisRecycleConfig, RecycleMode};
 pub use issues::{Severity, StepErrors, StepIssue, StepRef};
-pub use key_vault::{AzureKeyVaultConfig, DEFAULT_CONTENT_TYPE, MAX_KEY_VAULT_USER_TAGS, SecondaryVault};
+pub use key_vault::{
+    AzureKeyVaultConfig, DEFAULT_CONTENT_TYPE, KEY_VAULT_OWN_TAGS, MAX_KEY_VAULT_USER_TAGS, SecondaryVault, VaultTarget,
+};
 pub use kubernetes::{KubernetesSecretConfig, WorkloadKind, WorkloadRef};
 pub use plan::{
     EMPTY_PLAN_WARNING, LEGACY_AGENT_URL_REVIEW, StepPlan, parse_step_values, parse_step_values_with, parse_steps,
@@ -178,6 +180,11 @@ trait TypeConfig {
     /// The agent the step runs on, for agent types.
     fn agent(&self) -> Option<&AgentTarget> {
         None
+    }
+    /// The integrations whose Entra identity the step signs in as, each with the path of its field
+    /// (`config.identity`); the configuration checks that they exist.
+    fn identities(&self) -> Vec<(&'static str, &IntegrationId)> {
+        Vec::new()
     }
 }
 
@@ -403,6 +410,12 @@ impl StepDefinition {
     /// The agent the step runs on, for agent steps.
     pub fn agent(&self) -> Option<&AgentTarget> {
         self.config.as_type().agent()
+    }
+
+    /// The integrations the step signs in as besides the rotated credential's own, with the path of
+    /// each field.
+    pub fn identities(&self) -> Vec<(&'static str, &IntegrationId)> {
+        self.config.as_type().identities()
     }
 
     /// Every URL the step will call, so a network policy can check the addresses before anything
