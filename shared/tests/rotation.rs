@@ -35,9 +35,13 @@ use uuid::Uuid;
 #[path = "../../tests/flows/chain.rs"]
 mod chain;
 use chain::World;
+#[path = "../../tests/flows/azure.rs"]
+mod azure;
 
 // The scenarios both worlds run (tests/flows/chain.rs), here on the embedded runtime.
 chain::chain_scenarios!(|replication_delay| Chain::new(replication_delay, vec![]));
+// The product notes' Key Vault + App Service runbook (tests/flows/azure.rs), on the same world.
+azure::azure_scenarios!(|replication_delay| Chain::new(replication_delay, vec![]));
 
 /// The embedded world: SQLite store and queue in memory, a manual clock moved by hand, the
 /// workers of `rotate serve` pumped one batch at a time.
@@ -109,9 +113,7 @@ impl Chain {
             policies: Arc::new(PolicySet::new(vec![(policy, vec![])])),
             sinks: Arc::new(vec![]),
             keys: keys.clone(),
-            rollout: Arc::new(
-                Rollout::new(http, Default::default(), Arc::new(AddressPolicy::allowing_loopback())).unwrap(),
-            ),
+            rollout: Arc::new(azure::rollout(&sim, &integration)),
             settings: RotationSettings {
                 verify_budget: Duration::from_secs(120),
                 orphan_safety_delay: Duration::from_secs(600),

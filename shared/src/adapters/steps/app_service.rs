@@ -33,6 +33,9 @@ use crate::ports::step_runner::{Probe, ProbeContext, ProbeOutcome, StepContext, 
 /// The Microsoft.Web API version the step speaks.
 pub const API_VERSION: &str = "2024-04-01";
 
+/// The status of a reference whose answer has none.
+const NOT_REPORTED: &str = "not reported";
+
 /// The pause between two polls when ARM names none.
 const DEFAULT_POLL: Duration = Duration::from_secs(5);
 /// The longest pause the step takes between two polls or retries, whatever `Retry-After` says.
@@ -450,7 +453,8 @@ fn references(body: &Value) -> Vec<Reference> {
                 .or_else(|| v.get("id").and_then(Value::as_str).and_then(|id| id.rsplit('/').next()))
                 .unwrap_or("?")
                 .to_owned(),
-            status: props.get("status").and_then(Value::as_str).unwrap_or("Initialized").to_owned(),
+            // ARM's own examples leave it out; an unreported status is never taken as resolved.
+            status: props.get("status").and_then(Value::as_str).unwrap_or(NOT_REPORTED).to_owned(),
             details: props.get("details").and_then(Value::as_str).map(str::to_owned),
         })
     };
@@ -476,6 +480,7 @@ fn describe_status(r: &Reference) -> String {
         "MIVaultURLsNotSupported" => "the reference's form is not supported with this identity",
         "FetchTimedOut" => "App Service timed out reading the vault",
         "Initialized" => "App Service has not resolved it yet",
+        NOT_REPORTED => "Resource Manager did not say whether App Service resolved it",
         _ => "App Service could not resolve it",
     };
     let details =
