@@ -161,11 +161,8 @@ fn handle(
     let query: Vec<(String, String)> = url::form_urlencoded::parse(raw_query.unwrap_or("").as_bytes())
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect();
-    let api_version = query
-        .iter()
-        .find(|(k, v)| k == "api-version" && !v.is_empty())
-        .map(|(_, v)| v.clone())
-        .ok_or_else(|| {
+    let api_version =
+        query.iter().find(|(k, v)| k == "api-version" && !v.is_empty()).map(|(_, v)| v.clone()).ok_or_else(|| {
             ArmError::new(
                 StatusCode::BAD_REQUEST,
                 "MissingApiVersionParameter",
@@ -185,7 +182,10 @@ fn handle(
             poll(shared, &client_id, sub, id, by_location, &api_version)
         }
         [sub, groups, group, providers, web, sites, name, tail @ ..]
-            if eq(groups, "resourceGroups") && eq(providers, "providers") && eq(web, "Microsoft.Web") && eq(sites, "sites") =>
+            if eq(groups, "resourceGroups")
+                && eq(providers, "providers")
+                && eq(web, "Microsoft.Web")
+                && eq(sites, "sites") =>
         {
             let (slot, tail) = match tail {
                 [slots, slot, tail @ ..] if eq(slots, "slots") => (Some((*slot).to_owned()), tail),
@@ -283,16 +283,32 @@ fn site_request(
     let id = request.id();
     let (action, need, run): (String, Need, Option<SiteAction>) = match (method.clone(), tail.as_slice()) {
         (Method::GET, []) => (format!("{prefix}/read"), Need::Read, None),
-        (Method::POST, [op]) if eq(op, "restart") => (format!("{prefix}/restart/action"), Need::Write, Some(SiteAction::Restart)),
-        (Method::POST, [op]) if eq(op, "stop") => (format!("{prefix}/stop/action"), Need::Write, Some(SiteAction::Stop)),
-        (Method::POST, [op]) if eq(op, "start") => (format!("{prefix}/start/action"), Need::Write, Some(SiteAction::Start)),
+        (Method::POST, [op]) if eq(op, "restart") => {
+            (format!("{prefix}/restart/action"), Need::Write, Some(SiteAction::Restart))
+        }
+        (Method::POST, [op]) if eq(op, "stop") => {
+            (format!("{prefix}/stop/action"), Need::Write, Some(SiteAction::Stop))
+        }
+        (Method::POST, [op]) if eq(op, "start") => {
+            (format!("{prefix}/start/action"), Need::Write, Some(SiteAction::Start))
+        }
         (Method::POST, [config, references, settings, refresh])
-            if eq(config, "config") && eq(references, "configreferences") && eq(settings, "appsettings") && eq(refresh, "refresh") =>
+            if eq(config, "config")
+                && eq(references, "configreferences")
+                && eq(settings, "appsettings")
+                && eq(refresh, "refresh") =>
         {
-            (format!("{prefix}/config/configreferences/appsettings/refresh/action"), Need::Write, Some(SiteAction::Refresh))
+            (
+                format!("{prefix}/config/configreferences/appsettings/refresh/action"),
+                Need::Write,
+                Some(SiteAction::Refresh),
+            )
         }
         (Method::GET, [config, references, settings, ..])
-            if eq(config, "config") && eq(references, "configreferences") && eq(settings, "appsettings") && tail.len() <= 4 =>
+            if eq(config, "config")
+                && eq(references, "configreferences")
+                && eq(settings, "appsettings")
+                && tail.len() <= 4 =>
         {
             (format!("{prefix}/config/read"), Need::Read, None)
         }
@@ -341,10 +357,9 @@ fn site_request(
         (Some(action), _) if site.spec.async_operations => {
             let subscription = site.spec.subscription_id.clone();
             let operation = Uuid::new_v4();
-            azure.operations.insert(
-                operation,
-                Operation { site: key, action, polls_left: POLLS_UNTIL_DONE, done: false },
-            );
+            azure
+                .operations
+                .insert(operation, Operation { site: key, action, polls_left: POLLS_UNTIL_DONE, done: false });
             Ok(accepted(shared, &subscription, operation, api_version))
         }
         (Some(action), _) => {
@@ -430,7 +445,9 @@ fn poll(
         return Ok(response);
     }
     let status = if done { "Succeeded" } else { "InProgress" };
-    let mut response = ok_json(json!({ "id": format!("/subscriptions/{subscription}/providers/Microsoft.Web/locations/{LOCATION}/operations/{id}"), "name": id.to_string(), "status": status }));
+    let mut response = ok_json(
+        json!({ "id": format!("/subscriptions/{subscription}/providers/Microsoft.Web/locations/{LOCATION}/operations/{id}"), "name": id.to_string(), "status": status }),
+    );
     if !done {
         response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(1u32));
     }

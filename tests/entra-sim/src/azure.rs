@@ -119,9 +119,7 @@ impl ResolveStatus {
             Self::Initialized => "Reference is initialized and will be resolved.",
             Self::Resolved => "Reference has been successfully resolved.",
             Self::InvalidSyntax => "Reference is not of valid syntax.",
-            Self::VaultNotFound => {
-                "Key Vault reference was not able to be resolved because vault could not be found."
-            }
+            Self::VaultNotFound => "Key Vault reference was not able to be resolved because vault could not be found.",
             Self::SecretNotFound => {
                 "Key Vault reference was not able to be resolved because secret was not found in vault."
             }
@@ -517,7 +515,9 @@ impl AzureHandle {
     /// Create an empty vault (nothing happens if it exists). Its URL is [`crate::Sim::key_vault_url`].
     pub fn create_vault(&self, name: &str) {
         self.write(|a| {
-            a.vaults.entry(name.to_ascii_lowercase()).or_insert_with(|| Vault { secrets: BTreeMap::new(), requests: 0 });
+            a.vaults
+                .entry(name.to_ascii_lowercase())
+                .or_insert_with(|| Vault { secrets: BTreeMap::new(), requests: 0 });
         });
     }
 
@@ -592,7 +592,11 @@ impl AzureHandle {
     /// `scope_prefix` (a subscription `/subscriptions/{id}`, a resource group, a site).
     pub fn grant_arm(&self, client_id: &str, scope_prefix: &str, role: ArmRole) {
         self.write(|a| {
-            a.arm_roles.push((client_id.to_ascii_lowercase(), scope_prefix.trim_end_matches('/').to_ascii_lowercase(), role))
+            a.arm_roles.push((
+                client_id.to_ascii_lowercase(),
+                scope_prefix.trim_end_matches('/').to_ascii_lowercase(),
+                role,
+            ))
         });
     }
 
@@ -638,6 +642,114 @@ impl AzureHandle {
             refreshes: site.refreshes,
             process_version: site.process.as_ref().and_then(|p| p.version.clone()),
         })
+    }
+}
+
+/// What [`AzureHandle::runbook_demo`] set up: where everything is, never a secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AzureDemo {
+    pub key_vault_url: String,
+    pub resource_manager_url: String,
+    pub subscription_id: String,
+    pub resource_group: String,
+    pub site: String,
+    pub setting_key: String,
+    pub health_url: String,
+    /// The client id of the application whose secret the site uses.
+    pub app_client_id: String,
+    pub app_object_id: String,
+    /// The key id of its one client secret.
+    pub key_id: String,
+    /// The version of `AzureAdClientSecret` in the vault that holds that secret.
+    pub secret_version: String,
+}
+
+impl AzureDemo {
+    /// The `azure` object the binary prints.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "key_vault_url": self.key_vault_url,
+            "resource_manager_url": self.resource_manager_url,
+            "subscription_id": self.subscription_id,
+            "resource_group": self.resource_group,
+            "site": self.site,
+            "setting_key": self.setting_key,
+            "health_url": self.health_url,
+            "app_client_id": self.app_client_id,
+            "app_object_id": self.app_object_id,
+            "key_id": self.key_id,
+            "secret_version": self.secret_version,
+        })
+    }
+}
+
+/// The demo's subscription.
+pub const DEMO_SUBSCRIPTION_ID: &str = "5f2d6a1e-7c3b-4e8a-9d0f-1b2c3d4e5f60";
+
+impl AzureHandle {
+    /// The product notes' runbook scenario: the app registration "App Store for Intune - API" with
+    /// one client secret (a real credential of the tenant, valid 180 days), its value in vault
+    /// `portal-kv` as `AzureAdClientSecret`; site `app-store-portal` in resource group `app-store-rg`
+    /// referencing it (versionless), its identity a Secrets User on the vault; the management
+    /// application a Secrets Officer on the vault and Contributor on the resource group.
+    pub fn runbook_demo(&self, restart_keeps_references: bool, async_operations: bool) -> AzureDemo {
+        let tenant = crate::TenantHandle { shared: self.shared.clone() };
+        let app = tenant.add_app(crate::NewApp::named("App Store for Intune - API").with_service_principal());
+        let end = self.shared.clock.now() + time::Duration::days(180);
+        // The application was just added, so adding its password cannot fail; a failure would
+        // leave a demo without a secret, which the health URL then shows.
+        let password = tenant.add_password_to(app.object_id, end).ok();
+        let (vault, group, site, key) = ("portal-kv", "app-store-rg", "app-store-portal", "AzureAdClientSecret");
+        self.create_vault(vault);
+        let secret_version = password.as_ref().map(|p| self.set_secret(vault, key, &p.secret_text)).unwrap_or_default();
+        let identity = Uuid::new_v4().to_string();
+        let management = self.shared.management_client_id.to_string();
+        self.grant_vault(vault, &identity, VaultRole::SecretsUser);
+        self.grant_vault(vault, &management, VaultRole::SecretsOfficer);
+        self.grant_arm(
+            &management,
+            &format!("/subscriptions/{DEMO_SUBSCRIPTION_ID}/resourceGroups/{group}"),
+            ArmRole::Contributor,
+        );
+        let key_vault_url = format!("{}vaults/{vault}", self.shared.base_url);
+        let spec = SiteSpec::new(
+            DEMO_SUBSCRIPTION_ID,
+            group,
+            site,
+            app.app_id.to_string(),
+            format!("{key_vault_url}/secrets/{key}/"),
+            identity,
+        )
+        .restart_keeps_references(restart_keeps_references)
+        .async_operations(async_operations);
+        self.create_site(spec);
+        AzureDemo {
+            key_vault_url,
+            resource_manager_url: self.shared.base_url.to_string(),
+            subscription_id: DEMO_SUBSCRIPTION_ID.to_owned(),
+            resource_group: group.to_owned(),
+            site: site.to_owned(),
+            setting_key: key.to_owned(),
+            health_url: format!("{}sites/{site}/health", self.shared.base_url),
+            app_client_id: app.app_id.to_string(),
+            app_object_id: app.object_id.to_string(),
+            key_id: password.map(|p| p.key_id.to_string()).unwrap_or_default(),
+            secret_version,
+        }
+    }
+
+    /// A site's view as JSON (the control API's `GET /_sim/azure/site`); `None` if it does not exist.
+    pub(crate) fn site_json(&self, name: &str, slot: Option<&str>) -> Option<serde_json::Value> {
+        let view = self.site(name, slot)?;
+        Some(serde_json::json!({
+            "state": view.state,
+            "starts": view.starts,
+            "restarts": view.restarts,
+            "refreshes": view.refreshes,
+            "resolved_version": view.resolved_version,
+            "reference_status": view.reference_status,
+            "process_version": view.process_version,
+        }))
     }
 }
 

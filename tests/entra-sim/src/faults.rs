@@ -224,10 +224,9 @@ fn answer(status: u16, headers: &[(String, String)], body: &str) -> Response {
     // The body's own type comes from the headers given, not from the sim.
     response.headers_mut().remove(axum::http::header::CONTENT_TYPE);
     for (name, value) in headers {
-        if let (Ok(name), Ok(value)) = (
-            axum::http::HeaderName::from_bytes(name.as_bytes()),
-            axum::http::HeaderValue::from_str(value),
-        ) {
+        if let (Ok(name), Ok(value)) =
+            (axum::http::HeaderName::from_bytes(name.as_bytes()), axum::http::HeaderValue::from_str(value))
+        {
             response.headers_mut().append(name, value);
         }
     }

@@ -250,7 +250,8 @@ fn challenge(shared: &Shared, message: &str) -> KvError {
 }
 
 fn authenticate(shared: &Shared, headers: &HeaderMap) -> Result<Caller, KvError> {
-    let token = bearer(headers).ok_or_else(|| challenge(shared, "AKV10000: Request is missing a Bearer or PoP token."))?;
+    let token =
+        bearer(headers).ok_or_else(|| challenge(shared, "AKV10000: Request is missing a Bearer or PoP token."))?;
     let issued = issued_token(shared, token)
         .ok_or_else(|| challenge(shared, "AKV10032: Invalid issuer or the token is expired."))?;
     if issued.audience != Audience::KeyVault {
@@ -290,7 +291,10 @@ fn authorize(
     let vault_lc = vault.to_ascii_lowercase();
     let resource = match secret {
         Some(secret) => {
-            format!("{VAULT_SCOPE}/providers/microsoft.keyvault/vaults/{vault_lc}/secrets/{}", secret.to_ascii_lowercase())
+            format!(
+                "{VAULT_SCOPE}/providers/microsoft.keyvault/vaults/{vault_lc}/secrets/{}",
+                secret.to_ascii_lowercase()
+            )
         }
         None => format!("{VAULT_SCOPE}/providers/microsoft.keyvault/vaults/{vault_lc}"),
     };
@@ -353,8 +357,8 @@ fn version_json(vault_url: &str, secret: &StoredSecret, v: &StoredVersion, with_
 
 fn set_secret(shared: &Shared, vault: &str, vault_url: &str, name: &str, body: &[u8]) -> Result<Response, KvError> {
     check_name(name)?;
-    let body: Value =
-        serde_json::from_slice(body).map_err(|e| KvError::bad_parameter(format!("The request body is not valid JSON: {e}")))?;
+    let body: Value = serde_json::from_slice(body)
+        .map_err(|e| KvError::bad_parameter(format!("The request body is not valid JSON: {e}")))?;
     let value = body
         .get("value")
         .and_then(Value::as_str)
@@ -442,11 +446,9 @@ fn get_secret(
 fn paging(query: &Query) -> Result<(usize, usize), KvError> {
     let max = match query.get("maxresults") {
         None => MAX_RESULTS,
-        Some(raw) => raw
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=MAX_RESULTS).contains(n))
-            .ok_or_else(|| KvError::bad_parameter(format!("Invalid maxresults: {raw}. It must be 1 to {MAX_RESULTS}.")))?,
+        Some(raw) => raw.parse::<usize>().ok().filter(|n| (1..=MAX_RESULTS).contains(n)).ok_or_else(|| {
+            KvError::bad_parameter(format!("Invalid maxresults: {raw}. It must be 1 to {MAX_RESULTS}."))
+        })?,
     };
     let offset = match query.get("$skiptoken") {
         None => 0,

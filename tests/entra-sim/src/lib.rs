@@ -89,7 +89,10 @@ use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 use url::Url;
 
-pub use azure::{ArmRole, AzureHandle, ResolveStatus, SecretVersionView, SiteSpec, SiteView, VaultRole};
+pub use azure::{
+    ArmRole, AzureDemo, AzureHandle, DEMO_SUBSCRIPTION_ID, ResolveStatus, SecretVersionView, SiteSpec, SiteView,
+    VaultRole,
+};
 pub use error::{Error, TenantError};
 pub use faults::{Fault, FaultKind, Faults, Match};
 pub use records::{Endpoint, RequestRecord};

@@ -261,7 +261,9 @@ fn check_scope(shared: &Shared, tenant: &str, scope: &str) -> Result<Audience, T
                 StatusCode::BAD_REQUEST,
                 "invalid_scope",
                 70011,
-                format!("The provided request must include a 'scope' input parameter. The provided value for the input parameter 'scope' is not valid. The scope {scope} is not valid."),
+                format!(
+                    "The provided request must include a 'scope' input parameter. The provided value for the input parameter 'scope' is not valid. The scope {scope} is not valid."
+                ),
             ));
         }
         audience = Some(this);

@@ -138,7 +138,11 @@ async fn world(site: &str, configure: impl FnOnce(SiteSpec) -> SiteSpec) -> Worl
     let identity = uuid::Uuid::new_v4().to_string();
     azure.grant_vault("portal-kv", &identity, VaultRole::SecretsUser);
     azure.grant_vault("portal-kv", &sim.management_client_id(), VaultRole::SecretsOfficer);
-    azure.grant_arm(&sim.management_client_id(), &format!("/subscriptions/{SUB}/resourceGroups/{RG}"), ArmRole::Contributor);
+    azure.grant_arm(
+        &sim.management_client_id(),
+        &format!("/subscriptions/{SUB}/resourceGroups/{RG}"),
+        ArmRole::Contributor,
+    );
     let uri = format!("{}/secrets/AzureAdClientSecret/", sim.key_vault_url("portal-kv"));
     azure.create_site(configure(SiteSpec::new(SUB, RG, site, app.app_id.to_string(), uri, identity.clone())));
     World {
@@ -188,7 +192,11 @@ async fn key_vault_challenges_a_request_without_a_token_and_refuses_other_audien
     let challenge = answer.headers["www-authenticate"].to_str().unwrap();
     assert_eq!(
         challenge,
-        format!("Bearer authorization=\"{}{}\", resource=\"https://vault.azure.net\"", sim.authority_host(), sim.tenant_id())
+        format!(
+            "Bearer authorization=\"{}{}\", resource=\"https://vault.azure.net\"",
+            sim.authority_host(),
+            sim.tenant_id()
+        )
     );
     assert_eq!(
         answer.body,
@@ -232,7 +240,11 @@ async fn secrets_are_versioned_tagged_and_listed_in_pages_without_values() {
     let token = management(&http, &sim, VAULT_SCOPE).await;
     let put = |value: &str, tags: Value| {
         let body = json!({ "value": value, "contentType": "text/plain", "tags": tags, "attributes": { "exp": 4_102_444_800_i64 } });
-        send(http.put(with_api(&secrets_url(&sim, "portal-kv", "/AzureAdClientSecret"), KV_API)).bearer_auth(&token).json(&body))
+        send(
+            http.put(with_api(&secrets_url(&sim, "portal-kv", "/AzureAdClientSecret"), KV_API))
+                .bearer_auth(&token)
+                .json(&body),
+        )
     };
     let mut ids = Vec::new();
     for i in 0..3 {
@@ -252,7 +264,9 @@ async fn secrets_are_versioned_tagged_and_listed_in_pages_without_values() {
     ids.dedup();
     assert_eq!(ids.len(), 3, "every PUT is a new version");
 
-    let latest = send(http.get(with_api(&secrets_url(&sim, "portal-kv", "/azureadclientsecret"), KV_API)).bearer_auth(&token)).await;
+    let latest =
+        send(http.get(with_api(&secrets_url(&sim, "portal-kv", "/azureadclientsecret"), KV_API)).bearer_auth(&token))
+            .await;
     assert_eq!(latest.body["value"], "value-2", "names are case-insensitive, the newest version wins");
     let first = send(http.get(with_api(&ids[0], KV_API)).bearer_auth(&token)).await;
     assert_eq!(first.body["value"], "value-0");
@@ -283,22 +297,38 @@ async fn secrets_are_versioned_tagged_and_listed_in_pages_without_values() {
     assert_eq!(azure.secret_versions("portal-kv", "AzureAdClientSecret")[2].tags["rotation"], "2");
 
     let listing = send(http.get(with_api(&secrets_url(&sim, "portal-kv", ""), KV_API)).bearer_auth(&token)).await;
-    assert_eq!(listing.body["value"][0]["id"], format!("{}/secrets/AzureAdClientSecret", sim.key_vault_url("portal-kv")));
+    assert_eq!(
+        listing.body["value"][0]["id"],
+        format!("{}/secrets/AzureAdClientSecret", sim.key_vault_url("portal-kv"))
+    );
     assert!(listing.body["value"][0].get("value").is_none());
 
-    let unknown = send(http.get(with_api(&secrets_url(&sim, "portal-kv", "/nope/versions"), KV_API)).bearer_auth(&token)).await;
+    let unknown =
+        send(http.get(with_api(&secrets_url(&sim, "portal-kv", "/nope/versions"), KV_API)).bearer_auth(&token)).await;
     assert_eq!((unknown.status, unknown.body.clone()), (StatusCode::OK, json!({ "value": [], "nextLink": null })));
     let missing = send(http.get(with_api(&secrets_url(&sim, "portal-kv", "/nope"), KV_API)).bearer_auth(&token)).await;
     assert_eq!(missing.status, StatusCode::NOT_FOUND);
     assert_eq!(missing.body["error"]["code"], "SecretNotFound");
-    assert!(missing.body["error"]["message"].as_str().unwrap().starts_with("A secret with (name/id) nope was not found"));
+    assert!(
+        missing.body["error"]["message"].as_str().unwrap().starts_with("A secret with (name/id) nope was not found")
+    );
 
-    let bad_name = send(http.put(with_api(&secrets_url(&sim, "portal-kv", "/bad_name"), KV_API)).bearer_auth(&token).json(&json!({"value":"x"}))).await;
-    assert_eq!((bad_name.status, bad_name.body["error"]["code"].clone()), (StatusCode::BAD_REQUEST, json!("BadParameter")));
+    let bad_name = send(
+        http.put(with_api(&secrets_url(&sim, "portal-kv", "/bad_name"), KV_API))
+            .bearer_auth(&token)
+            .json(&json!({"value":"x"})),
+    )
+    .await;
+    assert_eq!(
+        (bad_name.status, bad_name.body["error"]["code"].clone()),
+        (StatusCode::BAD_REQUEST, json!("BadParameter"))
+    );
     let tags: serde_json::Map<String, Value> = (0..16).map(|i| (format!("t{i}"), json!("v"))).collect();
     let too_many = put("x", Value::Object(tags)).await;
     assert_eq!(too_many.status, StatusCode::BAD_REQUEST);
-    let no_value = send(http.put(with_api(&secrets_url(&sim, "portal-kv", "/x"), KV_API)).bearer_auth(&token).json(&json!({}))).await;
+    let no_value =
+        send(http.put(with_api(&secrets_url(&sim, "portal-kv", "/x"), KV_API)).bearer_auth(&token).json(&json!({})))
+            .await;
     assert_eq!(no_value.status, StatusCode::BAD_REQUEST);
 }
 
@@ -310,7 +340,13 @@ async fn vault_rights_decide_what_a_client_may_do_and_a_refusal_names_the_action
     azure.set_secret("portal-kv", "s", "v");
     let me = sim.management_client_id();
     let token = management(&http, &sim, VAULT_SCOPE).await;
-    let set = || send(http.put(with_api(&secrets_url(&sim, "portal-kv", "/s"), KV_API)).bearer_auth(&token).json(&json!({"value":"w"})));
+    let set = || {
+        send(
+            http.put(with_api(&secrets_url(&sim, "portal-kv", "/s"), KV_API))
+                .bearer_auth(&token)
+                .json(&json!({"value":"w"})),
+        )
+    };
     let read = || send(http.get(with_api(&secrets_url(&sim, "portal-kv", "/s"), KV_API)).bearer_auth(&token));
     let list = || send(http.get(with_api(&secrets_url(&sim, "portal-kv", "/s/versions"), KV_API)).bearer_auth(&token));
 
@@ -343,9 +379,15 @@ async fn throttling_and_server_errors_come_from_the_fault_queue_in_each_services
     let (sim, http) = (&w.sim, &w.http);
     let kv = management(http, sim, VAULT_SCOPE).await;
     let arm = management(http, sim, ARM_SCOPE).await;
-    sim.faults().push(Fault::new(Match::path("/vaults/"), FaultKind::TooManyRequests { retry_after: Some(Duration::from_secs(3)) }));
+    sim.faults().push(Fault::new(
+        Match::path("/vaults/"),
+        FaultKind::TooManyRequests { retry_after: Some(Duration::from_secs(3)) },
+    ));
     sim.faults().push(Fault::new(Match::path("/vaults/"), FaultKind::TooManyRequests { retry_after: None }));
-    sim.faults().push(Fault::new(Match::path("/restart"), FaultKind::TooManyRequests { retry_after: Some(Duration::from_secs(7)) }));
+    sim.faults().push(Fault::new(
+        Match::path("/restart"),
+        FaultKind::TooManyRequests { retry_after: Some(Duration::from_secs(7)) },
+    ));
     sim.faults().push(Fault::new(Match::path("/vaults/"), FaultKind::ServerError(503)));
     let url = with_api(&secrets_url(sim, "portal-kv", "/AzureAdClientSecret"), KV_API);
 
@@ -375,7 +417,10 @@ async fn the_answer_fault_feeds_a_published_example_through_unchanged() {
         Match::path("/sites/sitef6141").method("GET"),
         FaultKind::Answer {
             status: 200,
-            headers: vec![("Content-Type".into(), "application/json; charset=utf-8".into()), ("x-ms-request-id".into(), "abc".into())],
+            headers: vec![
+                ("Content-Type".into(), "application/json; charset=utf-8".into()),
+                ("x-ms-request-id".into(), "abc".into()),
+            ],
             body: body.clone(),
         },
     ));
@@ -400,7 +445,18 @@ async fn resource_manager_restarts_stops_and_starts_a_site_for_a_contributor_onl
     assert_eq!(site.body["identity"]["type"], "SystemAssigned");
     assert_eq!(site.body["type"], "Microsoft.Web/sites");
 
-    let restart = send(http.post(with_api(&format!("{}{}/restart?softRestart=false&synchronous=true", sim.resource_manager_url(), id.trim_start_matches('/')), API)).bearer_auth(&arm)).await;
+    let restart = send(
+        http.post(with_api(
+            &format!(
+                "{}{}/restart?softRestart=false&synchronous=true",
+                sim.resource_manager_url(),
+                id.trim_start_matches('/')
+            ),
+            API,
+        ))
+        .bearer_auth(&arm),
+    )
+    .await;
     assert_eq!(restart.status, StatusCode::OK, "{}", restart.text);
     assert_eq!(sim.azure().site("app-store-portal", None).unwrap().restarts, 1);
 
@@ -419,11 +475,18 @@ async fn resource_manager_restarts_stops_and_starts_a_site_for_a_contributor_onl
     assert_eq!(w.health("app-store-portal").await.status, StatusCode::OK);
 
     // Errors: no api-version, wrong audience, no role, a Reader writing, an unknown site.
-    let no_version = send(http.get(format!("{}{}", sim.resource_manager_url(), id.trim_start_matches('/'))).bearer_auth(&arm)).await;
-    assert_eq!((no_version.status, no_version.body["error"]["code"].clone()), (StatusCode::BAD_REQUEST, json!("MissingApiVersionParameter")));
+    let no_version =
+        send(http.get(format!("{}{}", sim.resource_manager_url(), id.trim_start_matches('/'))).bearer_auth(&arm)).await;
+    assert_eq!(
+        (no_version.status, no_version.body["error"]["code"].clone()),
+        (StatusCode::BAD_REQUEST, json!("MissingApiVersionParameter"))
+    );
     let vault_token = management(http, sim, VAULT_SCOPE).await;
     let wrong = w.arm_get(&vault_token, &id).await;
-    assert_eq!((wrong.status, wrong.body["error"]["code"].clone()), (StatusCode::UNAUTHORIZED, json!("InvalidAuthenticationToken")));
+    assert_eq!(
+        (wrong.status, wrong.body["error"]["code"].clone()),
+        (StatusCode::UNAUTHORIZED, json!("InvalidAuthenticationToken"))
+    );
     assert!(wrong.headers["www-authenticate"].to_str().unwrap().contains("error=\"invalid_token\""));
 
     let end = OffsetDateTime::now_utc() + time::Duration::days(30);
@@ -436,7 +499,10 @@ async fn resource_manager_restarts_stops_and_starts_a_site_for_a_contributor_onl
     assert_eq!(refused.body["error"]["code"], "AuthorizationFailed");
     let message = refused.body["error"]["message"].as_str().unwrap();
     assert!(message.starts_with(&format!("The client '{}' with object id '", other.app_id)), "{message}");
-    assert!(message.contains(&format!("perform action 'Microsoft.Web/sites/restart/action' over scope '{id}'")), "{message}");
+    assert!(
+        message.contains(&format!("perform action 'Microsoft.Web/sites/restart/action' over scope '{id}'")),
+        "{message}"
+    );
     sim.azure().grant_arm(&other.app_id.to_string(), &format!("/subscriptions/{SUB}"), ArmRole::Reader);
     assert_eq!(w.arm_get(&theirs, &id).await.status, StatusCode::OK);
     assert_eq!(w.arm_post(&theirs, &format!("{id}/restart")).await.status, StatusCode::FORBIDDEN);
@@ -444,7 +510,12 @@ async fn resource_manager_restarts_stops_and_starts_a_site_for_a_contributor_onl
     let unknown = w.arm_get(&arm, &site_id("nope")).await;
     assert_eq!(unknown.status, StatusCode::NOT_FOUND);
     assert_eq!(unknown.body["error"]["code"], "ResourceNotFound");
-    assert!(unknown.body["error"]["message"].as_str().unwrap().starts_with(&format!("The Resource 'Microsoft.Web/sites/nope' under resource group '{RG}' was not found")));
+    assert!(
+        unknown.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("The Resource 'Microsoft.Web/sites/nope' under resource group '{RG}' was not found"))
+    );
     assert!(sim.requests().iter().any(|r| r.is_resource_manager()));
 }
 
@@ -505,7 +576,11 @@ async fn refresh_resolves_references_again_and_their_status_is_readable() {
     assert_eq!(refreshed.body["value"][0]["properties"]["activeVersion"], version.as_str());
     let view = sim.azure().site("app-store-portal", None).unwrap();
     assert_eq!((view.refreshes, view.resolved_version.as_deref()), (1, Some(version.as_str())));
-    assert_eq!(view.process_version.as_deref(), Some(w.first_version.as_str()), "the process keeps what it started with");
+    assert_eq!(
+        view.process_version.as_deref(),
+        Some(w.first_version.as_str()),
+        "the process keeps what it started with"
+    );
     let health = w.health("app-store-portal").await;
     assert_eq!(health.status, StatusCode::SERVICE_UNAVAILABLE, "the old secret was removed: {}", health.text);
 
@@ -526,7 +601,10 @@ async fn a_running_process_keeps_its_secret_until_it_restarts() {
     let next = w.sim.tenant().add_password_to(w.app_object_id, end).unwrap();
     let version = w.sim.azure().set_secret("portal-kv", "AzureAdClientSecret", &next.secret_text);
     assert_eq!(w.health("app-store-portal").await.status, StatusCode::OK);
-    assert_eq!(w.sim.azure().site("app-store-portal", None).unwrap().process_version.as_deref(), Some(w.first_version.as_str()));
+    assert_eq!(
+        w.sim.azure().site("app-store-portal", None).unwrap().process_version.as_deref(),
+        Some(w.first_version.as_str())
+    );
 
     w.sim.tenant().remove_password_from(w.app_object_id, w.first_key).unwrap();
     let broken = w.health("app-store-portal").await;
@@ -573,7 +651,9 @@ async fn a_site_whose_identity_cannot_read_the_vault_starts_without_a_secret() {
 
     // A slot of another site, pointing at a vault that does not exist.
     let uri = format!("{}/secrets/AzureAdClientSecret/", w.sim.key_vault_url("gone-kv"));
-    w.sim.azure().create_site(SiteSpec::new(SUB, RG, "app-store-portal", w.app_client_id.clone(), uri, w.identity.clone()).slot("staging"));
+    w.sim.azure().create_site(
+        SiteSpec::new(SUB, RG, "app-store-portal", w.app_client_id.clone(), uri, w.identity.clone()).slot("staging"),
+    );
     assert_eq!(w.sim.azure().site("app-store-portal", Some("staging")).unwrap().reference_status, "VaultNotFound");
     let slot = send(w.http.get(w.sim.site_health_url("app-store-portal", Some("staging")))).await;
     assert_eq!(slot.status, StatusCode::SERVICE_UNAVAILABLE);
@@ -590,16 +670,31 @@ async fn the_sims_answers_have_the_shape_of_the_published_examples() {
     let arm = management(http, sim, ARM_SCOPE).await;
     w.sim.azure().set_secret("portal-kv", "AzureAdClientSecret", "second");
 
-    let set = send(http.put(with_api(&secrets_url(sim, "portal-kv", "/crpsecret"), KV_API)).bearer_auth(&kv).json(&json!({"value":"mysecretvalue"}))).await;
+    let set = send(
+        http.put(with_api(&secrets_url(sim, "portal-kv", "/crpsecret"), KV_API))
+            .bearer_auth(&kv)
+            .json(&json!({"value":"mysecretvalue"})),
+    )
+    .await;
     assert_same_shape(&example("SetSecret-example.json"), &set.body, "", &[]);
     let get = send(http.get(with_api(set.body["id"].as_str().unwrap(), KV_API)).bearer_auth(&kv)).await;
     assert_same_shape(&example("GetSecret-example.json"), &get.body, "", &[]);
-    let versions = send(http.get(with_api(&secrets_url(sim, "portal-kv", "/AzureAdClientSecret/versions?maxresults=1"), KV_API)).bearer_auth(&kv)).await;
+    let versions = send(
+        http.get(with_api(&secrets_url(sim, "portal-kv", "/AzureAdClientSecret/versions?maxresults=1"), KV_API))
+            .bearer_auth(&kv),
+    )
+    .await;
     assert!(versions.body["nextLink"].is_string());
     assert_same_shape(&example("GetSecretVersions-example.json"), &versions.body, "", &[]);
     // The listing example's item has a content type; give one to the secret listed first.
-    send(http.put(with_api(&secrets_url(sim, "portal-kv", "/AzureAdClientSecret"), KV_API)).bearer_auth(&kv).json(&json!({"value":"third","contentType":"plainText"}))).await;
-    let secrets = send(http.get(with_api(&secrets_url(sim, "portal-kv", "?maxresults=1"), KV_API)).bearer_auth(&kv)).await;
+    send(
+        http.put(with_api(&secrets_url(sim, "portal-kv", "/AzureAdClientSecret"), KV_API))
+            .bearer_auth(&kv)
+            .json(&json!({"value":"third","contentType":"plainText"})),
+    )
+    .await;
+    let secrets =
+        send(http.get(with_api(&secrets_url(sim, "portal-kv", "?maxresults=1"), KV_API)).bearer_auth(&kv)).await;
     assert_same_shape(&example("GetSecrets-example.json"), &secrets.body, "", &[]);
 
     let id = site_id("app-store-portal");

@@ -78,7 +78,8 @@ async fn the_official_client_sets_gets_and_pages_through_versions() {
         secret_version: Some(sim.azure().secret_versions("portal-kv", "AzureAdClientSecret")[0].version.clone()),
         ..Default::default()
     };
-    let oldest = client.get_secret("AzureAdClientSecret", Some(options)).await.expect("get").into_model().expect("a bundle");
+    let oldest =
+        client.get_secret("AzureAdClientSecret", Some(options)).await.expect("get").into_model().expect("a bundle");
     assert_eq!(oldest.value.as_deref(), Some("seed-0"));
 
     let mut pager = client.list_secret_properties_versions("AzureAdClientSecret", None).expect("a pager");
