@@ -12,7 +12,6 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
 use entra_rotator::adapters::graph::{GraphClient, RetryPolicy, TokenSource};
-use entra_rotator::adapters::steps::Rollout;
 use entra_rotator::adapters::system_clock::SystemClock;
 use entra_rotator::domain::Span;
 use entra_rotator::domain::address::AddressPolicy;
@@ -39,9 +38,13 @@ use uuid::Uuid;
 #[path = "../../tests/flows/chain.rs"]
 mod chain;
 use chain::World;
+#[path = "../../tests/flows/azure.rs"]
+mod azure;
 
 // The scenarios both worlds run (tests/flows/chain.rs), here on the AWS adapters and the Lambda glue.
 chain::chain_scenarios!(Deployment::new);
+// The product notes' Key Vault + App Service runbook (tests/flows/azure.rs), on the same world.
+azure::azure_scenarios!(Deployment::new);
 
 /// What Lambda's event source mapping does for one queue: receive, invoke, delete the successes.
 struct Mapping {
@@ -203,8 +206,6 @@ impl Deployment {
             steps: chain::rollout_steps(&sim, "abort"),
             ..RotationPolicy::with_defaults(PolicyId::parse("default").unwrap())
         };
-        let http = reqwest::Client::builder()
-            .tls_certs_merge(reqwest::Certificate::from_pem_bundle(sim.ca_pem().as_bytes()).unwrap());
         let flaky_queue = Arc::new(FlakyQueue::new(queue.clone()));
         let services = App {
             store: store.clone(),
@@ -215,9 +216,7 @@ impl Deployment {
             policies: Arc::new(PolicySet::new(vec![(policy, vec![])])),
             sinks: Arc::new(vec![]),
             keys: keys.clone(),
-            rollout: Arc::new(
-                Rollout::new(http, Default::default(), Arc::new(AddressPolicy::allowing_loopback())).unwrap(),
-            ),
+            rollout: Arc::new(azure::rollout(&sim, &integration)),
             settings: RotationSettings {
                 verify_budget: Duration::from_secs(60),
                 orphan_safety_delay: Duration::from_secs(2),

@@ -9,7 +9,6 @@ use std::time::Duration;
 use entra_rotator::adapters::graph::{GraphClient, RetryPolicy, TokenSource};
 use entra_rotator::adapters::sealing::key_file::LocalKeyRing;
 use entra_rotator::adapters::sqlite::{SqliteQueue, SqliteStore};
-use entra_rotator::adapters::steps::Rollout;
 use entra_rotator::domain::Span;
 use entra_rotator::domain::address::AddressPolicy;
 use entra_rotator::domain::execution::{Execution, ExecutionStatus, Trigger};
@@ -102,8 +101,6 @@ impl Chain {
             steps: rollout_steps,
             ..RotationPolicy::with_defaults(PolicyId::parse("default").unwrap())
         };
-        let http = reqwest::Client::builder()
-            .tls_certs_merge(reqwest::Certificate::from_pem_bundle(sim.ca_pem().as_bytes()).unwrap());
         let services = App {
             store: store.clone(),
             queue: queue.clone(),

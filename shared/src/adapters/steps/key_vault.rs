@@ -96,7 +96,8 @@ pub(super) async fn probe(azure: &Azure, cfg: &AzureKeyVaultConfig, ctx: &ProbeC
                     Ok(_) => (
                         ProbeOutcome::Ok,
                         format!(
-                            "reachable, and {} may list the secret's versions; the write itself needs {RIGHTS}",
+                            "reachable; {} may list the secret's versions (writing needs Key Vault Secrets \
+                             Officer, which a dry run cannot try)",
                             identity.describe()
                         ),
                     ),
