@@ -11,7 +11,6 @@ use common::*;
 use entra_sim::{ArmRole, Endpoint, Fault, FaultKind, Match, NewApp, Sim, SimOptions, SiteSpec, VaultRole};
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
-use time::OffsetDateTime;
 
 const VAULT_SCOPE: &str = "https://vault.azure.net/.default";
 const ARM_SCOPE: &str = "https://management.azure.com/.default";
@@ -130,7 +129,7 @@ async fn world(site: &str, configure: impl FnOnce(SiteSpec) -> SiteSpec) -> Worl
     let sim = start(SimOptions { apps: 2, ..Default::default() }).await;
     let http = http(&sim);
     let app = sim.tenant().add_app(NewApp::named("App Store for Intune - API"));
-    let end = OffsetDateTime::now_utc() + time::Duration::days(90);
+    let end = sim.now() + time::Duration::days(90);
     let first = sim.tenant().add_password_to(app.object_id, end).expect("the app exists");
     let azure = sim.azure();
     azure.create_vault("portal-kv");
@@ -172,7 +171,7 @@ impl World {
     /// Rotate behind the site's back: a new password, its value as a new vault version, the old
     /// password removed. Returns the new version.
     fn rotate(&self) -> String {
-        let end = OffsetDateTime::now_utc() + time::Duration::days(90);
+        let end = self.sim.now() + time::Duration::days(90);
         let next = self.sim.tenant().add_password_to(self.app_object_id, end).expect("the app exists");
         let version = self.sim.azure().set_secret("portal-kv", "AzureAdClientSecret", &next.secret_text);
         assert!(self.sim.tenant().remove_password_from(self.app_object_id, self.first_key).expect("the app exists"));
@@ -489,7 +488,7 @@ async fn resource_manager_restarts_stops_and_starts_a_site_for_a_contributor_onl
     );
     assert!(wrong.headers["www-authenticate"].to_str().unwrap().contains("error=\"invalid_token\""));
 
-    let end = OffsetDateTime::now_utc() + time::Duration::days(30);
+    let end = sim.now() + time::Duration::days(30);
     let other = sim.tenant().add_app(NewApp::named("someone else"));
     let secret = sim.tenant().add_password_to(other.object_id, end).unwrap().secret_text;
     let (_, body) = token_for(http, sim, &other.app_id.to_string(), &secret, ARM_SCOPE).await;
@@ -597,7 +596,7 @@ async fn a_running_process_keeps_its_secret_until_it_restarts() {
     assert_eq!(w.health("app-store-portal").await.body, json!({ "status": "Healthy" }));
 
     // A new password and a new vault version, the old password still there: still healthy, on it.
-    let end = OffsetDateTime::now_utc() + time::Duration::days(90);
+    let end = w.sim.now() + time::Duration::days(90);
     let next = w.sim.tenant().add_password_to(w.app_object_id, end).unwrap();
     let version = w.sim.azure().set_secret("portal-kv", "AzureAdClientSecret", &next.secret_text);
     assert_eq!(w.health("app-store-portal").await.status, StatusCode::OK);
