@@ -705,3 +705,49 @@ async fn the_sims_answers_have_the_shape_of_the_published_examples() {
     let all = w.arm_get(&arm, &format!("{id}/config/configreferences/appsettings")).await;
     assert_same_shape(&example("GetKeyVaultReferencesForAppSettings.json"), &all.body, "", &nullable);
 }
+
+#[tokio::test]
+async fn a_version_can_be_disabled_and_retagged_and_a_disabled_version_is_not_read() {
+    let sim = start(SimOptions { apps: 1, ..Default::default() }).await;
+    let http = http(&sim);
+    let azure = sim.azure();
+    let old = azure.set_secret("portal-kv", "AzureAdClientSecret", "old");
+    let new = azure.set_secret("portal-kv", "AzureAdClientSecret", "new");
+    azure.grant_vault("portal-kv", &sim.management_client_id(), VaultRole::SecretsOfficer);
+    let token = management(&http, &sim, VAULT_SCOPE).await;
+    let url = |rest: &str| with_api(&secrets_url(&sim, "portal-kv", rest), KV_API);
+
+    let patched = send(
+        http.patch(url(&format!("/AzureAdClientSecret/{new}")))
+            .bearer_auth(&token)
+            .json(&json!({ "attributes": { "enabled": false }, "tags": { "state": "retired" } })),
+    )
+    .await;
+    assert_eq!(patched.status, StatusCode::OK, "{}", patched.text);
+    assert!(patched.body.get("value").is_none());
+    assert_eq!(patched.body["attributes"]["enabled"], false);
+    assert_eq!(patched.body["tags"]["state"], "retired");
+
+    let latest = send(http.get(url("/AzureAdClientSecret")).bearer_auth(&token)).await;
+    assert_eq!(latest.body["value"], "old", "the newest enabled version");
+    assert!(latest.body["id"].as_str().unwrap().ends_with(&old));
+    let disabled = send(http.get(url(&format!("/AzureAdClientSecret/{new}"))).bearer_auth(&token)).await;
+    assert_eq!(disabled.status, StatusCode::FORBIDDEN);
+    assert_eq!(disabled.body["error"]["innererror"]["code"], "SecretDisabled");
+    let versions = azure.secret_versions("portal-kv", "AzureAdClientSecret");
+    assert_eq!((versions[0].enabled, versions[1].enabled), (true, false));
+
+    // A site built from named fields and defaults resolves the newest enabled version.
+    let spec = SiteSpec {
+        subscription_id: SUB.into(),
+        resource_group: RG.into(),
+        name: "defaults".into(),
+        app_client_id: uuid::Uuid::new_v4().to_string(),
+        secret_uri: format!("{}/secrets/AzureAdClientSecret", sim.key_vault_url("portal-kv")),
+        site_identity: sim.management_client_id(),
+        ..Default::default()
+    };
+    assert_eq!(spec.setting_key, "AzureAdClientSecret");
+    sim.azure().create_site(spec);
+    assert_eq!(sim.azure().site("defaults", None).unwrap().resolved_version, Some(old));
+}
