@@ -751,3 +751,25 @@ async fn a_version_can_be_disabled_and_retagged_and_a_disabled_version_is_not_re
     sim.azure().create_site(spec);
     assert_eq!(sim.azure().site("defaults", None).unwrap().resolved_version, Some(old));
 }
+
+#[tokio::test]
+async fn an_expired_secret_makes_the_web_app_unhealthy_with_entras_reason() {
+    let sim = start(SimOptions { apps: 1, ..Default::default() }).await;
+    let http = http(&sim);
+    let app = sim.tenant().add_app(NewApp::named("short-lived"));
+    let password = sim.tenant().add_password_to(app.object_id, sim.now() + time::Duration::hours(1)).unwrap();
+    sim.azure().set_secret("portal-kv", "AzureAdClientSecret", &password.secret_text);
+    let identity = uuid::Uuid::new_v4().to_string();
+    sim.azure().grant_vault("portal-kv", &identity, VaultRole::SecretsUser);
+    let uri = format!("{}/secrets/AzureAdClientSecret/", sim.key_vault_url("portal-kv"));
+    sim.azure().create_site(SiteSpec::new(SUB, RG, "short", app.app_id.to_string(), uri, identity));
+    assert_eq!(send(http.get(sim.site_health_url("short", None))).await.status, StatusCode::OK);
+
+    sim.advance_clock(Duration::from_secs(2 * 3600));
+    let expired = send(http.get(sim.site_health_url("short", None))).await;
+    assert_eq!(expired.status, StatusCode::SERVICE_UNAVAILABLE);
+    let reason = expired.body["reason"].as_str().unwrap();
+    assert!(reason.starts_with("Entra refused the client secret (AADSTS7000222"), "{reason}");
+    assert!(!expired.text.contains(&password.secret_text));
+    assert_eq!(send(http.get(sim.site_health_url("unknown", None))).await.status, StatusCode::NOT_FOUND);
+}
