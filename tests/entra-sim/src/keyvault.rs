@@ -10,7 +10,10 @@
 //!   `nbf`, `exp`) or `tags` (replaced as a whole when given); answers the bundle without its value.
 //!   Needs the right to set secrets.
 //! - `GET /secrets/{name}/versions`, `GET /secrets` — ids and attributes, never values, paged by
-//!   `maxresults` (1–25, default 25) and an absolute `nextLink` carrying `$skiptoken`. The versions
+//!   `maxresults` (1–25, default 25) and an absolute `nextLink` carrying `$skiptoken`. Versions come
+//!   in the order of their ids, not of their creation: Key Vault's order is not chronological (the
+//!   author of the lowkey-vault emulator found it follows the version hashes, lowkey-vault issues
+//!   #428 and #467), so a client must read `attributes.created`, never the position. The versions
 //!   of a secret that does not exist are an empty page (`200 {"value":[],"nextLink":null}`), which is
 //!   what Key Vault answers as far as we know (not verified against the live service; the published
 //!   examples only show a secret that exists).
@@ -563,8 +566,14 @@ fn list_versions(
     let (max, offset) = paging(query)?;
     let azure = lock(&shared.azure);
     let secret = azure.vaults.get(&vault.to_ascii_lowercase()).and_then(|v| v.secrets.get(&name.to_ascii_lowercase()));
-    let items: Vec<Value> =
-        secret.map(|s| s.versions.iter().map(|v| version_json(vault_url, s, v, false)).collect()).unwrap_or_default();
+    // In the order of the version ids, not of creation (see the module docs).
+    let items: Vec<Value> = secret
+        .map(|s| {
+            let mut versions: Vec<&StoredVersion> = s.versions.iter().collect();
+            versions.sort_by(|a, b| a.version.cmp(&b.version));
+            versions.into_iter().map(|v| version_json(vault_url, s, v, false)).collect()
+        })
+        .unwrap_or_default();
     let list_url = format!("{vault_url}/secrets/{}/versions", secret.map_or(name, |s| s.name.as_str()));
     Ok(page(items, &list_url, api_version, max, offset))
 }
