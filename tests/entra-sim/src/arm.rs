@@ -7,8 +7,8 @@
 //! - `GET {site}` — the site resource, in the shape of the published `GetWebApp.json` example (the
 //!   example's body with this site's id, names, host names, state and identity put in; the example's
 //!   other values are kept as they are). `properties.state` is `Running` or `Stopped`; the first
-//!   `GET` after a `stop` or `start` still shows the state from before it, as the platform takes a
-//!   moment to report the change.
+//!   `GET` after a `stop` still shows `Running`, as the platform takes a moment to report the change
+//!   (after a `start` the site is `Running` at once).
 //! - `POST {site}/restart?softRestart=&synchronous=`, `POST {site}/stop`, `POST {site}/start`,
 //!   `POST {site}/config/configreferences/appsettings/refresh` — `200` once done (`refresh` answers
 //!   the references it resolved, `{"value":[…]}`; the others an empty body). `softRestart` and
@@ -470,7 +470,7 @@ fn site_json(shared: &Shared, site: &Site) -> Value {
     let id = spec.resource_id();
     let host = host_name(site);
     let scm_host = host.replacen(".azurewebsites.net", ".scm.azurewebsites.net", 1);
-    // The state from before the last stop or start, for as long as the platform lags behind.
+    // Still running, for the one read the platform lags behind a stop.
     let running = if site.stale_reads > 0 { !site.running } else { site.running };
     body["id"] = json!(id);
     body["name"] = json!(match &spec.slot {

@@ -182,7 +182,9 @@ pub(crate) struct Vault {
     pub(crate) requests: usize,
 }
 
-/// A site (or slot) to create with [`AzureHandle::create_site`].
+/// A site (or slot) to create with [`AzureHandle::create_site`]: build it with [`SiteSpec::new`], or
+/// name the fields and take the rest from `..Default::default()` (empty strings, no slot, setting
+/// `AzureAdClientSecret`, restarts re-resolve, synchronous operations).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SiteSpec {
     pub subscription_id: String,
@@ -205,6 +207,12 @@ pub struct SiteSpec {
     pub restart_keeps_references: bool,
     /// `stop`, `start`, `restart` and `refresh` answer `202 Accepted` and complete through polling.
     pub async_operations: bool,
+}
+
+impl Default for SiteSpec {
+    fn default() -> Self {
+        Self::new("", "", "", "", "", "")
+    }
 }
 
 impl SiteSpec {
@@ -304,8 +312,8 @@ impl fmt::Debug for Resolution {
 pub(crate) struct Site {
     pub(crate) spec: SiteSpec,
     pub(crate) running: bool,
-    /// `GET`s still to show the state from before the last stop or start (the platform takes a
-    /// moment to report it).
+    /// `GET`s still to show the state from before the last stop (the platform takes a moment to
+    /// report it).
     pub(crate) stale_reads: u32,
     pub(crate) cache: Resolution,
     /// What the process started with; `None` while stopped.
@@ -425,7 +433,7 @@ impl AzureState {
                     site.running = true;
                     site.process = Some(site.cache.clone());
                     site.starts += 1;
-                    site.stale_reads = 1;
+                    site.stale_reads = 0;
                 }
             }
             SiteAction::Restart => {

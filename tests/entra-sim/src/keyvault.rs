@@ -4,9 +4,16 @@
 //! - `PUT /secrets/{name}` — a new version every time (not idempotent, like the real one); body
 //!   `{value, contentType?, attributes?{enabled?, nbf?, exp?}, tags?}`; answers the SecretBundle.
 //! - `GET /secrets/{name}` (the newest enabled version), `GET /secrets/{name}/{version}` — with the
-//!   value; `404 SecretNotFound` otherwise.
+//!   value; `404 SecretNotFound` otherwise, and `403 Forbidden` / `SecretDisabled` for a version that
+//!   is disabled.
+//! - `PATCH /secrets/{name}/{version}` — update a version's `contentType`, `attributes` (`enabled`,
+//!   `nbf`, `exp`) or `tags` (replaced as a whole when given); answers the bundle without its value.
+//!   Needs the right to set secrets.
 //! - `GET /secrets/{name}/versions`, `GET /secrets` — ids and attributes, never values, paged by
-//!   `maxresults` (1–25, default 25) and an absolute `nextLink` carrying `$skiptoken`. The versions
+//!   `maxresults` (1–25, default 25) and an absolute `nextLink` carrying `$skiptoken`. Versions come
+//!   in the order of their ids, not of their creation: Key Vault's order is not chronological (the
+//!   author of the lowkey-vault emulator found it follows the version hashes, lowkey-vault issues
+//!   #428 and #467), so a client must read `attributes.created`, never the position. The versions
 //!   of a secret that does not exist are an empty page (`200 {"value":[],"nextLink":null}`), which is
 //!   what Key Vault answers as far as we know (not verified against the live service; the published
 //!   examples only show a secret that exists).
@@ -226,6 +233,10 @@ fn handle(
             authorize(shared, &caller, vault, Some(name), VaultAction::Get)?;
             get_secret(shared, vault, &vault_url, name, Some(version))
         }
+        (Method::PATCH, ["secrets", name, version]) => {
+            authorize(shared, &caller, vault, Some(name), VaultAction::Set)?;
+            update_secret(shared, vault, &vault_url, name, version, body)
+        }
         (_, ["secrets", ..]) => Err(KvError::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "BadParameter",
@@ -355,6 +366,99 @@ fn version_json(vault_url: &str, secret: &StoredSecret, v: &StoredVersion, with_
     Value::Object(object)
 }
 
+/// The properties a PUT or PATCH body gives; `None` where it says nothing, `Some(None)` where it
+/// clears an optional property with `null`.
+struct Properties {
+    content_type: Option<Option<String>>,
+    tags: Option<BTreeMap<String, String>>,
+    enabled: Option<bool>,
+    nbf: Option<Option<i64>>,
+    exp: Option<Option<i64>>,
+}
+
+fn properties(body: &Value) -> Result<Properties, KvError> {
+    let content_type = match body.get("contentType") {
+        None => None,
+        Some(Value::Null) => Some(None),
+        Some(Value::String(s)) => Some(Some(s.clone())),
+        Some(_) => return Err(KvError::bad_parameter("Property 'contentType' must be a string.")),
+    };
+    let tags = match body.get("tags") {
+        None => None,
+        Some(Value::Null) => Some(BTreeMap::new()),
+        Some(Value::Object(map)) => {
+            if map.len() > MAX_TAGS {
+                return Err(KvError::bad_parameter(format!("A secret can have at most {MAX_TAGS} tags.")));
+            }
+            let mut tags = BTreeMap::new();
+            for (k, v) in map {
+                let v = v.as_str().ok_or_else(|| KvError::bad_parameter("Tag values must be strings."))?;
+                tags.insert(k.clone(), v.to_owned());
+            }
+            Some(tags)
+        }
+        Some(_) => return Err(KvError::bad_parameter("Property 'tags' must be an object.")),
+    };
+    let attributes = body.get("attributes").cloned().unwrap_or(Value::Null);
+    let enabled = match attributes.get("enabled") {
+        None | Some(Value::Null) => None,
+        Some(Value::Bool(b)) => Some(*b),
+        Some(_) => return Err(KvError::bad_parameter("Property 'attributes.enabled' must be a boolean.")),
+    };
+    let seconds = |key: &str| match attributes.get(key) {
+        None => Ok(None),
+        Some(Value::Null) => Ok(Some(None)),
+        Some(v) => v.as_i64().map(|n| Some(Some(n))).ok_or_else(|| {
+            KvError::bad_parameter(format!("Property 'attributes.{key}' must be a number of seconds since 1970."))
+        }),
+    };
+    Ok(Properties { content_type, tags, enabled, nbf: seconds("nbf")?, exp: seconds("exp")? })
+}
+
+fn update_secret(
+    shared: &Shared,
+    vault: &str,
+    vault_url: &str,
+    name: &str,
+    version: &str,
+    body: &[u8],
+) -> Result<Response, KvError> {
+    let body: Value = serde_json::from_slice(body)
+        .map_err(|e| KvError::bad_parameter(format!("The request body is not valid JSON: {e}")))?;
+    let update = properties(&body)?;
+    let now = shared.clock.now();
+    let mut azure = lock(&shared.azure);
+    let secret = azure
+        .vaults
+        .get_mut(&vault.to_ascii_lowercase())
+        .and_then(|v| v.secrets.get_mut(&name.to_ascii_lowercase()))
+        .ok_or_else(|| KvError::secret_not_found(name))?;
+    let stored = secret
+        .versions
+        .iter_mut()
+        .find(|v| v.version.eq_ignore_ascii_case(version))
+        .ok_or_else(|| KvError::secret_not_found(&format!("{name}/{version}")))?;
+    if let Some(content_type) = update.content_type {
+        stored.content_type = content_type;
+    }
+    if let Some(tags) = update.tags {
+        stored.tags = tags;
+    }
+    if let Some(enabled) = update.enabled {
+        stored.enabled = enabled;
+    }
+    if let Some(nbf) = update.nbf {
+        stored.nbf = nbf;
+    }
+    if let Some(exp) = update.exp {
+        stored.exp = exp;
+    }
+    stored.updated = now;
+    let stored = stored.clone();
+    let answer = version_json(vault_url, secret, &stored, false);
+    Ok((StatusCode::OK, axum::Json(answer)).into_response())
+}
+
 fn set_secret(shared: &Shared, vault: &str, vault_url: &str, name: &str, body: &[u8]) -> Result<Response, KvError> {
     check_name(name)?;
     let body: Value = serde_json::from_slice(body)
@@ -363,47 +467,16 @@ fn set_secret(shared: &Shared, vault: &str, vault_url: &str, name: &str, body: &
         .get("value")
         .and_then(Value::as_str)
         .ok_or_else(|| KvError::bad_parameter("Property 'value' is required and must be a string."))?;
-    let content_type = match body.get("contentType") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(s.clone()),
-        Some(_) => return Err(KvError::bad_parameter("Property 'contentType' must be a string.")),
-    };
-    let mut tags = BTreeMap::new();
-    match body.get("tags") {
-        None | Some(Value::Null) => {}
-        Some(Value::Object(map)) => {
-            if map.len() > MAX_TAGS {
-                return Err(KvError::bad_parameter(format!("A secret can have at most {MAX_TAGS} tags.")));
-            }
-            for (k, v) in map {
-                let v = v.as_str().ok_or_else(|| KvError::bad_parameter("Tag values must be strings."))?;
-                tags.insert(k.clone(), v.to_owned());
-            }
-        }
-        Some(_) => return Err(KvError::bad_parameter("Property 'tags' must be an object.")),
-    }
-    let attributes = body.get("attributes").cloned().unwrap_or(Value::Null);
-    let enabled = match attributes.get("enabled") {
-        None | Some(Value::Null) => true,
-        Some(Value::Bool(b)) => *b,
-        Some(_) => return Err(KvError::bad_parameter("Property 'attributes.enabled' must be a boolean.")),
-    };
-    let seconds = |key: &str| match attributes.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(v) => v.as_i64().map(Some).ok_or_else(|| {
-            KvError::bad_parameter(format!("Property 'attributes.{key}' must be a number of seconds since 1970."))
-        }),
-    };
-    let (nbf, exp) = (seconds("nbf")?, seconds("exp")?);
+    let Properties { content_type, tags, enabled, nbf, exp } = properties(&body)?;
     let now = shared.clock.now();
     let stored = StoredVersion {
         version: new_version(),
         value: value.to_owned(),
-        content_type,
-        tags,
-        enabled,
-        nbf,
-        exp,
+        content_type: content_type.flatten(),
+        tags: tags.unwrap_or_default(),
+        enabled: enabled.unwrap_or(true),
+        nbf: nbf.flatten(),
+        exp: exp.flatten(),
         created: now,
         updated: now,
     };
@@ -439,6 +512,12 @@ fn get_secret(
         None => secret.current(),
     };
     let found = found.ok_or_else(|| KvError::secret_not_found(&format!("{name}/{}", version.unwrap_or(""))))?;
+    if !found.enabled {
+        let mut error =
+            KvError::new(StatusCode::FORBIDDEN, "Forbidden", "Operation get is not allowed on a disabled secret.");
+        error.inner = Some("SecretDisabled");
+        return Err(error);
+    }
     Ok((StatusCode::OK, axum::Json(version_json(vault_url, secret, found, true))).into_response())
 }
 
@@ -487,8 +566,14 @@ fn list_versions(
     let (max, offset) = paging(query)?;
     let azure = lock(&shared.azure);
     let secret = azure.vaults.get(&vault.to_ascii_lowercase()).and_then(|v| v.secrets.get(&name.to_ascii_lowercase()));
-    let items: Vec<Value> =
-        secret.map(|s| s.versions.iter().map(|v| version_json(vault_url, s, v, false)).collect()).unwrap_or_default();
+    // In the order of the version ids, not of creation (see the module docs).
+    let items: Vec<Value> = secret
+        .map(|s| {
+            let mut versions: Vec<&StoredVersion> = s.versions.iter().collect();
+            versions.sort_by(|a, b| a.version.cmp(&b.version));
+            versions.into_iter().map(|v| version_json(vault_url, s, v, false)).collect()
+        })
+        .unwrap_or_default();
     let list_url = format!("{vault_url}/secrets/{}/versions", secret.map_or(name, |s| s.name.as_str()));
     Ok(page(items, &list_url, api_version, max, offset))
 }

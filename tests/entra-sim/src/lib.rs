@@ -18,14 +18,18 @@
 //!   in only after the replication delay; personal-account applications hold at most two passwords;
 //!   overlapping writes to one application get `409 Directory_ConcurrencyViolation`.
 //! - **Faults** on demand ([`Faults`]): 429 with or without `Retry-After`, 409, the concurrency error
-//!   as 400, 5xx, slowness, 403.
+//!   as 400, 5xx, slowness, 403 — each in the shape of the service it hits — and
+//!   [`FaultKind::Answer`], any status, headers and body verbatim.
 //! - **Rollout targets** ([`Sim::targets`], URLs from [`Sim::target_url`]): a Spring Actuator
 //!   (`/apps/{name}/actuator/refresh`), a health check (`/apps/{name}/health`) that can be scripted to
 //!   fail, and a webhook receiver (`/hooks/{name}`) that checks Standard Webhooks signatures and keeps
 //!   every body, so tests can assert the new secret never travels in one.
 //! - **Azure Key Vault** (`keyvault.rs`, URL from [`Sim::key_vault_url`]): the secrets data plane —
-//!   set, get, versions and listing with `maxresults` paging — behind Key Vault's bearer challenge,
-//!   audience check and RBAC roles per vault ([`VaultRole`]).
+//!   set, get, update, versions and listing with `maxresults` paging — behind Key Vault's bearer
+//!   challenge, audience check and RBAC roles per vault ([`VaultRole`]). The official
+//!   `azure_security_keyvault_secrets` client works against it when built with
+//!   `verify_challenge_resource: Some(false)` (the challenge names `vault.azure.net`, not the sim's
+//!   host); its `ResourceExt::resource_id()` does not parse the sim's ids, whose vault is a path.
 //! - **Azure Resource Manager** (`arm.rs`, root [`Sim::resource_manager_url`]): App Service sites and
 //!   slots — get, restart, stop, start, refresh of Key Vault references and their status — with
 //!   `api-version`, audience and role checks ([`ArmRole`]) and long-running operations polled through

@@ -11,7 +11,6 @@ use common::*;
 use entra_sim::{ArmRole, Endpoint, Fault, FaultKind, Match, NewApp, Sim, SimOptions, SiteSpec, VaultRole};
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
-use time::OffsetDateTime;
 
 const VAULT_SCOPE: &str = "https://vault.azure.net/.default";
 const ARM_SCOPE: &str = "https://management.azure.com/.default";
@@ -130,7 +129,7 @@ async fn world(site: &str, configure: impl FnOnce(SiteSpec) -> SiteSpec) -> Worl
     let sim = start(SimOptions { apps: 2, ..Default::default() }).await;
     let http = http(&sim);
     let app = sim.tenant().add_app(NewApp::named("App Store for Intune - API"));
-    let end = OffsetDateTime::now_utc() + time::Duration::days(90);
+    let end = sim.now() + time::Duration::days(90);
     let first = sim.tenant().add_password_to(app.object_id, end).expect("the app exists");
     let azure = sim.azure();
     azure.create_vault("portal-kv");
@@ -172,7 +171,7 @@ impl World {
     /// Rotate behind the site's back: a new password, its value as a new vault version, the old
     /// password removed. Returns the new version.
     fn rotate(&self) -> String {
-        let end = OffsetDateTime::now_utc() + time::Duration::days(90);
+        let end = self.sim.now() + time::Duration::days(90);
         let next = self.sim.tenant().add_password_to(self.app_object_id, end).expect("the app exists");
         let version = self.sim.azure().set_secret("portal-kv", "AzureAdClientSecret", &next.secret_text);
         assert!(self.sim.tenant().remove_password_from(self.app_object_id, self.first_key).expect("the app exists"));
@@ -292,7 +291,9 @@ async fn secrets_are_versioned_tagged_and_listed_in_pages_without_values() {
         }
     }
     assert_eq!(pages, 2);
-    assert_eq!(seen, ids);
+    let mut by_version = ids.clone();
+    by_version.sort_by_key(|id| id.rsplit('/').next().unwrap().to_owned());
+    assert_eq!(seen, by_version, "listed in the order of the version ids, not of creation");
     assert_eq!(azure.secret_versions("portal-kv", "AzureAdClientSecret").len(), 3);
     assert_eq!(azure.secret_versions("portal-kv", "AzureAdClientSecret")[2].tags["rotation"], "2");
 
@@ -489,7 +490,7 @@ async fn resource_manager_restarts_stops_and_starts_a_site_for_a_contributor_onl
     );
     assert!(wrong.headers["www-authenticate"].to_str().unwrap().contains("error=\"invalid_token\""));
 
-    let end = OffsetDateTime::now_utc() + time::Duration::days(30);
+    let end = sim.now() + time::Duration::days(30);
     let other = sim.tenant().add_app(NewApp::named("someone else"));
     let secret = sim.tenant().add_password_to(other.object_id, end).unwrap().secret_text;
     let (_, body) = token_for(http, sim, &other.app_id.to_string(), &secret, ARM_SCOPE).await;
@@ -597,7 +598,7 @@ async fn a_running_process_keeps_its_secret_until_it_restarts() {
     assert_eq!(w.health("app-store-portal").await.body, json!({ "status": "Healthy" }));
 
     // A new password and a new vault version, the old password still there: still healthy, on it.
-    let end = OffsetDateTime::now_utc() + time::Duration::days(90);
+    let end = w.sim.now() + time::Duration::days(90);
     let next = w.sim.tenant().add_password_to(w.app_object_id, end).unwrap();
     let version = w.sim.azure().set_secret("portal-kv", "AzureAdClientSecret", &next.secret_text);
     assert_eq!(w.health("app-store-portal").await.status, StatusCode::OK);
@@ -705,4 +706,72 @@ async fn the_sims_answers_have_the_shape_of_the_published_examples() {
     assert_same_shape(&example("GetKeyVaultReferencesForAppSetting.json"), &one.body, "", &nullable);
     let all = w.arm_get(&arm, &format!("{id}/config/configreferences/appsettings")).await;
     assert_same_shape(&example("GetKeyVaultReferencesForAppSettings.json"), &all.body, "", &nullable);
+}
+
+#[tokio::test]
+async fn a_version_can_be_disabled_and_retagged_and_a_disabled_version_is_not_read() {
+    let sim = start(SimOptions { apps: 1, ..Default::default() }).await;
+    let http = http(&sim);
+    let azure = sim.azure();
+    let old = azure.set_secret("portal-kv", "AzureAdClientSecret", "old");
+    let new = azure.set_secret("portal-kv", "AzureAdClientSecret", "new");
+    azure.grant_vault("portal-kv", &sim.management_client_id(), VaultRole::SecretsOfficer);
+    let token = management(&http, &sim, VAULT_SCOPE).await;
+    let url = |rest: &str| with_api(&secrets_url(&sim, "portal-kv", rest), KV_API);
+
+    let patched = send(
+        http.patch(url(&format!("/AzureAdClientSecret/{new}")))
+            .bearer_auth(&token)
+            .json(&json!({ "attributes": { "enabled": false }, "tags": { "state": "retired" } })),
+    )
+    .await;
+    assert_eq!(patched.status, StatusCode::OK, "{}", patched.text);
+    assert!(patched.body.get("value").is_none());
+    assert_eq!(patched.body["attributes"]["enabled"], false);
+    assert_eq!(patched.body["tags"]["state"], "retired");
+
+    let latest = send(http.get(url("/AzureAdClientSecret")).bearer_auth(&token)).await;
+    assert_eq!(latest.body["value"], "old", "the newest enabled version");
+    assert!(latest.body["id"].as_str().unwrap().ends_with(&old));
+    let disabled = send(http.get(url(&format!("/AzureAdClientSecret/{new}"))).bearer_auth(&token)).await;
+    assert_eq!(disabled.status, StatusCode::FORBIDDEN);
+    assert_eq!(disabled.body["error"]["innererror"]["code"], "SecretDisabled");
+    let versions = azure.secret_versions("portal-kv", "AzureAdClientSecret");
+    assert_eq!((versions[0].enabled, versions[1].enabled), (true, false));
+
+    // A site built from named fields and defaults resolves the newest enabled version.
+    let spec = SiteSpec {
+        subscription_id: SUB.into(),
+        resource_group: RG.into(),
+        name: "defaults".into(),
+        app_client_id: uuid::Uuid::new_v4().to_string(),
+        secret_uri: format!("{}/secrets/AzureAdClientSecret", sim.key_vault_url("portal-kv")),
+        site_identity: sim.management_client_id(),
+        ..Default::default()
+    };
+    assert_eq!(spec.setting_key, "AzureAdClientSecret");
+    sim.azure().create_site(spec);
+    assert_eq!(sim.azure().site("defaults", None).unwrap().resolved_version, Some(old));
+}
+
+#[tokio::test]
+async fn an_expired_secret_makes_the_web_app_unhealthy_with_entras_reason() {
+    let sim = start(SimOptions { apps: 1, ..Default::default() }).await;
+    let http = http(&sim);
+    let app = sim.tenant().add_app(NewApp::named("short-lived"));
+    let password = sim.tenant().add_password_to(app.object_id, sim.now() + time::Duration::hours(1)).unwrap();
+    sim.azure().set_secret("portal-kv", "AzureAdClientSecret", &password.secret_text);
+    let identity = uuid::Uuid::new_v4().to_string();
+    sim.azure().grant_vault("portal-kv", &identity, VaultRole::SecretsUser);
+    let uri = format!("{}/secrets/AzureAdClientSecret/", sim.key_vault_url("portal-kv"));
+    sim.azure().create_site(SiteSpec::new(SUB, RG, "short", app.app_id.to_string(), uri, identity));
+    assert_eq!(send(http.get(sim.site_health_url("short", None))).await.status, StatusCode::OK);
+
+    sim.advance_clock(Duration::from_secs(2 * 3600));
+    let expired = send(http.get(sim.site_health_url("short", None))).await;
+    assert_eq!(expired.status, StatusCode::SERVICE_UNAVAILABLE);
+    let reason = expired.body["reason"].as_str().unwrap();
+    assert!(reason.starts_with("Entra refused the client secret (AADSTS7000222"), "{reason}");
+    assert!(!expired.text.contains(&password.secret_text));
+    assert_eq!(send(http.get(sim.site_health_url("unknown", None))).await.status, StatusCode::NOT_FOUND);
 }
