@@ -433,14 +433,15 @@ async fn the_old_secret_is_never_removed_while_the_new_one_is_missing() {
 
 #[tokio::test]
 async fn a_dry_run_changes_nothing_and_warns_of_a_reload_before_its_publish() {
-    let c = Chain::new(
-        Duration::ZERO,
-        steps(
-            r#"[{"type":"spring_actuator_refresh","order":10,"on_failure":"continue","config":{"url":"https://orders.example.com/actuator/refresh"}},
-                {"type":"azure_key_vault","order":20,"on_failure":"abort","config":{"vault_url":"https://kv.vault.azure.net","secret_name":"s"}}]"#,
-        ),
-    )
-    .await;
+    let mut c = Chain::new(Duration::ZERO, vec![]).await;
+    // The vault is the simulated one, so preflight's probe of it is answered here.
+    c.sim.azure().create_vault("kv");
+    let vault = c.sim.key_vault_url("kv");
+    let plan = steps(&format!(
+        r#"[{{"type":"spring_actuator_refresh","order":10,"on_failure":"continue","config":{{"url":"https://orders.example.com/actuator/refresh"}}}},
+            {{"type":"azure_key_vault","order":20,"on_failure":"abort","config":{{"vault_url":"{vault}","secret_name":"s"}}}}]"#
+    ));
+    c.set_plan(plan, false).await;
     let trigger = Trigger::Manual { by: "alice".into(), reason: None };
     let RotationAccepted::DryRun { report } = request_rotation(&c.services, &c.old, trigger, true).await.unwrap()
     else {

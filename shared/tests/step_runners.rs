@@ -370,6 +370,82 @@ mod published_examples {
     }
 }
 
+/// Preflight's questions to Resource Manager: the site, the identity's permissions on it (ARM's
+/// own list), the app setting's reference. Nothing changes.
+mod app_service_probe {
+    use entra_rotator::domain::ids::CredentialId;
+    use entra_rotator::ports::step_runner::{ProbeContext, ProbeOutcome};
+
+    use super::*;
+
+    async fn probes(role: Option<ArmRole>) -> Vec<entra_rotator::ports::step_runner::Probe> {
+        let t = Targets::start().await;
+        let azure = t.sim.azure();
+        azure.create_vault("kv-probe");
+        let identity = uuid::Uuid::new_v4().to_string();
+        azure.grant_vault("kv-probe", &identity, VaultRole::SecretsUser);
+        azure.set_secret("kv-probe", "ClientSecret", "value");
+        let uri = format!("{}/secrets/ClientSecret/", t.sim.key_vault_url("kv-probe"));
+        let sub = "33333333-3333-3333-3333-333333333333";
+        azure.create_site(SiteSpec::new(sub, "rg-probe", "site-probe", sub.to_owned(), uri, identity));
+        if let Some(role) = role {
+            azure.grant_arm(
+                &t.sim.management_client_id(),
+                &format!("/subscriptions/{sub}/resourceGroups/rg-probe"),
+                role,
+            );
+        }
+        let step = one_step(format!(
+            r#"[{{"type":"azure_app_service_restart","order":10,"config":{{"subscription_id":"{sub}",
+                "resource_group":"rg-probe","app_name":"site-probe","app_setting":"AzureAdClientSecret"}}}}]"#
+        ));
+        let credential = CredentialId::parse(
+            "contoso/app/11111111-1111-1111-1111-111111111111/22222222-2222-2222-2222-222222222222",
+        )
+        .unwrap();
+        let before = t.sim.azure().site("site-probe", None).unwrap();
+        let probes = t.runner.probe(&step, &ProbeContext { credential: &credential }).await;
+        let after = t.sim.azure().site("site-probe", None).unwrap();
+        assert_eq!((before.restarts, before.refreshes), (after.restarts, after.refreshes), "a probe changes nothing");
+        probes
+    }
+
+    fn outcome(probes: &[entra_rotator::ports::step_runner::Probe], target: &str) -> (ProbeOutcome, String) {
+        let p = probes.iter().find(|p| p.target == target).unwrap_or_else(|| panic!("no {target} probe: {probes:?}"));
+        (p.outcome, p.reason.clone())
+    }
+
+    #[tokio::test]
+    async fn a_contributor_may_restart_and_the_reference_is_reported() {
+        let probes = probes(Some(ArmRole::Contributor)).await;
+        assert_eq!(outcome(&probes, "site").0, ProbeOutcome::Ok, "{probes:?}");
+        assert_eq!(outcome(&probes, "restart").0, ProbeOutcome::Ok, "{probes:?}");
+        let (ok, reason) = outcome(&probes, "Key Vault reference");
+        assert_eq!(ok, ProbeOutcome::Ok);
+        assert!(reason.contains("AzureAdClientSecret (Resolved)"), "{reason}");
+    }
+
+    #[tokio::test]
+    async fn a_reader_may_look_but_not_restart_and_is_told_the_role() {
+        let probes = probes(Some(ArmRole::Reader)).await;
+        assert_eq!(outcome(&probes, "site").0, ProbeOutcome::Ok, "{probes:?}");
+        let (failed, reason) = outcome(&probes, "restart");
+        assert_eq!(failed, ProbeOutcome::Failed, "{probes:?}");
+        assert!(reason.contains("Website Contributor"), "{reason}");
+    }
+
+    #[tokio::test]
+    async fn an_identity_without_a_role_is_refused_at_the_site_naming_it() {
+        let probes = probes(None).await;
+        let (failed, reason) = outcome(&probes, "site");
+        assert_eq!(failed, ProbeOutcome::Failed, "{probes:?}");
+        assert!(
+            reason.contains("403") && reason.contains("site-probe") && reason.contains("Website Contributor"),
+            "{reason}"
+        );
+    }
+}
+
 /// The outbound address policy at run time: no redirect followed, no forbidden address reached,
 /// whatever the definition said when it was read. Every server here is on loopback.
 mod addresses {

@@ -271,6 +271,33 @@ fn authorize(shared: &Shared, client_id: &str, scope: &str, action: &str, need: 
     ))
 }
 
+/// `GET {scope}/providers/Microsoft.Authorization/permissions` ("Permissions - List For
+/// Resource"): what the caller's role assignments allow on the scope, as the built-in roles define
+/// them (Contributor: `*` but authorization writes; Reader: `*/read`). Any caller may ask.
+fn caller_permissions(shared: &Shared, client_id: &str, scope: &str) -> Response {
+    let role = lock(&shared.azure).arm_role(client_id, scope);
+    let value = match role {
+        Some(ArmRole::Contributor) => vec![json!({
+            "actions": ["*"],
+            "notActions": [
+                "Microsoft.Authorization/*/Delete",
+                "Microsoft.Authorization/*/Write",
+                "Microsoft.Authorization/elevateAccess/Action",
+                "Microsoft.Blueprint/blueprintAssignments/write",
+                "Microsoft.Blueprint/blueprintAssignments/delete",
+                "Microsoft.Compute/galleries/share/action"
+            ],
+            "dataActions": [],
+            "notDataActions": []
+        })],
+        Some(ArmRole::Reader) => {
+            vec![json!({ "actions": ["*/read"], "notActions": [], "dataActions": [], "notDataActions": [] })]
+        }
+        None => Vec::new(),
+    };
+    axum::Json(json!({ "value": value, "nextLink": null })).into_response()
+}
+
 fn site_request(
     shared: &Shared,
     client_id: &str,
@@ -281,6 +308,13 @@ fn site_request(
     let tail: Vec<&str> = request.tail.iter().map(String::as_str).collect();
     let prefix = if request.slot.is_some() { "Microsoft.Web/sites/slots" } else { "Microsoft.Web/sites" };
     let id = request.id();
+    if let (&Method::GET, [providers, authorization, permissions]) = (method, tail.as_slice())
+        && eq(providers, "providers")
+        && eq(authorization, "Microsoft.Authorization")
+        && eq(permissions, "permissions")
+    {
+        return Ok(caller_permissions(shared, client_id, &id));
+    }
     let (action, need, run): (String, Need, Option<SiteAction>) = match (method.clone(), tail.as_slice()) {
         (Method::GET, []) => (format!("{prefix}/read"), Need::Read, None),
         (Method::POST, [op]) if eq(op, "restart") => {
