@@ -14,7 +14,6 @@ use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
 use entra_rotator::adapters::graph::{GraphClient, RetryPolicy, TokenSource};
 use entra_rotator::adapters::system_clock::SystemClock;
 use entra_rotator::domain::Span;
-use entra_rotator::domain::address::AddressPolicy;
 use entra_rotator::domain::execution::{Execution, ExecutionStatus};
 use entra_rotator::domain::ids::{ClientId, CredentialId, IntegrationId, PolicyId, TenantId};
 use entra_rotator::domain::policy::{PolicySet, RotationPolicy};
