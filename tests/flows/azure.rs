@@ -389,7 +389,17 @@ pub async fn throttling_with_and_without_retry_after_is_waited_out<W: World>(w: 
 }
 
 pub async fn the_new_secret_is_in_the_vault_only_as_the_value<W: World>(w: &mut W) {
+    // Everything logged, down to the Azure SDK's and the HTTP client's trace lines.
+    let logs = crate::chain::LogBuffer::default();
+    let writer = logs.clone();
+    let subscriber =
+        tracing_subscriber::fmt().with_max_level(tracing::Level::TRACE).with_writer(move || writer.clone()).finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
     with_runbook(w, Setup::default()).await;
+    // A throttled write on the way, so the SDK's retry and its log lines are searched too.
+    let put = Match::path(format!("/vaults/{VAULT}/secrets/{SECRET}")).method("PUT");
+    w.sim().faults().push(Fault::new(put, FaultKind::TooManyRequests { retry_after: None }));
     let e = w.request().await;
     let done = w.run_until_status(&e, ExecutionStatus::Completed).await;
     let secret = new_secret(w, &done).await;
@@ -407,6 +417,11 @@ pub async fn the_new_secret_is_in_the_vault_only_as_the_value<W: World>(w: &mut 
     for a in w.app().store.list_audit(&Default::default()).await.unwrap() {
         haystacks.push(format!("{a:?}"));
     }
+    let logged = String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();
+    // (Which lines reach a thread's subscriber depends on what other tests of the process already
+    // registered, so only that something was logged is asserted.)
+    assert!(!logged.is_empty(), "the logs were searched");
+    haystacks.push(logged);
     for text in haystacks {
         assert!(!text.contains(&secret), "the new secret appeared outside the vault");
     }

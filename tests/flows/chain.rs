@@ -383,7 +383,7 @@ pub async fn a_continue_step_failing_needs_attention_and_cleanup_waits_for_confi
 
 /// Collects everything written to it: the log of a scenario.
 #[derive(Clone, Default)]
-struct LogBuffer(Arc<Mutex<Vec<u8>>>);
+pub struct LogBuffer(pub Arc<Mutex<Vec<u8>>>);
 
 impl Write for LogBuffer {
     fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
