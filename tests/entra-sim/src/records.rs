@@ -18,6 +18,8 @@ pub enum Endpoint {
     /// A rollout target standing for a customer application: the Spring Actuator and health check
     /// under `/apps/…`, the webhook receiver under `/hooks/…`.
     Target,
+    /// The simulated Kubernetes API server (`/api/…`, `/apis/…`).
+    Kubernetes,
     /// Anything else (the sim's own health check, the control API, unknown paths).
     Other,
 }
@@ -26,7 +28,9 @@ impl Endpoint {
     pub(crate) fn of_path(path: &str) -> Self {
         if path == "/v1.0" || path.starts_with("/v1.0/") {
             Self::Graph
-        } else if path.starts_with("/apps/") || path.starts_with("/hooks/") {
+        } else if path.starts_with("/api/") || path.starts_with("/apis/") {
+            Self::Kubernetes
+        } else if path.starts_with("/apps/") || path.starts_with("/hooks/") || path.starts_with("/consumers/") {
             Self::Target
         } else if path.contains("/oauth2/") || path.contains("/.well-known/") {
             Self::Token

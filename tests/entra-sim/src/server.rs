@@ -60,6 +60,8 @@ pub(crate) struct Shared {
     /// The rollout targets (Spring Actuator, health check, webhook receiver): what they received and
     /// how they are scripted to answer.
     pub(crate) targets: Mutex<TargetState>,
+    /// The simulated Kubernetes cluster.
+    pub(crate) kubernetes: Mutex<crate::kubernetes::ClusterState>,
 }
 
 pub(crate) type AppState = Arc<Shared>;
@@ -78,6 +80,7 @@ pub(crate) fn router(shared: AppState, control_api: bool) -> Router {
         .route("/{tenant}/v2.0/.well-known/openid-configuration", get(token::openid_configuration))
         .merge(graph::routes())
         .merge(targets::routes())
+        .merge(crate::kubernetes::routes())
         .merge(control)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -231,6 +231,7 @@ fn check_scope(shared: &Shared, tenant: &str, scope: &str) -> Result<(), TokenEr
         let resource = resource.trim_end_matches('/');
         if !(resource.eq_ignore_ascii_case("https://graph.microsoft.com")
             || resource.eq_ignore_ascii_case(GRAPH_APP_ID)
+            || resource.eq_ignore_ascii_case(crate::kubernetes::AKS_SERVER_APP_ID)
             || resource.eq_ignore_ascii_case(&own_origin))
         {
             return Err(TokenError::new(
@@ -246,7 +247,7 @@ fn check_scope(shared: &Shared, tenant: &str, scope: &str) -> Result<(), TokenEr
     Ok(())
 }
 
-fn check_secret(shared: &Shared, client_id: Uuid, secret: &str) -> Result<(), TokenError> {
+pub(crate) fn check_secret(shared: &Shared, client_id: Uuid, secret: &str) -> Result<(), TokenError> {
     let digest: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
     if client_id == shared.management_client_id {
         return if digest == shared.management_secret_sha256 { Ok(()) } else { Err(invalid_secret(client_id)) };
