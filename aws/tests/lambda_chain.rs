@@ -12,7 +12,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
 use entra_rotator::adapters::graph::{GraphClient, RetryPolicy, TokenSource};
-use entra_rotator::adapters::steps::Rollout;
+use entra_rotator::adapters::steps::{AzureSignIn, Rollout};
 use entra_rotator::adapters::system_clock::SystemClock;
 use entra_rotator::domain::Span;
 use entra_rotator::domain::address::AddressPolicy;
@@ -39,9 +39,13 @@ use uuid::Uuid;
 #[path = "../../tests/flows/chain.rs"]
 mod chain;
 use chain::World;
+#[path = "../../tests/flows/kubernetes.rs"]
+mod kubernetes;
 
 // The scenarios both worlds run (tests/flows/chain.rs), here on the AWS adapters and the Lambda glue.
 chain::chain_scenarios!(Deployment::new);
+// The Kubernetes step's scenarios (tests/flows/kubernetes.rs), on the same world.
+kubernetes::kubernetes_scenarios!(Deployment::new);
 
 /// What Lambda's event source mapping does for one queue: receive, invoke, delete the successes.
 struct Mapping {
@@ -216,7 +220,22 @@ impl Deployment {
             sinks: Arc::new(vec![]),
             keys: keys.clone(),
             rollout: Arc::new(
-                Rollout::new(http, Default::default(), Arc::new(AddressPolicy::allowing_loopback())).unwrap(),
+                Rollout::new(http, Default::default(), Arc::new(AddressPolicy::allowing_loopback()))
+                    .unwrap()
+                    // The AKS scenarios sign in to the simulated cluster as the integration's identity.
+                    .with_identity(
+                        integration.clone(),
+                        AzureSignIn {
+                            tenant: TenantId::parse(&sim.tenant_id()).unwrap(),
+                            authority_host: sim.authority_host(),
+                            source: TokenSource::ClientSecret {
+                                client_id: ClientId::parse(&sim.management_client_id()).unwrap(),
+                                secret: SecretValue::new(sim.management_secret()),
+                            },
+                            resource_manager_url: sim.base_url(),
+                        },
+                    )
+                    .unwrap(),
             ),
             settings: RotationSettings {
                 verify_budget: Duration::from_secs(60),

@@ -9,7 +9,7 @@ use std::time::Duration;
 use entra_rotator::adapters::graph::{GraphClient, RetryPolicy, TokenSource};
 use entra_rotator::adapters::sealing::key_file::LocalKeyRing;
 use entra_rotator::adapters::sqlite::{SqliteQueue, SqliteStore};
-use entra_rotator::adapters::steps::Rollout;
+use entra_rotator::adapters::steps::{AzureSignIn, Rollout};
 use entra_rotator::domain::Span;
 use entra_rotator::domain::address::AddressPolicy;
 use entra_rotator::domain::execution::{Execution, ExecutionStatus, Trigger};
@@ -35,9 +35,13 @@ use uuid::Uuid;
 #[path = "../../tests/flows/chain.rs"]
 mod chain;
 use chain::World;
+#[path = "../../tests/flows/kubernetes.rs"]
+mod kubernetes;
 
 // The scenarios both worlds run (tests/flows/chain.rs), here on the embedded runtime.
 chain::chain_scenarios!(|replication_delay| Chain::new(replication_delay, vec![]));
+// The Kubernetes step's scenarios (tests/flows/kubernetes.rs), on the same world.
+kubernetes::kubernetes_scenarios!(|_| Chain::new(Duration::ZERO, vec![]));
 
 /// The embedded world: SQLite store and queue in memory, a manual clock moved by hand, the
 /// workers of `rotate serve` pumped one batch at a time.
@@ -110,7 +114,22 @@ impl Chain {
             sinks: Arc::new(vec![]),
             keys: keys.clone(),
             rollout: Arc::new(
-                Rollout::new(http, Default::default(), Arc::new(AddressPolicy::allowing_loopback())).unwrap(),
+                Rollout::new(http, Default::default(), Arc::new(AddressPolicy::allowing_loopback()))
+                    .unwrap()
+                    // The AKS scenarios sign in to the simulated cluster as the integration's identity.
+                    .with_identity(
+                        integration.clone(),
+                        AzureSignIn {
+                            tenant: TenantId::parse(&sim.tenant_id()).unwrap(),
+                            authority_host: sim.authority_host(),
+                            source: TokenSource::ClientSecret {
+                                client_id: ClientId::parse(&sim.management_client_id()).unwrap(),
+                                secret: SecretValue::new(sim.management_secret()),
+                            },
+                            resource_manager_url: sim.base_url(),
+                        },
+                    )
+                    .unwrap(),
             ),
             settings: RotationSettings {
                 verify_budget: Duration::from_secs(120),
