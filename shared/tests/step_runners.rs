@@ -151,6 +151,45 @@ mod health_check {
     entra_rotator::step_runner_contract_tests!(Fixture::start(BINDING));
 }
 
+mod kubernetes {
+    use super::*;
+
+    const BINDING: Binding = Binding {
+        step: |t, answer| {
+            let k8s = t.sim.kubernetes();
+            k8s.put_secret("orders", "orders-entra", &[("AZURE_CLIENT_SECRET", "old-secret-value-xyz")]);
+            let token = match answer {
+                Answer::Refused => "contract-token-no-rights",
+                _ => "contract-token-123",
+            };
+            k8s.add_identity("contract-token-123", "contract", None);
+            k8s.add_identity("contract-token-no-rights", "contract", Some(&[]));
+            if answer == Answer::Unavailable {
+                t.sim.faults().push(
+                    entra_sim::Fault::new(entra_sim::Match::path("/secrets/"), entra_sim::FaultKind::ServerError(503))
+                        .times(1000),
+                );
+            }
+            let mut kubeconfig = t.sim.kubeconfig("contract", Some(token));
+            if answer == Answer::Unreachable {
+                kubeconfig =
+                    kubeconfig.replace(&t.sim.base_url().port().unwrap().to_string(), &t.closed_port.to_string());
+            }
+            let path = std::env::temp_dir().join(format!("entra-rotator-contract-{}.yaml", uuid::Uuid::new_v4()));
+            std::fs::write(&path, kubeconfig).unwrap();
+            let path = serde_json::to_string(&path.display().to_string()).unwrap();
+            one_step(format!(
+                r#"[{{"type":"kubernetes_secret","order":10,"config":{{"namespace":"orders","secret_name":"orders-entra",
+                     "key":"AZURE_CLIENT_SECRET","kubeconfig":{path}}}}}]"#
+            ))
+        },
+        private_words: &["contract-token-123", "contract-token-no-rights", "old-secret-value-xyz"],
+        refusal_is_final: true,
+    };
+
+    entra_rotator::step_runner_contract_tests!(Fixture::start(BINDING));
+}
+
 /// The outbound address policy at run time: no redirect followed, no forbidden address reached,
 /// whatever the definition said when it was read. Every server here is on loopback.
 mod addresses {

@@ -73,6 +73,9 @@ pub(in crate::adapters::steps) async fn connect(
         config.auth_info = AuthInfo { token: Some(token.token.secret().to_owned().into()), ..Default::default() };
         who = format!("{} (AKS, Microsoft Entra authentication)", identity.describe());
     }
+    // kube's own retry of 429/503/504 backs off for minutes; the step's retries (and the queue's
+    // redelivery) are the one place that decides how long a step keeps trying.
+    config.default_retry = false;
     config.connect_timeout = Some(Duration::from_secs(10));
     config.read_timeout = Some(Duration::from_secs(30));
     config.write_timeout = Some(Duration::from_secs(30));
