@@ -25,6 +25,9 @@
 //!
 //! Errors are `Status` objects (`kind: Status`, `status: Failure`, `reason`, `code`, `details`).
 
+// A handler's early answer is the `Status` response itself, as axum handlers return it.
+#![allow(clippy::result_large_err)]
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -164,8 +167,7 @@ impl ClusterState {
         let now = Instant::now();
         let keys: Vec<_> = self.workloads.keys().cloned().collect();
         for key in keys {
-            loop {
-                let Some(w) = self.workloads.get_mut(&key) else { break };
+            while let Some(w) = self.workloads.get_mut(&key) {
                 // The controller sees a spec change at once; replacing pods takes time.
                 w.observed_generation = w.generation;
                 if w.stalled || now.duration_since(w.last_step) < ROLLOUT_STEP {
@@ -550,10 +552,10 @@ async fn replace_secret(
             Some(json!({"name": name, "kind": "secrets"})),
         )
     };
-    if let Some(rv) = secret["metadata"]["resourceVersion"].as_str() {
-        if Some(rv) != current["metadata"]["resourceVersion"].as_str() {
-            return conflict();
-        }
+    if let Some(rv) = secret["metadata"]["resourceVersion"].as_str()
+        && Some(rv) != current["metadata"]["resourceVersion"].as_str()
+    {
+        return conflict();
     }
     if secret.get("type").is_some() && secret["type"] != current["type"] {
         return status_response(
