@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# make demo: one client secret rotated end to end, on the embedded default (one process, one local
-# database file), against the simulated tenant. Every stage says what it shows. It ends by itself
-# and leaves no process behind.
+# make demo: the product notes' manual runbook ("Rotate the API client secret": new client secret,
+# new Key Vault version, restart the App Service, /health, delete the old secret) done by
+# entra-rotator end to end, on the embedded default (one process, one local database file),
+# against the simulated tenant, its Key Vault, Resource Manager and web app. Every stage says what
+# it shows and which runbook step it replaces. It ends by itself and leaves no process behind.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,14 +37,22 @@ export DEMO_WEBHOOK_KEY="$ENTRA_SIM_WEBHOOK_KEY"  # signs the webhook step; the 
 api_token="$(rand)"
 api_hash="$(printf %s "$api_token" | python3 -c 'import hashlib,sys; print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest())')"
 
-stage "Starting entra-sim: Entra token endpoint, Microsoft Graph, and the apps' endpoints, over HTTPS"
-"$bin"/entra-sim --apps 200 --seed 7 --replication-delay 3s --control > "$work/sim.json" 2> "$work/sim.log" &
+stage "Starting entra-sim: Entra, Microsoft Graph, Key Vault, Resource Manager and the web app, over HTTPS"
+"$bin"/entra-sim --apps 200 --seed 7 --replication-delay 3s --control --azure-demo > "$work/sim.json" 2> "$work/sim.log" &
 sim_pid=$!
 for _ in $(seq 1 100); do [ -s "$work/sim.json" ] && break; sleep 0.1; done
 read -r tenant client authority graph ca targets control < <(python3 -c '
 import json,sys; j=json.loads(open(sys.argv[1]).readline())
 print(j["tenant_id"], j["client_id"], j["authority_host"], j["graph_base_url"], j["ca_cert"], j["targets_base"], j["control_url"])' "$work/sim.json")
+read -r vault arm subscription group site setting health app_client app_object key_id < <(python3 -c '
+import json,sys; a=json.loads(open(sys.argv[1]).readline())["azure"]
+print(a["key_vault_url"], a["resource_manager_url"], a["subscription_id"], a["resource_group"], a["site"],
+      a["setting_key"], a["health_url"], a["app_client_id"], a["app_object_id"], a["key_id"])' "$work/sim.json")
+credential="demo/app/$app_object/$key_id"
 note "tenant $tenant with 200 generated applications; new secrets take 3 s to replicate"
+note "the runbook's app registration \"App Store for Intune - API\" (client id $app_client): its secret is the"
+note "Key Vault secret $setting in $vault, which the App Service $site reads through an"
+note "@Microsoft.KeyVault(SecretUri=...) app setting, resolved only when the app starts"
 
 port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
 cat > "$work/rotator.toml" <<TOML
@@ -68,33 +78,43 @@ client_id = "$client"
 auth = "client_secret"
 authority_host = "$authority"
 graph_base_url = "$graph"
+resource_manager_url = "$arm"
 ca_certificate = "$ca"
 
-[policies.default]
+# The runbook's application: its secret lives in Key Vault and an App Service reads it.
+[policies.portal]
 auto_rotate = false
 grace_period = "12s"
-# None of the steps below carries the secret to its consumers (Key Vault, Kubernetes and the host
-# agent are not in this build yet), so the policy says so: an operator reads the new secret once
-# and confirms before the old one may go. Without this line preflight refuses the rotation.
-delivery = "manual"
+applications = ["$app_client"]
 
-[[policies.default.steps]]
-type = "spring_actuator_refresh"
+[[policies.portal.steps]]
+type = "azure_key_vault"
 order = 10
 on_failure = "abort"
-config = { url = "${targets}apps/payroll/actuator/refresh" }
+config = { vault_url = "$vault", secret_name = "$setting", tags = { runbook = "rotate-api-client-secret" } }
 
-[[policies.default.steps]]
-type = "http_health_check"
+[[policies.portal.steps]]
+type = "azure_app_service_restart"
 order = 20
 on_failure = "abort"
-config = { url = "${targets}apps/payroll/health", timeout = "30s", interval = "1s" }
+config = { subscription_id = "$subscription", resource_group = "$group", app_name = "$site", app_setting = "$setting", timeout = "1m" }
 
-[[policies.default.steps]]
-type = "webhook"
+[[policies.portal.steps]]
+type = "http_health_check"
 order = 30
+on_failure = "abort"
+config = { url = "$health", timeout = "30s", interval = "1s" }
+
+[[policies.portal.steps]]
+type = "webhook"
+order = 40
 on_failure = "continue"
 config = { url = "${targets}hooks/rotations", signing_secret_env = "DEMO_WEBHOOK_KEY" }
+
+# Everything else: watched and alerted on; rotated only on request, delivered by hand.
+[policies.default]
+auto_rotate = false
+delivery = "manual"
 
 [[http.tokens]]
 name = "demo-operator"
@@ -134,27 +154,45 @@ for _ in $(seq 1 100); do
 done
 rotator status
 
-stage "Dry run first: preflight checks authentication, room for a password, step order and targets"
-note "the most urgent application secrets, first one that passes preflight:"
-credential=""
-for c in $(rotator --json status | python3 -c '
-import json,sys
-for u in json.load(sys.stdin)["dashboard"]["most_urgent"]:
-    if u["kind"] == "password" and "/app/" in u["credential"]:
-        print(u["credential"])'); do
-  if rotator rotate "$c" --dry-run > "$work/dry-run.txt"; then credential="$c"; break; fi
-done
-[ -n "$credential" ] || { echo "no credential passed preflight"; exit 1; }
-cat "$work/dry-run.txt"
+stage "Dry run first: preflight asks Entra, the vault and the App Service, and changes nothing"
+note "the runbook's 'Plan ahead': can the identity add a password, write the vault, restart the app?"
+rotator rotate "$credential" --dry-run | tee "$work/dry-run.txt"
+site_view() { # what the simulated App Service runs on now
+  python3 - "$control" "$ca" "$site" <<'PY'
+import json, ssl, sys, urllib.request
+ctx = ssl.create_default_context(cafile=sys.argv[2])
+s = json.load(urllib.request.urlopen(sys.argv[1].rstrip("/") + "/azure/site?name=" + sys.argv[3], context=ctx))
+print("  App Service %s: %s, started %s time(s), restarted %s, Key Vault reference %s at version %s" % (
+    sys.argv[3], s["state"], s["starts"], s["restarts"], s["reference_status"], (s.get("resolved_version") or "-")[:8]))
+PY
+}
+health_now() {
+  python3 - "$health" "$ca" <<'PY'
+import ssl, sys, urllib.request, urllib.error
+ctx = ssl.create_default_context(cafile=sys.argv[2])
+try:
+    r = urllib.request.urlopen(sys.argv[1], context=ctx); print("  GET /health:", r.status, r.read().decode()[:120])
+except urllib.error.HTTPError as e:
+    print("  GET /health:", e.code, e.read().decode()[:120])
+PY
+}
+# The portal's current secret was created when the simulator started: it signs in once it has
+# replicated (3 s), as a new Entra secret does.
+for _ in $(seq 1 50); do health_now | grep -q "GET /health: 200" && break; sleep 0.2; done
+note "before: the portal runs on its current secret, resolved from Key Vault when it started"
+site_view
+health_now
 
-stage "A manual rotation over HTTP: POST /v1/credentials/{id}/rotate"
+stage "Runbook 'Issue a new client secret': a rotation over HTTP, POST /v1/credentials/{id}/rotate"
 encoded="$(python3 -c 'import sys,urllib.parse; print(urllib.parse.quote(sys.argv[1], safe=""))' "$credential")"
 answer="$(api POST "/v1/credentials/$encoded/rotate" '{"reason":"make demo"}')"
 echo "$answer"
 execution="$(echo "$answer" | python3 -c 'import json,sys; l=sys.stdin.read(); print(json.loads(l.split(" ",1)[1])["execution_id"])')"
-note "202 Accepted: the execution was recorded before Graph was called"
+note "202 Accepted: the execution was recorded before Graph was called; the old secret stays in place"
 
-stage "The rollout: verify the new secret (it replicates in 3 s), refresh Spring, health check, signed webhook"
+stage "Runbook 'Update the Key Vault secret', 'Restart the App Service', 'Verify': the rollout, step by step"
+note "verify signs in with the new secret (it replicates in 3 s); a new Key Vault version; refresh of the"
+note "app's Key Vault references and a restart; /health must answer 200; a signed webhook says it is done"
 for _ in $(seq 1 150); do
   status="$(api GET "/v1/executions/$execution" | python3 -c 'import json,sys; l=sys.stdin.read(); print(json.loads(l.split(" ",1)[1])["status"])')"
   case "$status" in completed|needs_attention|failed|cancelled) break ;; esac
@@ -166,6 +204,20 @@ l=sys.stdin.read(); e=json.loads(l.split(" ",1)[1])
 print("status:", e["status"], "|", e.get("summary") or e.get("error"))
 for s in e.get("steps", []):
     print("  %-60s %-10s attempts %s" % (s["name"][:60], s["outcome"], s["attempts"]))'
+note "the vault's versions of $setting (values are never shown; the rotator's tags say who wrote what):"
+python3 - "$control" "$ca" "$setting" <<'PY'
+import json, ssl, sys, urllib.request
+ctx = ssl.create_default_context(cafile=sys.argv[2])
+url = sys.argv[1].rstrip("/") + "/azure/secret?vault=portal-kv&name=" + sys.argv[3]
+for v in json.load(urllib.request.urlopen(url, context=ctx))["versions"]:
+    t = v.get("tags") or {}
+    who = "entra-rotator, execution %s, key id %s" % (t.get("entra-rotator-execution", "?")[:8], t.get("entra-rotator-key-id", "?")[:8]) \
+        if t.get("entra-rotator-managed") else "the deploy template"
+    print("  version %s, created %s, by %s" % (v["version"][:8], v["created"], who))
+PY
+note "the App Service now runs on the new Key Vault version, and its /health signs in with it:"
+site_view
+health_now
 note "the webhook receiver got (and verified) the event; it never holds the secret:"
 python3 - "$control" "$ca" <<'PY'
 import json, ssl, sys, urllib.request
@@ -174,27 +226,12 @@ t = json.load(urllib.request.urlopen(sys.argv[1].rstrip("/") + "/targets", conte
 for name, hook in (t.get("hooks") or {}).items():
     for d in hook.get("deliveries", []):
         print("  webhook %s: %s, signature verified: %s" % (name, (d.get("body") or {}).get("type"), d.get("verified")))
-for name, app in (t.get("apps") or {}).items():
-    print("  app %s: %s Spring refresh(es), %s health request(s)" % (name, app.get("spring_refreshes"), app.get("health_requests")))
 PY
 
 stage "The execution history of the credential"
 rotator history "$credential"
 
-stage "Manual delivery: the operator reads the new secret once, puts it in place, and confirms"
-api POST "/v1/executions/$execution/reveal" | python3 -c '
-import json,sys
-l=sys.stdin.read(); code, body = l.split(" ",1); j=json.loads(body)
-s=j["secret"]
-print(code, "the new secret:", s[:4] + "…", "(%d characters; shown here masked, the response holds it whole, once)" % len(s))'
-note "a second reading is refused, and the reading is in the audit trail:"
-api POST "/v1/executions/$execution/reveal" | cut -c1-160
-api POST "/v1/executions/$execution/confirm" | python3 -c '
-import json,sys
-l=sys.stdin.read(); code, body = l.split(" ",1); e=json.loads(body)
-print(code, "confirmed; cleanup:", e["cleanup"])'
-
-stage "Grace period: both secrets stay valid for 12 s, then grace-cleanup removes the old one"
+stage "Runbook 'Delete the old secret': both stay valid for a 12 s grace period, then grace-cleanup removes it"
 for _ in $(seq 1 120); do
   done_="$(rotator --json history "$credential" | python3 -c '
 import json,sys; h=json.load(sys.stdin); e=h["executions"][0]["execution"]
@@ -206,6 +243,8 @@ rotator --json history "$credential" | python3 -c '
 import json,sys; h=json.load(sys.stdin); e=h["executions"][0]["execution"]
 print("cleanup:", e["cleanup"])'
 rotator status
+note "the app is still healthy, now on the new secret alone:"
+health_now
 
 stage "Done"
 note "The data file is $work/data/rotator.db (store and queues), the sealing key $work/data/keys.json."

@@ -12,10 +12,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
 use entra_rotator::adapters::graph::{GraphClient, RetryPolicy, TokenSource};
-use entra_rotator::adapters::steps::{AzureSignIn, Rollout};
 use entra_rotator::adapters::system_clock::SystemClock;
 use entra_rotator::domain::Span;
-use entra_rotator::domain::address::AddressPolicy;
 use entra_rotator::domain::execution::{Execution, ExecutionStatus};
 use entra_rotator::domain::ids::{ClientId, CredentialId, IntegrationId, PolicyId, TenantId};
 use entra_rotator::domain::policy::{PolicySet, RotationPolicy};
@@ -39,11 +37,15 @@ use uuid::Uuid;
 #[path = "../../tests/flows/chain.rs"]
 mod chain;
 use chain::World;
+#[path = "../../tests/flows/azure.rs"]
+mod azure;
 #[path = "../../tests/flows/kubernetes.rs"]
 mod kubernetes;
 
 // The scenarios both worlds run (tests/flows/chain.rs), here on the AWS adapters and the Lambda glue.
 chain::chain_scenarios!(Deployment::new);
+// The product notes' Key Vault + App Service runbook (tests/flows/azure.rs), on the same world.
+azure::azure_scenarios!(Deployment::new);
 // The Kubernetes step's scenarios (tests/flows/kubernetes.rs), on the same world.
 kubernetes::kubernetes_scenarios!(Deployment::new);
 
@@ -207,8 +209,6 @@ impl Deployment {
             steps: chain::rollout_steps(&sim, "abort"),
             ..RotationPolicy::with_defaults(PolicyId::parse("default").unwrap())
         };
-        let http = reqwest::Client::builder()
-            .tls_certs_merge(reqwest::Certificate::from_pem_bundle(sim.ca_pem().as_bytes()).unwrap());
         let flaky_queue = Arc::new(FlakyQueue::new(queue.clone()));
         let services = App {
             store: store.clone(),
@@ -219,24 +219,7 @@ impl Deployment {
             policies: Arc::new(PolicySet::new(vec![(policy, vec![])])),
             sinks: Arc::new(vec![]),
             keys: keys.clone(),
-            rollout: Arc::new(
-                Rollout::new(http, Default::default(), Arc::new(AddressPolicy::allowing_loopback()))
-                    .unwrap()
-                    // The AKS scenarios sign in to the simulated cluster as the integration's identity.
-                    .with_identity(
-                        integration.clone(),
-                        AzureSignIn {
-                            tenant: TenantId::parse(&sim.tenant_id()).unwrap(),
-                            authority_host: sim.authority_host(),
-                            source: TokenSource::ClientSecret {
-                                client_id: ClientId::parse(&sim.management_client_id()).unwrap(),
-                                secret: SecretValue::new(sim.management_secret()),
-                            },
-                            resource_manager_url: sim.base_url(),
-                        },
-                    )
-                    .unwrap(),
-            ),
+            rollout: Arc::new(azure::rollout(&sim, &integration)),
             settings: RotationSettings {
                 verify_budget: Duration::from_secs(60),
                 orphan_safety_delay: Duration::from_secs(2),

@@ -39,6 +39,7 @@ client_id = "{}"
 auth = "client_secret"
 authority_host = "{}"
 graph_base_url = "{}"
+resource_manager_url = "{}"
 ca_certificate = "{}"
 
 [outbound]
@@ -48,6 +49,7 @@ allow = ["127.0.0.1"]
             sim.management_client_id(),
             sim.authority_host(),
             sim.graph_base_url(),
+            sim.resource_manager_url(),
             sim.ca_path().display()
         ),
     )
@@ -168,21 +170,24 @@ async fn rotate_dry_run_warns_of_a_reload_before_its_publish_and_changes_nothing
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), &sim);
     let mut text = std::fs::read_to_string(&config).unwrap();
-    text.push_str(
+    sim.azure().create_vault("kv-orders");
+    sim.azure().grant_vault("kv-orders", &sim.management_client_id(), entra_sim::VaultRole::SecretsOfficer);
+    text.push_str(&format!(
         r#"
 [policies.default]
 [[policies.default.steps]]
 type = "spring_actuator_refresh"
 order = 10
 on_failure = "continue"
-config = { url = "https://orders.example.com/actuator/refresh" }
+config = {{ url = "https://orders.example.com/actuator/refresh" }}
 [[policies.default.steps]]
 type = "azure_key_vault"
 order = 20
 on_failure = "abort"
-config = { vault_url = "https://kv-orders.vault.azure.net", secret_name = "ClientSecret" }
+config = {{ vault_url = "{}", secret_name = "ClientSecret" }}
 "#,
-    );
+        sim.key_vault_url("kv-orders")
+    ));
     std::fs::write(&config, text).unwrap();
     let secret = sim.management_secret();
     json(&rotator(&config, &secret, &["--json", "sync"]));
@@ -205,4 +210,51 @@ config = { vault_url = "https://kv-orders.vault.azure.net", secret_name = "Clien
     assert_eq!(before, after, "no secret was created");
     let history = json(&rotator(&config, &secret, &["--json", "history", &credential]));
     assert!(history["executions"].as_array().unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotate_dry_run_on_a_policy_whose_vault_denies_access_fails_naming_the_vault_and_the_right() {
+    let sim = Sim::start(SimOptions { apps: 5, seed: 8, ..Default::default() }).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &sim);
+    // The vault exists, but nobody granted the integration's identity anything on it.
+    sim.azure().create_vault("kv-payroll");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!(
+        r#"
+[policies.default]
+[[policies.default.steps]]
+type = "azure_key_vault"
+order = 10
+on_failure = "abort"
+config = {{ vault_url = "{}", secret_name = "AzureAdClientSecret" }}
+"#,
+        sim.key_vault_url("kv-payroll")
+    ));
+    std::fs::write(&config, text).unwrap();
+    let secret = sim.management_secret();
+    let app = sim.tenant().add_app(entra_sim::NewApp::named("Payroll API"));
+    let added = sim.tenant().add_password_to(app.object_id, sim.now() + time::Duration::days(20)).unwrap();
+    json(&rotator(&config, &secret, &["--json", "sync"]));
+    let credential = format!("contoso/app/{}/{}", app.object_id, added.key_id);
+
+    let out = rotator(&config, &secret, &["rotate", &credential, "--dry-run"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(!out.status.success(), "a failed preflight is a failed command: {text}");
+    let line = text.lines().find(|l| l.contains("vault kv-payroll")).unwrap_or_else(|| panic!("{text}"));
+    assert!(line.to_lowercase().contains("failed") && line.contains("403"), "{line}");
+    assert!(text.contains("Key Vault Secrets Officer"), "names the right: {text}");
+    assert!(text.contains(&sim.management_client_id()), "names the identity: {text}");
+    let json_out = rotator(&config, &secret, &["--json", "rotate", &credential, "--dry-run"]);
+    let report: serde_json::Value = serde_json::from_slice(&json_out.stdout).unwrap();
+    let vault = report["report"]["checks"]
+        .as_array()
+        .or_else(|| report["checks"].as_array())
+        .unwrap()
+        .iter()
+        .find(|c| c["name"].as_str().unwrap().contains("vault kv-payroll"))
+        .cloned()
+        .unwrap();
+    assert_eq!(vault["outcome"], "failed", "{vault}");
+    assert!(sim.azure().secret_versions("kv-payroll", "AzureAdClientSecret").is_empty(), "nothing was written");
 }

@@ -9,7 +9,6 @@ use std::time::Duration;
 use entra_rotator::adapters::graph::{GraphClient, RetryPolicy, TokenSource};
 use entra_rotator::adapters::sealing::key_file::LocalKeyRing;
 use entra_rotator::adapters::sqlite::{SqliteQueue, SqliteStore};
-use entra_rotator::adapters::steps::{AzureSignIn, Rollout};
 use entra_rotator::domain::Span;
 use entra_rotator::domain::address::AddressPolicy;
 use entra_rotator::domain::execution::{Execution, ExecutionStatus, Trigger};
@@ -35,11 +34,15 @@ use uuid::Uuid;
 #[path = "../../tests/flows/chain.rs"]
 mod chain;
 use chain::World;
+#[path = "../../tests/flows/azure.rs"]
+mod azure;
 #[path = "../../tests/flows/kubernetes.rs"]
 mod kubernetes;
 
 // The scenarios both worlds run (tests/flows/chain.rs), here on the embedded runtime.
 chain::chain_scenarios!(|replication_delay| Chain::new(replication_delay, vec![]));
+// The product notes' Key Vault + App Service runbook (tests/flows/azure.rs), on the same world.
+azure::azure_scenarios!(|replication_delay| Chain::new(replication_delay, vec![]));
 // The Kubernetes step's scenarios (tests/flows/kubernetes.rs), on the same world.
 kubernetes::kubernetes_scenarios!(|_| Chain::new(Duration::ZERO, vec![]));
 
@@ -102,8 +105,6 @@ impl Chain {
             steps: rollout_steps,
             ..RotationPolicy::with_defaults(PolicyId::parse("default").unwrap())
         };
-        let http = reqwest::Client::builder()
-            .tls_certs_merge(reqwest::Certificate::from_pem_bundle(sim.ca_pem().as_bytes()).unwrap());
         let services = App {
             store: store.clone(),
             queue: queue.clone(),
@@ -113,24 +114,7 @@ impl Chain {
             policies: Arc::new(PolicySet::new(vec![(policy, vec![])])),
             sinks: Arc::new(vec![]),
             keys: keys.clone(),
-            rollout: Arc::new(
-                Rollout::new(http, Default::default(), Arc::new(AddressPolicy::allowing_loopback()))
-                    .unwrap()
-                    // The AKS scenarios sign in to the simulated cluster as the integration's identity.
-                    .with_identity(
-                        integration.clone(),
-                        AzureSignIn {
-                            tenant: TenantId::parse(&sim.tenant_id()).unwrap(),
-                            authority_host: sim.authority_host(),
-                            source: TokenSource::ClientSecret {
-                                client_id: ClientId::parse(&sim.management_client_id()).unwrap(),
-                                secret: SecretValue::new(sim.management_secret()),
-                            },
-                            resource_manager_url: sim.base_url(),
-                        },
-                    )
-                    .unwrap(),
-            ),
+            rollout: Arc::new(azure::rollout(&sim, &integration)),
             settings: RotationSettings {
                 verify_budget: Duration::from_secs(120),
                 orphan_safety_delay: Duration::from_secs(600),
@@ -453,14 +437,15 @@ async fn the_old_secret_is_never_removed_while_the_new_one_is_missing() {
 
 #[tokio::test]
 async fn a_dry_run_changes_nothing_and_warns_of_a_reload_before_its_publish() {
-    let c = Chain::new(
-        Duration::ZERO,
-        steps(
-            r#"[{"type":"spring_actuator_refresh","order":10,"on_failure":"continue","config":{"url":"https://orders.example.com/actuator/refresh"}},
-                {"type":"azure_key_vault","order":20,"on_failure":"abort","config":{"vault_url":"https://kv.vault.azure.net","secret_name":"s"}}]"#,
-        ),
-    )
-    .await;
+    let mut c = Chain::new(Duration::ZERO, vec![]).await;
+    // The vault is the simulated one, so preflight's probe of it is answered here.
+    c.sim.azure().create_vault("kv");
+    let vault = c.sim.key_vault_url("kv");
+    let plan = steps(&format!(
+        r#"[{{"type":"spring_actuator_refresh","order":10,"on_failure":"continue","config":{{"url":"https://orders.example.com/actuator/refresh"}}}},
+            {{"type":"azure_key_vault","order":20,"on_failure":"abort","config":{{"vault_url":"{vault}","secret_name":"s"}}}}]"#
+    ));
+    c.set_plan(plan, false).await;
     let trigger = Trigger::Manual { by: "alice".into(), reason: None };
     let RotationAccepted::DryRun { report } = request_rotation(&c.services, &c.old, trigger, true).await.unwrap()
     else {

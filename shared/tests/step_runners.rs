@@ -6,12 +6,15 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use entra_rotator::adapters::steps::Rollout;
+use entra_rotator::adapters::graph::TokenSource;
+use entra_rotator::adapters::steps::{AzureSignIn, Rollout};
 use entra_rotator::domain::address::AddressPolicy;
+use entra_rotator::domain::ids::{ClientId, IntegrationId, TenantId};
+use entra_rotator::domain::secret::SecretValue;
 use entra_rotator::domain::steps::{StepDefinition, parse_steps_with};
 use entra_rotator::ports::step_runner::StepRunner;
 use entra_rotator::testing::contract::step_runner::{Answer, StepRunnerFixture};
-use entra_sim::{HealthScript, Sim, SimOptions};
+use entra_sim::{ArmRole, Fault, FaultKind, HealthScript, Match, Sim, SimOptions, SiteSpec, VaultRole};
 
 /// The sim, a runner trusting its CA, and a port nothing listens on.
 struct Targets {
@@ -30,7 +33,25 @@ impl Targets {
             listener.local_addr().unwrap().port()
         };
         let loopback = Arc::new(AddressPolicy::allowing_loopback());
-        Self { sim, runner: Arc::new(Rollout::new(http, Default::default(), loopback).unwrap()), closed_port }
+        // The Azure steps sign in as the contract's integration: the sim's management app.
+        let sign_in = |resource_manager_url| AzureSignIn {
+            tenant: TenantId::parse(&sim.tenant_id()).unwrap(),
+            authority_host: sim.authority_host(),
+            source: TokenSource::ClientSecret {
+                client_id: ClientId::parse(&sim.management_client_id()).unwrap(),
+                secret: SecretValue::new(sim.management_secret()),
+            },
+            resource_manager_url,
+        };
+        // And as "unreachable", whose Resource Manager is where nothing listens.
+        let nowhere = url::Url::parse(&format!("https://127.0.0.1:{closed_port}/")).unwrap();
+        let runner = Rollout::new(http, Default::default(), loopback)
+            .unwrap()
+            .with_identity(IntegrationId::parse("contoso").unwrap(), sign_in(sim.resource_manager_url()))
+            .unwrap()
+            .with_identity(IntegrationId::parse("unreachable").unwrap(), sign_in(nowhere))
+            .unwrap();
+        Self { sim, runner: Arc::new(runner), closed_port }
     }
 
     /// The target's URL for `path`, or an address where nothing listens.
@@ -165,10 +186,7 @@ mod kubernetes {
             k8s.add_identity("contract-token-123", "contract", None);
             k8s.add_identity("contract-token-no-rights", "contract", Some(&[]));
             if answer == Answer::Unavailable {
-                t.sim.faults().push(
-                    entra_sim::Fault::new(entra_sim::Match::path("/secrets/"), entra_sim::FaultKind::ServerError(503))
-                        .times(1000),
-                );
+                t.sim.faults().push(Fault::new(Match::path("/secrets/"), FaultKind::ServerError(503)).times(1000));
             }
             let mut kubeconfig = t.sim.kubeconfig("contract", Some(token));
             if answer == Answer::Unreachable {
@@ -188,6 +206,280 @@ mod kubernetes {
     };
 
     entra_rotator::step_runner_contract_tests!(Fixture::start(BINDING));
+}
+
+mod key_vault {
+    use super::*;
+
+    const BINDING: Binding = Binding {
+        step: |t, answer| {
+            let azure = t.sim.azure();
+            azure.create_vault("kv-contract");
+            if answer != Answer::Refused {
+                azure.grant_vault("kv-contract", &t.sim.management_client_id(), VaultRole::SecretsOfficer);
+            }
+            if answer == Answer::Unavailable {
+                t.sim
+                    .faults()
+                    .push(Fault::new(Match::path("/vaults/kv-contract"), FaultKind::ServerError(503)).times(u32::MAX));
+            }
+            let url = match answer {
+                Answer::Unreachable => format!("https://127.0.0.1:{}/vaults/kv-contract", t.closed_port),
+                _ => t.sim.key_vault_url("kv-contract").to_string(),
+            };
+            one_step(format!(
+                r#"[{{"type":"azure_key_vault","order":10,"config":{{"vault_url":"{url}","secret_name":"ContractSecret"}}}}]"#
+            ))
+        },
+        private_words: &["/secrets/ContractSecret"],
+        refusal_is_final: true,
+    };
+
+    entra_rotator::step_runner_contract_tests!(Fixture::start(BINDING));
+}
+
+mod app_service {
+    use super::*;
+
+    const SUBSCRIPTION: &str = "33333333-3333-3333-3333-333333333333";
+
+    const BINDING: Binding = Binding {
+        step: |t, answer| {
+            let azure = t.sim.azure();
+            azure.create_vault("kv-site");
+            let identity = uuid::Uuid::new_v4().to_string();
+            azure.grant_vault("kv-site", &identity, VaultRole::SecretsUser);
+            azure.set_secret("kv-site", "ClientSecret", "value");
+            let secret_uri = format!("{}/secrets/ClientSecret/", t.sim.key_vault_url("kv-site"));
+            let app = "33333333-3333-3333-3333-333333333333".to_owned();
+            azure.create_site(SiteSpec::new(SUBSCRIPTION, "rg-contract", "site-contract", app, secret_uri, identity));
+            if answer != Answer::Refused {
+                let scope = format!("/subscriptions/{SUBSCRIPTION}/resourceGroups/rg-contract");
+                azure.grant_arm(&t.sim.management_client_id(), &scope, ArmRole::Contributor);
+            }
+            if answer == Answer::Unavailable {
+                t.sim
+                    .faults()
+                    .push(Fault::new(Match::path("/sites/site-contract"), FaultKind::ServerError(503)).times(u32::MAX));
+            }
+            // Resource Manager is the signing-in identity's: unreachable for the "unreachable" one.
+            let identity = if answer == Answer::Unreachable { "unreachable" } else { "contoso" };
+            one_step(format!(
+                r#"[{{"type":"azure_app_service_restart","order":10,"config":{{"subscription_id":"{SUBSCRIPTION}",
+                    "resource_group":"rg-contract","app_name":"site-contract","app_setting":"AzureAdClientSecret",
+                    "identity":"{identity}","timeout":"8s"}}}}]"#
+            ))
+        },
+        private_words: &["/subscriptions/"],
+        refusal_is_final: true,
+    };
+
+    entra_rotator::step_runner_contract_tests!(Fixture::start(BINDING));
+}
+
+/// Microsoft's published example responses (`tests/entra-sim/fixtures/azure/`, copied unchanged
+/// from the REST API specifications) fed through real HTTPS to the product's clients as they are.
+mod published_examples {
+    use entra_rotator::domain::ids::{AppObjectId, CredentialId, ExecutionId, KeyId};
+    use entra_rotator::ports::step_runner::{StepContext, StepFailure};
+
+    use super::*;
+
+    fn example(name: &str) -> String {
+        let path = format!("{}/../tests/entra-sim/fixtures/azure/{name}", env!("CARGO_MANIFEST_DIR"));
+        let doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        doc["responses"]["200"]["body"].to_string()
+    }
+
+    fn answer(path: &str, method: &str, body: String) -> Fault {
+        let headers = vec![("content-type".to_owned(), "application/json; charset=utf-8".to_owned())];
+        Fault::new(Match::path(path).method(method), FaultKind::Answer { status: 200, headers, body })
+    }
+
+    async fn run(t: &Targets, step: &StepDefinition) -> Result<(), StepFailure> {
+        let credential = CredentialId::parse(
+            "contoso/app/11111111-1111-1111-1111-111111111111/22222222-2222-2222-2222-222222222222",
+        )
+        .unwrap();
+        let secret = SecretValue::new("the-new-secret-value");
+        let ctx = StepContext {
+            execution: ExecutionId::new(),
+            step_index: 1,
+            credential: &credential,
+            app: AppObjectId::parse("11111111-1111-1111-1111-111111111111").unwrap(),
+            client_id: ClientId::parse("33333333-3333-3333-3333-333333333333").unwrap(),
+            new_key_id: KeyId::parse("44444444-4444-4444-4444-444444444444").unwrap(),
+            new_secret_end: None,
+            secret: &secret,
+            now: time::OffsetDateTime::UNIX_EPOCH,
+        };
+        t.runner.run(step, &ctx).await
+    }
+
+    fn vault_step(t: &Targets) -> StepDefinition {
+        let url = t.sim.key_vault_url("myvault");
+        one_step(format!(
+            r#"[{{"type":"azure_key_vault","order":10,"config":{{"vault_url":"{url}","secret_name":"crpsecret"}}}}]"#
+        ))
+    }
+
+    #[tokio::test]
+    async fn the_key_vault_client_reads_the_published_set_secret_answer() {
+        let t = Targets::start().await;
+        t.sim.azure().create_vault("myvault");
+        t.sim.azure().grant_vault("myvault", &t.sim.management_client_id(), VaultRole::SecretsOfficer);
+        // The secret has no version yet (the sim's own answer); the write is answered with the
+        // published SetSecret example.
+        t.sim.faults().push(answer("/vaults/myvault/secrets/crpsecret", "PUT", example("SetSecret-example.json")));
+        run(&t, &vault_step(&t)).await.expect("the published answer is understood");
+        let puts = t.sim.requests().into_iter().filter(|r| r.method == "PUT" && r.status == 200).count();
+        assert_eq!(puts, 1, "the write was sent once and answered with the example");
+    }
+
+    #[tokio::test]
+    async fn the_key_vault_client_reads_the_published_versions_answer_and_follows_its_next_link() {
+        let t = Targets::start().await;
+        t.sim.azure().create_vault("myvault");
+        t.sim.azure().grant_vault("myvault", &t.sim.management_client_id(), VaultRole::SecretsOfficer);
+        t.sim.faults().push(answer(
+            "/vaults/myvault/secrets/crpsecret/versions",
+            "GET",
+            example("GetSecretVersions-example.json"),
+        ));
+        let failure = run(&t, &vault_step(&t)).await.expect_err("the example's next page is at its own vault");
+        // Its first page was read (no version of this execution there), and its nextLink followed,
+        // as published, to https://myvault.vault.azure.net, which this machine cannot reach: a
+        // passing failure, and no write before every version was seen.
+        assert_eq!(failure, StepFailure::retryable("could not reach Key Vault myvault"));
+        let requests = t.sim.requests();
+        assert!(requests.iter().any(|r| r.path.ends_with("/crpsecret/versions") && r.status == 200), "{requests:?}");
+        assert!(!requests.iter().any(|r| r.method == "PUT"), "nothing written before the listing was complete");
+    }
+
+    #[tokio::test]
+    async fn the_resource_manager_client_reads_the_published_site_and_reference_answers() {
+        let t = Targets::start().await;
+        let sub = "34adfa4f-cedf-4dc0-ba29-b6d1a69ab345";
+        let site = format!("/subscriptions/{sub}/resourceGroups/testrg123/providers/Microsoft.Web/sites/testc6282");
+        t.sim.faults().push(answer(
+            &format!("{site}/config/configreferences/appsettings/refresh"),
+            "POST",
+            "{}".into(),
+        ));
+        t.sim.faults().push(answer(&format!("{site}/restart"), "POST", String::new()));
+        t.sim.faults().push(answer(
+            &format!("{site}/config/configreferences/appsettings/setting"),
+            "GET",
+            example("GetKeyVaultReferencesForAppSetting.json"),
+        ));
+        let step = one_step(format!(
+            r#"[{{"type":"azure_app_service_restart","order":10,"config":{{"subscription_id":"{sub}",
+                "resource_group":"testrg123","app_name":"testc6282","app_setting":"setting","timeout":"5s"}}}}]"#
+        ));
+        let failure = run(&t, &step).await.expect_err("the published reference reports no status");
+        // The example names the secret but no status: never taken as resolved, and said in words.
+        assert!(failure.message.contains("setting") && failure.message.contains("not reported"), "{failure:?}");
+        assert!(!failure.retryable, "{failure:?}");
+
+        // The collection's example, and the published site, are read too.
+        let t = Targets::start().await;
+        t.sim.faults().push(answer(&site, "GET", example("GetWebApp.json")));
+        t.sim.faults().push(answer(
+            &format!("{site}/config/configreferences/appsettings"),
+            "GET",
+            example("GetKeyVaultReferencesForAppSettings.json"),
+        ));
+        let step = one_step(format!(
+            r#"[{{"type":"azure_app_service_restart","order":10,"config":{{"subscription_id":"{sub}",
+                "resource_group":"testrg123","app_name":"testc6282"}}}}]"#
+        ));
+        let credential = CredentialId::parse(
+            "contoso/app/11111111-1111-1111-1111-111111111111/22222222-2222-2222-2222-222222222222",
+        )
+        .unwrap();
+        let probes =
+            t.runner.probe(&step, &entra_rotator::ports::step_runner::ProbeContext { credential: &credential }).await;
+        let site_probe = probes.iter().find(|p| p.target == "site").unwrap();
+        assert_eq!(site_probe.outcome, entra_rotator::ports::step_runner::ProbeOutcome::Ok, "{probes:?}");
+        let refs = probes.iter().find(|p| p.target == "Key Vault reference").unwrap();
+        assert!(refs.reason.contains("secretName") && refs.reason.contains("secretName2"), "{probes:?}");
+    }
+}
+
+/// Preflight's questions to Resource Manager: the site, the identity's permissions on it (ARM's
+/// own list), the app setting's reference. Nothing changes.
+mod app_service_probe {
+    use entra_rotator::domain::ids::CredentialId;
+    use entra_rotator::ports::step_runner::{ProbeContext, ProbeOutcome};
+
+    use super::*;
+
+    async fn probes(role: Option<ArmRole>) -> Vec<entra_rotator::ports::step_runner::Probe> {
+        let t = Targets::start().await;
+        let azure = t.sim.azure();
+        azure.create_vault("kv-probe");
+        let identity = uuid::Uuid::new_v4().to_string();
+        azure.grant_vault("kv-probe", &identity, VaultRole::SecretsUser);
+        azure.set_secret("kv-probe", "ClientSecret", "value");
+        let uri = format!("{}/secrets/ClientSecret/", t.sim.key_vault_url("kv-probe"));
+        let sub = "33333333-3333-3333-3333-333333333333";
+        azure.create_site(SiteSpec::new(sub, "rg-probe", "site-probe", sub.to_owned(), uri, identity));
+        if let Some(role) = role {
+            azure.grant_arm(
+                &t.sim.management_client_id(),
+                &format!("/subscriptions/{sub}/resourceGroups/rg-probe"),
+                role,
+            );
+        }
+        let step = one_step(format!(
+            r#"[{{"type":"azure_app_service_restart","order":10,"config":{{"subscription_id":"{sub}",
+                "resource_group":"rg-probe","app_name":"site-probe","app_setting":"AzureAdClientSecret"}}}}]"#
+        ));
+        let credential = CredentialId::parse(
+            "contoso/app/11111111-1111-1111-1111-111111111111/22222222-2222-2222-2222-222222222222",
+        )
+        .unwrap();
+        let before = t.sim.azure().site("site-probe", None).unwrap();
+        let probes = t.runner.probe(&step, &ProbeContext { credential: &credential }).await;
+        let after = t.sim.azure().site("site-probe", None).unwrap();
+        assert_eq!((before.restarts, before.refreshes), (after.restarts, after.refreshes), "a probe changes nothing");
+        probes
+    }
+
+    fn outcome(probes: &[entra_rotator::ports::step_runner::Probe], target: &str) -> (ProbeOutcome, String) {
+        let p = probes.iter().find(|p| p.target == target).unwrap_or_else(|| panic!("no {target} probe: {probes:?}"));
+        (p.outcome, p.reason.clone())
+    }
+
+    #[tokio::test]
+    async fn a_contributor_may_restart_and_the_reference_is_reported() {
+        let probes = probes(Some(ArmRole::Contributor)).await;
+        assert_eq!(outcome(&probes, "site").0, ProbeOutcome::Ok, "{probes:?}");
+        assert_eq!(outcome(&probes, "restart").0, ProbeOutcome::Ok, "{probes:?}");
+        let (ok, reason) = outcome(&probes, "Key Vault reference");
+        assert_eq!(ok, ProbeOutcome::Ok);
+        assert!(reason.contains("AzureAdClientSecret (Resolved)"), "{reason}");
+    }
+
+    #[tokio::test]
+    async fn a_reader_may_look_but_not_restart_and_is_told_the_role() {
+        let probes = probes(Some(ArmRole::Reader)).await;
+        assert_eq!(outcome(&probes, "site").0, ProbeOutcome::Ok, "{probes:?}");
+        let (failed, reason) = outcome(&probes, "restart");
+        assert_eq!(failed, ProbeOutcome::Failed, "{probes:?}");
+        assert!(reason.contains("Website Contributor"), "{reason}");
+    }
+
+    #[tokio::test]
+    async fn an_identity_without_a_role_is_refused_at_the_site_naming_it() {
+        let probes = probes(None).await;
+        let (failed, reason) = outcome(&probes, "site");
+        assert_eq!(failed, ProbeOutcome::Failed, "{probes:?}");
+        assert!(
+            reason.contains("403") && reason.contains("site-probe") && reason.contains("Website Contributor"),
+            "{reason}"
+        );
+    }
 }
 
 /// The outbound address policy at run time: no redirect followed, no forbidden address reached,

@@ -245,12 +245,24 @@ auth = "client_secret"
     }
 
     #[test]
+    fn a_step_signing_in_as_an_integration_that_is_not_configured_is_refused() {
+        let text = format!(
+            "{MINIMAL}\n[policies.default]\ndelivery = \"manual\"\n[[policies.default.steps]]\ntype = \"azure_key_vault\"\norder = 1\nconfig = {{ vault_url = \"https://kv.vault.azure.net\", secret_name = \"s\", identity = \"ops\" }}\n"
+        );
+        let e = err(&text, &env(&[("ROTATOR_CONTOSO_CLIENT_SECRET", "x")]));
+        assert!(e.contains("config.identity") && e.contains("no integration `ops`") && e.contains("contoso"), "{e}");
+        let ok = text.replace("identity = \"ops\"", "identity = \"contoso\"");
+        assert!(parse(&ok, &env(&[("ROTATOR_CONTOSO_CLIENT_SECRET", "x")])).is_ok());
+    }
+
+    #[test]
     fn defaults_fill_what_is_not_written() {
         let c = parse(MINIMAL, &env(&[("ROTATOR_CONTOSO_CLIENT_SECRET", "x")])).unwrap();
         assert_eq!(c.data_dir, PathBuf::from("/etc/rotator/data"));
         assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
         assert_eq!(c.schedules.sync, Span::from_secs(3600));
         assert_eq!(c.integrations[0].graph_base_url.as_str(), "https://graph.microsoft.com/v1.0");
+        assert_eq!(c.integrations[0].resource_manager_url.as_str(), "https://management.azure.com/");
     }
 
     #[test]

@@ -201,6 +201,30 @@ pub(super) fn step_secrets(
     step_secrets
 }
 
+/// A step that signs in as another integration (`identity`) must name one of the configuration.
+pub(super) fn check_step_identities(
+    policies: &[PolicyConfig],
+    integrations: &[crate::domain::integration::IntegrationConfig],
+    errors: &mut Vec<String>,
+) {
+    for p in policies {
+        for step in &p.policy.steps {
+            for (field, id) in step.identities() {
+                if !integrations.iter().any(|i| &i.id == id) {
+                    let known: Vec<String> = integrations.iter().map(|i| i.id.to_string()).collect();
+                    errors.push(format!(
+                        "policies.{}: step {} ({}): {field}: no integration `{id}` is configured (known: {})",
+                        p.policy.id,
+                        step.order,
+                        step.display_name(),
+                        known.join(", ")
+                    ));
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use crate::config::tests::{MINIMAL, env, err, parse};
@@ -309,29 +333,5 @@ mod tests {
         assert!(started.elapsed() < std::time::Duration::from_secs(2), "took {:?}", started.elapsed());
         assert!(e.contains("unknown step type `s3cr3txxxxxxxxxx…`"), "{}", &e[..e.len().min(400)]);
         assert!(e.len() < 2_000, "the value was echoed: {} bytes", e.len());
-    }
-}
-
-/// A step that signs in as another integration (`identity`) must name one of the configuration.
-pub(super) fn check_step_identities(
-    policies: &[PolicyConfig],
-    integrations: &[crate::domain::integration::IntegrationConfig],
-    errors: &mut Vec<String>,
-) {
-    for p in policies {
-        for step in &p.policy.steps {
-            for (field, id) in step.identities() {
-                if !integrations.iter().any(|i| &i.id == id) {
-                    let known: Vec<String> = integrations.iter().map(|i| i.id.to_string()).collect();
-                    errors.push(format!(
-                        "policies.{}: step {} ({}): {field}: no integration `{id}` is configured (known: {})",
-                        p.policy.id,
-                        step.order,
-                        step.display_name(),
-                        known.join(", ")
-                    ));
-                }
-            }
-        }
     }
 }

@@ -20,6 +20,13 @@
 //!   N (default 503) for the next K requests, then 200; without `failures`, N from now on
 //! - `POST /_sim/webhook-failures?name=…&failures=K&status=N`, `POST /_sim/spring-failures?…` — the
 //!   same for a webhook receiver and an actuator refresh
+//! - `GET /_sim/azure/site?name=app-store-portal[&slot=staging]` — a simulated web app as the platform
+//!   sees it: `state`, `starts`, `restarts`, `refreshes`, `resolved_version` (the platform's cache),
+//!   `reference_status`, `process_version` (what the running process started with); 404 if unknown
+//! - `GET /_sim/azure/secret?vault=portal-kv&name=AzureAdClientSecret` — a secret's versions, oldest
+//!   first, without their values (`version`, `enabled`, `created`, `tags`)
+//! - the fault kind `"answer"` with `status`, `headers` (`[["name","value"],…]`) and `body` answers
+//!   exactly that
 
 use std::time::Duration;
 
@@ -32,6 +39,7 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::azure::AzureHandle;
 use crate::error::GraphError;
 use crate::server::AppState;
 use crate::targets::{HealthScript, Targets};
@@ -50,6 +58,8 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/_sim/health", post(script_health))
         .route("/_sim/webhook-failures", post(script_webhook))
         .route("/_sim/spring-failures", post(script_spring))
+        .route("/_sim/azure/site", get(azure_site))
+        .route("/_sim/azure/secret", get(azure_secret))
 }
 
 #[derive(Debug, Deserialize)]
@@ -123,6 +133,10 @@ struct FaultRequest {
     delay_ms: Option<u64>,
     #[serde(default = "one")]
     times: u32,
+    #[serde(default)]
+    headers: Vec<(String, String)>,
+    #[serde(default)]
+    body: String,
 }
 
 fn one() -> u32 {
@@ -143,6 +157,11 @@ async fn push_fault(State(shared): State<AppState>, body: Bytes) -> Response {
         "server_error" => FaultKind::ServerError(request.status.unwrap_or(503)),
         "slow" => FaultKind::Slow(Duration::from_millis(request.delay_ms.unwrap_or(1000))),
         "forbidden" => FaultKind::Forbidden,
+        "answer" => FaultKind::Answer {
+            status: request.status.unwrap_or(200),
+            headers: request.headers.clone(),
+            body: request.body.clone(),
+        },
         other => return GraphError::bad_request(format!("Unknown fault kind '{other}'.")).into_response(),
     };
     let mut matcher = Match::path(request.path_contains);
@@ -200,4 +219,39 @@ async fn script_spring(State(shared): State<AppState>, Query(q): Query<ScriptReq
     let script = q.script();
     Targets { shared }.set_spring_failures(&q.name, script.failures, script.status);
     q.answer()
+}
+
+#[derive(Debug, Deserialize)]
+struct SiteQuery {
+    name: String,
+    slot: Option<String>,
+}
+
+async fn azure_site(State(shared): State<AppState>, Query(q): Query<SiteQuery>) -> Response {
+    match (AzureHandle { shared }).site_json(&q.name, q.slot.as_deref()) {
+        Some(view) => axum::Json(view).into_response(),
+        None => GraphError::new(StatusCode::NOT_FOUND, "NotFound", format!("No site '{}'.", q.name)).into_response(),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct SecretQuery {
+    vault: String,
+    name: String,
+}
+
+async fn azure_secret(State(shared): State<AppState>, Query(q): Query<SecretQuery>) -> Response {
+    let versions: Vec<serde_json::Value> = (AzureHandle { shared })
+        .secret_versions(&q.vault, &q.name)
+        .into_iter()
+        .map(|v| {
+            json!({
+                "version": v.version,
+                "enabled": v.enabled,
+                "created": crate::odata::format_time(v.created),
+                "tags": v.tags,
+            })
+        })
+        .collect();
+    axum::Json(json!({ "vault": q.vault, "name": q.name, "versions": versions })).into_response()
 }

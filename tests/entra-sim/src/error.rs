@@ -169,6 +169,11 @@ impl TokenError {
     pub(crate) fn status(&self) -> StatusCode {
         self.status
     }
+
+    /// `AADSTS{code}: {description}`, without the trace ids of the wire form.
+    pub(crate) fn summary(&self) -> String {
+        format!("AADSTS{}: {}", self.aadsts, self.description)
+    }
 }
 
 impl IntoResponse for TokenError {

@@ -68,6 +68,10 @@ pub enum FaultKind {
     /// code and message (for example `CredentialInvalidLifetimeAsPerAppPolicy`, when a tenant's
     /// app management policy caps secret lifetimes, or `TooManyAppPasswords`).
     Refused { code: String, message: String },
+    /// Answer exactly this, whatever the endpoint: the status, these headers (in order; a header that
+    /// cannot be sent is skipped) and this body. For feeding a published example response through
+    /// real HTTPS unchanged.
+    Answer { status: u16, headers: Vec<(String, String)>, body: String },
 }
 
 impl FaultKind {
@@ -163,6 +167,7 @@ fn retry_after_secs(d: Duration) -> u64 {
 pub(crate) fn fault_response(kind: &FaultKind, endpoint: Endpoint, path: &str) -> Option<Response> {
     let graph = match kind {
         FaultKind::Slow(_) => return None,
+        FaultKind::Answer { status, headers, body } => return Some(answer(*status, headers, body)),
         FaultKind::TooManyRequests { retry_after } => {
             GraphError::new(StatusCode::TOO_MANY_REQUESTS, "TooManyRequests", "Please retry again later.")
                 .with_retry_after(retry_after.map(retry_after_secs))
@@ -193,6 +198,8 @@ pub(crate) fn fault_response(kind: &FaultKind, endpoint: Endpoint, path: &str) -
         Endpoint::Kubernetes => return Some(crate::kubernetes::fault_status(status.as_u16())),
         Endpoint::Target => return Some(crate::targets::error_response(status.as_u16(), path, retry_after)),
         Endpoint::Graph | Endpoint::Other => return Some(graph.into_response()),
+        Endpoint::KeyVault => return Some(crate::keyvault::fault_response(status, retry_after)),
+        Endpoint::ResourceManager => return Some(crate::arm::fault_response(status, retry_after)),
     }
     // The token endpoint answers in its own (OAuth) shape.
     let token = match status.as_u16() {
@@ -209,6 +216,22 @@ pub(crate) fn fault_response(kind: &FaultKind, endpoint: Endpoint, path: &str) -
         ),
     };
     Some(token.with_retry_after(retry_after).into_response())
+}
+
+/// [`FaultKind::Answer`]: exactly what was asked for.
+fn answer(status: u16, headers: &[(String, String)], body: &str) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = (status, body.to_owned()).into_response();
+    // The body's own type comes from the headers given, not from the sim.
+    response.headers_mut().remove(axum::http::header::CONTENT_TYPE);
+    for (name, value) in headers {
+        if let (Ok(name), Ok(value)) =
+            (axum::http::HeaderName::from_bytes(name.as_bytes()), axum::http::HeaderValue::from_str(value))
+        {
+            response.headers_mut().append(name, value);
+        }
+    }
+    response
 }
 
 #[cfg(test)]

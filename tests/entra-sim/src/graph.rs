@@ -7,7 +7,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
@@ -24,7 +24,7 @@ use crate::odata::{
     Allowed, DEFAULT_TOP, Prop, QueryOptions, context, decode_token, encode_token, link, object_json, parse_filter,
     parse_list_token, parse_select, parse_top,
 };
-use crate::server::{AppState, Shared};
+use crate::server::{AppState, Audience, Shared, bearer};
 use crate::state::{
     Collection, DirectoryObject, PERSONAL_ACCOUNT_PASSWORD_LIMIT, PasswordCredential, StoredSecret,
     allows_personal_accounts,
@@ -95,19 +95,16 @@ async fn get_service_principal(
 /// here, the management application. Tokens of other applications are valid tokens without the
 /// permission, which Graph answers with 403.
 fn authorize(shared: &Shared, headers: &HeaderMap) -> Result<(), GraphError> {
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| token.trim())
-        .filter(|token| !token.is_empty())
-        .ok_or_else(|| GraphError::unauthenticated("Access token is empty."))?;
+    let token = bearer(headers).ok_or_else(|| GraphError::unauthenticated("Access token is empty."))?;
     let issued = lock(&shared.tokens).get(token).cloned();
     let issued =
         issued.ok_or_else(|| GraphError::unauthenticated("Access token validation failure. Invalid audience."))?;
     if issued.expires <= std::time::Instant::now() {
         return Err(GraphError::unauthenticated("Lifetime validation failed, the token is expired."));
+    }
+    // A Key Vault or Resource Manager token is a valid token for another resource.
+    if issued.audience != Audience::Graph {
+        return Err(GraphError::unauthenticated("Access token validation failure. Invalid audience."));
     }
     if issued.client_id != shared.management_client_id {
         return Err(GraphError::forbidden());

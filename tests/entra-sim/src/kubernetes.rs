@@ -452,7 +452,11 @@ fn authenticate(shared: &Shared, headers: &HeaderMap) -> Result<Identity, Respon
     if let Some(identity) = lock(&shared.kubernetes).tokens.get(token) {
         return Ok(identity.clone());
     }
-    let client_id = lock(&shared.tokens).get(token).filter(|t| t.expires > Instant::now()).map(|t| t.client_id);
+    // Only a token for the AKS server application: a Graph token is not for this audience.
+    let client_id = lock(&shared.tokens)
+        .get(token)
+        .filter(|t| t.expires > Instant::now() && t.audience == crate::server::Audience::AksServer)
+        .map(|t| t.client_id);
     client_id.and_then(|id| lock(&shared.kubernetes).entra.get(&id).cloned()).ok_or_else(unauthorized)
 }
 

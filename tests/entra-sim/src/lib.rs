@@ -18,11 +18,30 @@
 //!   in only after the replication delay; personal-account applications hold at most two passwords;
 //!   overlapping writes to one application get `409 Directory_ConcurrencyViolation`.
 //! - **Faults** on demand ([`Faults`]): 429 with or without `Retry-After`, 409, the concurrency error
-//!   as 400, 5xx, slowness, 403.
+//!   as 400, 5xx, slowness, 403 — each in the shape of the service it hits — and
+//!   [`FaultKind::Answer`], any status, headers and body verbatim.
 //! - **Rollout targets** ([`Sim::targets`], URLs from [`Sim::target_url`]): a Spring Actuator
 //!   (`/apps/{name}/actuator/refresh`), a health check (`/apps/{name}/health`) that can be scripted to
 //!   fail, and a webhook receiver (`/hooks/{name}`) that checks Standard Webhooks signatures and keeps
 //!   every body, so tests can assert the new secret never travels in one.
+//! - **Azure Key Vault** (`keyvault.rs`, URL from [`Sim::key_vault_url`]): the secrets data plane —
+//!   set, get, update, versions and listing with `maxresults` paging — behind Key Vault's bearer
+//!   challenge, audience check and RBAC roles per vault ([`VaultRole`]). The official
+//!   `azure_security_keyvault_secrets` client works against it when built with
+//!   `verify_challenge_resource: Some(false)` (the challenge names `vault.azure.net`, not the sim's
+//!   host); its `ResourceExt::resource_id()` does not parse the sim's ids, whose vault is a path.
+//! - **Azure Resource Manager** (`arm.rs`, root [`Sim::resource_manager_url`]): App Service sites and
+//!   slots — get, restart, stop, start, refresh of Key Vault references and their status — with
+//!   `api-version`, audience and role checks ([`ArmRole`]) and long-running operations polled through
+//!   `Azure-AsyncOperation` or `Location`.
+//! - **Simulated web apps** (`webapp.rs`, [`Sim::site_health_url`]): a site's process holds the client
+//!   secret its Key Vault reference resolved to when it started, and its health says whether that
+//!   secret still signs in (`azure.rs` has when references are resolved; [`AzureHandle`] sets it all
+//!   up).
+//!
+//! Tokens for Key Vault (`https://vault.azure.net/.default`) and Resource Manager
+//! (`https://management.azure.com/.default`) are issued like Graph's, to any client that signs in;
+//! each resource accepts only tokens issued for it.
 //!
 //! The inventory is generated from a seed ([`SimOptions::apps`], [`SimOptions::seed`]); [`Sim::truth`]
 //! counts what the tenant holds so tests can compare the product's view with it, and
@@ -40,12 +59,15 @@
 //! # Ok(()) }
 //! ```
 
+mod arm;
+mod azure;
 mod clock;
 mod control;
 mod error;
 mod faults;
 mod generator;
 mod graph;
+mod keyvault;
 mod kubernetes;
 mod odata;
 mod records;
@@ -56,6 +78,7 @@ mod tenant;
 mod tls;
 mod token;
 mod truth;
+mod webapp;
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -71,6 +94,10 @@ use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 use url::Url;
 
+pub use azure::{
+    ArmRole, AzureDemo, AzureHandle, DEMO_SUBSCRIPTION_ID, ResolveStatus, SecretVersionView, SiteSpec, SiteView,
+    VaultRole,
+};
 pub use error::{Error, TenantError};
 pub use faults::{Fault, FaultKind, Faults, Match};
 pub use kubernetes::{Kubernetes, NewWorkload, ROLLOUT_STEP, SecretUse, WorkloadKind};
@@ -213,6 +240,8 @@ impl Sim {
             graph_base,
             targets: Mutex::default(),
             kubernetes: Mutex::default(),
+            base_url: base_url.clone(),
+            azure: Mutex::default(),
         });
 
         let (stop, stopped) = watch::channel(false);
@@ -316,6 +345,31 @@ impl Sim {
             "contexts": [{"name": context, "context": {"cluster": "sim", "user": "rotator", "namespace": "default"}}],
         })
         .to_string()
+    }
+
+    /// The simulated Azure resources: vaults, role assignments, App Service sites.
+    pub fn azure(&self) -> AzureHandle {
+        AzureHandle { shared: self.shared.clone() }
+    }
+
+    /// A vault's URL, `{base}vaults/{name}` (no trailing slash): the endpoint to give a Key Vault
+    /// client, which appends `/secrets/…`.
+    pub fn key_vault_url(&self, name: &str) -> Url {
+        self.target_url(&format!("vaults/{name}"))
+    }
+
+    /// Where Resource Manager paths (`/subscriptions/…`) start: the base URL.
+    pub fn resource_manager_url(&self) -> Url {
+        self.base_url.clone()
+    }
+
+    /// A simulated web app's health: `{base}sites/{name}/health`, or
+    /// `{base}sites/{name}/slots/{slot}/health` for a slot.
+    pub fn site_health_url(&self, name: &str, slot: Option<&str>) -> Url {
+        match slot {
+            Some(slot) => self.target_url(&format!("sites/{name}/slots/{slot}/health")),
+            None => self.target_url(&format!("sites/{name}/health")),
+        }
     }
 
     /// The fault queue.

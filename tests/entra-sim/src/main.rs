@@ -50,6 +50,16 @@ struct Cli {
     /// deliveries are kept but not verified.
     #[arg(long, value_name = "VAR", default_value = "ENTRA_SIM_WEBHOOK_KEY")]
     webhook_key_env: String,
+    /// Set up the runbook's Azure scenario (an app registration whose secret lives in Key Vault
+    /// `portal-kv`, read by the App Service site `app-store-portal`) and print it as `azure`.
+    #[arg(long)]
+    azure_demo: bool,
+    /// With `--azure-demo`: a plain restart of the site keeps its cached Key Vault references.
+    #[arg(long, requires = "azure_demo")]
+    azure_restart_keeps_references: bool,
+    /// With `--azure-demo`: the site's stop, start, restart and refresh are long-running operations.
+    #[arg(long, requires = "azure_demo")]
+    azure_async_operations: bool,
 }
 
 /// The webhook key from the variable `name`, if set and not empty.
@@ -108,6 +118,10 @@ async fn main() -> anyhow::Result<()> {
     });
     if let Some(control) = sim.control_url() {
         line["control_url"] = serde_json::json!(control.as_str());
+    }
+    if cli.azure_demo {
+        let demo = sim.azure().runbook_demo(cli.azure_restart_keeps_references, cli.azure_async_operations);
+        line["azure"] = demo.to_json();
     }
     // One line, flushed at once: whoever started the sim is waiting to read it.
     let mut stdout = std::io::stdout().lock();

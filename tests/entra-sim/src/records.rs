@@ -16,10 +16,15 @@ pub enum Endpoint {
     /// The Entra token endpoint (`/{tenant}/oauth2/v2.0/token`) or its discovery document.
     Token,
     /// A rollout target standing for a customer application: the Spring Actuator and health check
-    /// under `/apps/…`, the webhook receiver under `/hooks/…`.
+    /// under `/apps/…`, the webhook receiver under `/hooks/…`, and the simulated App Service web
+    /// apps' own health under `/sites/…`.
     Target,
     /// The simulated Kubernetes API server (`/api/…`, `/apis/…`).
     Kubernetes,
+    /// Azure Key Vault's secrets data plane (`/vaults/{vault}/…`).
+    KeyVault,
+    /// Azure Resource Manager (`/subscriptions/…`): App Service sites and their operations.
+    ResourceManager,
     /// Anything else (the sim's own health check, the control API, unknown paths).
     Other,
 }
@@ -30,8 +35,16 @@ impl Endpoint {
             Self::Graph
         } else if path.starts_with("/api/") || path.starts_with("/apis/") {
             Self::Kubernetes
-        } else if path.starts_with("/apps/") || path.starts_with("/hooks/") || path.starts_with("/consumers/") {
+        } else if path.starts_with("/apps/")
+            || path.starts_with("/hooks/")
+            || path.starts_with("/sites/")
+            || path.starts_with("/consumers/")
+        {
             Self::Target
+        } else if path.starts_with("/vaults/") {
+            Self::KeyVault
+        } else if path.starts_with("/subscriptions/") {
+            Self::ResourceManager
         } else if path.contains("/oauth2/") || path.contains("/.well-known/") {
             Self::Token
         } else {
@@ -68,6 +81,14 @@ impl RequestRecord {
     pub fn is_target(&self) -> bool {
         self.endpoint == Endpoint::Target
     }
+
+    pub fn is_key_vault(&self) -> bool {
+        self.endpoint == Endpoint::KeyVault
+    }
+
+    pub fn is_resource_manager(&self) -> bool {
+        self.endpoint == Endpoint::ResourceManager
+    }
 }
 
 /// The ids of the request being served, set by the observing middleware for the duration of the
@@ -103,5 +124,8 @@ mod tests {
         assert_eq!(Endpoint::of_path("/apps/orders/actuator/refresh"), Endpoint::Target);
         assert_eq!(Endpoint::of_path("/hooks/rotations"), Endpoint::Target);
         assert_eq!(Endpoint::of_path("/appsx"), Endpoint::Other);
+        assert_eq!(Endpoint::of_path("/vaults/kv/secrets/a"), Endpoint::KeyVault);
+        assert_eq!(Endpoint::of_path("/subscriptions/s/resourceGroups/rg"), Endpoint::ResourceManager);
+        assert_eq!(Endpoint::of_path("/sites/portal/health"), Endpoint::Target);
     }
 }

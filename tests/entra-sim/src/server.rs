@@ -22,21 +22,53 @@ use tokio_rustls::TlsAcceptor;
 use url::Url;
 use uuid::Uuid;
 
+use crate::azure::AzureState;
 use crate::clock::SimClock;
 use crate::error::GraphError;
 use crate::faults::{Faults, fault_response};
 use crate::records::{Endpoint, REQUEST_IDS, RequestIds, RequestRecord};
 use crate::state::Directory;
 use crate::targets::TargetState;
-use crate::{graph, lock, targets, token};
+use crate::{arm, graph, keyvault, lock, targets, token, webapp};
 
 /// An access token the sim issued.
 #[derive(Debug, Clone)]
 pub(crate) struct IssuedToken {
     pub(crate) client_id: Uuid,
+    /// The resource the token is for (its `aud`): each resource server accepts only its own.
+    pub(crate) audience: Audience,
     /// Real time, not the sim clock: the product's credential library caches tokens on real time, so
     /// expiring them on the (advanceable) sim clock would fail requests no real tenant would fail.
     pub(crate) expires: Instant,
+}
+
+/// The resource an access token was issued for, from the `scope` of the token request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Audience {
+    /// `https://graph.microsoft.com` (or Graph's application id, or the sim's own origin).
+    Graph,
+    /// `https://vault.azure.net`: Key Vault's data plane.
+    KeyVault,
+    /// `https://management.azure.com`: Azure Resource Manager.
+    Management,
+    /// The AKS server application: the simulated Kubernetes API server with Entra sign-in.
+    AksServer,
+}
+
+/// The bearer token of a request, if it carries one (`Authorization: Bearer …`).
+pub(crate) fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim())
+        .filter(|token| !token.is_empty())
+}
+
+/// The live token issued as `token`, if any (unknown and expired tokens alike give `None`).
+pub(crate) fn issued_token(shared: &Shared, token: &str) -> Option<IssuedToken> {
+    lock(&shared.tokens).get(token).filter(|t| t.expires > Instant::now()).cloned()
 }
 
 /// Everything the handlers share.
@@ -62,6 +94,10 @@ pub(crate) struct Shared {
     pub(crate) targets: Mutex<TargetState>,
     /// The simulated Kubernetes cluster.
     pub(crate) kubernetes: Mutex<crate::kubernetes::ClusterState>,
+    /// `https://127.0.0.1:PORT/`, the base of Key Vault ids, ARM operation links and site URLs.
+    pub(crate) base_url: Url,
+    /// Key Vault, Resource Manager and the web apps (see `azure.rs`).
+    pub(crate) azure: Mutex<AzureState>,
 }
 
 pub(crate) type AppState = Arc<Shared>;
@@ -81,6 +117,9 @@ pub(crate) fn router(shared: AppState, control_api: bool) -> Router {
         .merge(graph::routes())
         .merge(targets::routes())
         .merge(crate::kubernetes::routes())
+        .merge(keyvault::routes())
+        .merge(arm::routes())
+        .merge(webapp::routes())
         .merge(control)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -195,6 +195,18 @@ impl TenantHandle {
         Ok(AddedPassword { key_id, secret_text })
     }
 
+    /// Remove a password from an application, as someone would in the portal (it stops signing in
+    /// at once). `Ok(false)` when the application has no password with that key id.
+    pub fn remove_password_from(&self, object_id: Uuid, key_id: Uuid) -> Result<bool, TenantError> {
+        lock(&self.shared.directory)
+            .update(Collection::Applications, object_id, |app| {
+                let before = app.passwords.len();
+                app.passwords.retain(|p| p.key_id != key_id);
+                app.passwords.len() != before
+            })
+            .ok_or(TenantError::ApplicationNotFound(object_id))
+    }
+
     /// Give a service principal a SAML token-signing certificate in the shape Graph's
     /// `addTokenSigningCertificate` leaves: a `Sign` and a `Verify` key credential of one
     /// thumbprint, and a password credential (the private key's password) whose key id is the

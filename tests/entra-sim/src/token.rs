@@ -24,7 +24,7 @@ use uuid::Uuid;
 use crate::clock::wall_clock_now;
 use crate::error::TokenError;
 use crate::lock;
-use crate::server::{AppState, IssuedToken, Shared};
+use crate::server::{AppState, Audience, IssuedToken, Shared};
 use crate::state::{Collection, PasswordCredential};
 
 /// Lifetime of an access token, as Entra reports it (`expires_in`).
@@ -146,7 +146,7 @@ fn issue(shared: &Shared, tenant: &str, body: &[u8]) -> Result<Value, TokenError
     }
     let raw_client_id = field("client_id").ok_or_else(|| missing("client_id"))?;
     let scope = field("scope").ok_or_else(|| missing("scope"))?;
-    check_scope(shared, tenant, scope)?;
+    let audience = check_scope(shared, tenant, scope)?;
 
     let unknown_client = || {
         TokenError::new(
@@ -202,7 +202,7 @@ fn issue(shared: &Shared, tenant: &str, body: &[u8]) -> Result<Value, TokenError
         tokens.retain(|_, t| t.expires > now);
         tokens.insert(
             access_token.clone(),
-            IssuedToken { client_id, expires: now + Duration::from_secs(TOKEN_LIFETIME_SECS) },
+            IssuedToken { client_id, audience, expires: now + Duration::from_secs(TOKEN_LIFETIME_SECS) },
         );
     }
     Ok(json!({
@@ -213,10 +213,13 @@ fn issue(shared: &Shared, tenant: &str, body: &[u8]) -> Result<Value, TokenError
     }))
 }
 
-/// Client credentials need `{resource}/.default`; the only resource here is Microsoft Graph, named
-/// by its URI, its application id, or the sim's own origin.
-fn check_scope(shared: &Shared, tenant: &str, scope: &str) -> Result<(), TokenError> {
+/// Client credentials need `{resource}/.default`. The resources here: Microsoft Graph (named by its
+/// URI, its application id, or the sim's own origin), Key Vault (`https://vault.azure.net`) and Azure
+/// Resource Manager (`https://management.azure.com`, also with its legacy `https://management.core.windows.net`).
+/// One token is for one resource: scopes naming two are refused (AADSTS70011), as Entra does.
+fn check_scope(shared: &Shared, tenant: &str, scope: &str) -> Result<Audience, TokenError> {
     let own_origin = shared.graph_base.origin().ascii_serialization();
+    let mut audience = None;
     for item in scope.split_whitespace() {
         let Some(resource) = item.strip_suffix("/.default") else {
             return Err(TokenError::new(
@@ -229,11 +232,23 @@ fn check_scope(shared: &Shared, tenant: &str, scope: &str) -> Result<(), TokenEr
             ));
         };
         let resource = resource.trim_end_matches('/');
-        if !(resource.eq_ignore_ascii_case("https://graph.microsoft.com")
+        let this = if resource.eq_ignore_ascii_case("https://graph.microsoft.com")
             || resource.eq_ignore_ascii_case(GRAPH_APP_ID)
-            || resource.eq_ignore_ascii_case(crate::kubernetes::AKS_SERVER_APP_ID)
-            || resource.eq_ignore_ascii_case(&own_origin))
+            || resource.eq_ignore_ascii_case(&own_origin)
         {
+            Some(Audience::Graph)
+        } else if resource.eq_ignore_ascii_case(crate::kubernetes::AKS_SERVER_APP_ID) {
+            Some(Audience::AksServer)
+        } else if resource.eq_ignore_ascii_case("https://vault.azure.net") {
+            Some(Audience::KeyVault)
+        } else if resource.eq_ignore_ascii_case("https://management.azure.com")
+            || resource.eq_ignore_ascii_case("https://management.core.windows.net")
+        {
+            Some(Audience::Management)
+        } else {
+            None
+        };
+        let Some(this) = this else {
             return Err(TokenError::new(
                 StatusCode::BAD_REQUEST,
                 "invalid_resource",
@@ -242,11 +257,24 @@ fn check_scope(shared: &Shared, tenant: &str, scope: &str) -> Result<(), TokenEr
                     "The resource principal named {resource} was not found in the tenant named {tenant}. This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant."
                 ),
             ));
+        };
+        if audience.is_some_and(|a| a != this) {
+            return Err(TokenError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_scope",
+                70011,
+                format!(
+                    "The provided request must include a 'scope' input parameter. The provided value for the input parameter 'scope' is not valid. The scope {scope} is not valid."
+                ),
+            ));
         }
+        audience = Some(this);
     }
-    Ok(())
+    audience.ok_or_else(|| missing("scope"))
 }
 
+/// Whether `secret` signs in as `client_id` now: the token endpoint's own check, also used by the
+/// simulated web app to tell whether the secret its process holds still works.
 pub(crate) fn check_secret(shared: &Shared, client_id: Uuid, secret: &str) -> Result<(), TokenError> {
     let digest: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
     if client_id == shared.management_client_id {

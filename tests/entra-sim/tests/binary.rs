@@ -102,3 +102,102 @@ async fn the_binary_prints_one_json_line_with_everything_needed_to_reach_it() {
         assert_eq!(seen["hooks"]["anything"]["deliveries"][0]["verified"], true);
     }
 }
+
+#[tokio::test]
+async fn with_azure_demo_the_binary_sets_up_the_runbook_scenario_and_prints_where_it_is() {
+    let mut child = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_entra-sim"))
+            .args(["--apps", "3", "--listen", "127.0.0.1:0", "--control", "--azure-demo"])
+            .env("ENTRA_SIM_CLIENT_SECRET", "demo-management-secret")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the binary starts"),
+    );
+    let stdout = child.0.stdout.take().unwrap();
+    let line = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).map(|_| line)
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let info: serde_json::Value = serde_json::from_str(line.trim()).expect("one JSON line");
+    let azure = &info["azure"];
+    let base_url = info["base_url"].as_str().unwrap();
+    assert_eq!(azure["key_vault_url"].as_str().unwrap(), format!("{base_url}vaults/portal-kv"));
+    assert_eq!(azure["resource_manager_url"], base_url);
+    assert_eq!(azure["resource_group"], "app-store-rg");
+    assert_eq!(azure["site"], "app-store-portal");
+    assert_eq!(azure["setting_key"], "AzureAdClientSecret");
+    for key in ["subscription_id", "app_client_id", "app_object_id", "key_id", "secret_version"] {
+        assert!(azure[key].as_str().is_some_and(|v| !v.is_empty()), "{key}: {azure}");
+    }
+    assert!(!line.contains("Q~"), "no secret value is printed");
+
+    let ca = std::fs::read(info["ca_cert"].as_str().unwrap()).expect("the CA file exists");
+    let http =
+        reqwest::Client::builder().tls_certs_only([reqwest::Certificate::from_pem(&ca).unwrap()]).build().unwrap();
+    let health = http.get(azure["health_url"].as_str().unwrap()).send().await.unwrap();
+    assert_eq!(health.status(), reqwest::StatusCode::OK);
+
+    // The management application can read the secret and restart the site.
+    let token = |scope: &'static str| {
+        let http = http.clone();
+        let url = format!("{base_url}{}/oauth2/v2.0/token", info["tenant_id"].as_str().unwrap());
+        let client_id = info["client_id"].as_str().unwrap().to_owned();
+        async move {
+            let body: serde_json::Value = http
+                .post(url)
+                .form(&[
+                    ("grant_type", "client_credentials"),
+                    ("client_id", client_id.as_str()),
+                    ("client_secret", "demo-management-secret"),
+                    ("scope", scope),
+                ])
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            body["access_token"].as_str().unwrap().to_owned()
+        }
+    };
+    let kv = token("https://vault.azure.net/.default").await;
+    let secret = http
+        .get(format!("{}/secrets/AzureAdClientSecret?api-version=2025-07-01", azure["key_vault_url"].as_str().unwrap()))
+        .bearer_auth(kv)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(secret.status(), reqwest::StatusCode::OK);
+    let arm = token("https://management.azure.com/.default").await;
+    let restart = http
+        .post(format!(
+            "{base_url}subscriptions/{}/resourceGroups/app-store-rg/providers/Microsoft.Web/sites/app-store-portal/restart?api-version=2023-12-01",
+            azure["subscription_id"].as_str().unwrap()
+        ))
+        .bearer_auth(arm)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(restart.status(), reqwest::StatusCode::OK);
+
+    let control = info["control_url"].as_str().unwrap();
+    let site: serde_json::Value =
+        http.get(format!("{control}/azure/site?name=app-store-portal")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(site["restarts"], 1);
+    assert_eq!(site["state"], "Running");
+    assert_eq!(site["process_version"], azure["secret_version"]);
+    let versions: serde_json::Value = http
+        .get(format!("{control}/azure/secret?vault=portal-kv&name=AzureAdClientSecret"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(versions["versions"][0]["version"], azure["secret_version"]);
+    assert!(versions["versions"][0].get("value").is_none());
+}

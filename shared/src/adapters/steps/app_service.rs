@@ -33,6 +33,9 @@ use crate::ports::step_runner::{Probe, ProbeContext, ProbeOutcome, StepContext, 
 /// The Microsoft.Web API version the step speaks.
 pub const API_VERSION: &str = "2024-04-01";
 
+/// The status of a reference whose answer has none.
+const NOT_REPORTED: &str = "not reported";
+
 /// The pause between two polls when ARM names none.
 const DEFAULT_POLL: Duration = Duration::from_secs(5);
 /// The longest pause the step takes between two polls or retries, whatever `Retry-After` says.
@@ -84,66 +87,55 @@ pub(super) async fn run(
 /// (with its current status); whether the identity may restart the app, from ARM's own list of
 /// the caller's permissions on the site. Nothing changes.
 pub(super) async fn probe(azure: &Azure, cfg: &AzureAppServiceRestartConfig, ctx: &ProbeContext<'_>) -> Vec<Probe> {
-    let target =
-        format!("App Service {}{}", cfg.app_name, cfg.slot.as_ref().map(|s| format!(" slot {s}")).unwrap_or_default());
-    let probe = |outcome, reason: String| Probe { target: target.clone(), outcome, reason };
+    let probe = |target: &str, outcome, reason: String| Probe { target: target.to_owned(), outcome, reason };
+    let refused = |f: &StepFailure| if f.retryable { ProbeOutcome::Warning } else { ProbeOutcome::Failed };
     let identity = match azure.identities.for_step(cfg.identity.as_ref(), ctx.credential) {
         Ok(i) => i,
-        Err(f) => return vec![probe(ProbeOutcome::Failed, f.message)],
+        Err(f) => return vec![probe("site", ProbeOutcome::Failed, f.message)],
     };
     // A probe must not wait long: a minute at most.
     let arm = Arm { azure, identity, cfg, deadline: Instant::now() + Duration::from_secs(60) };
     let mut probes = Vec::new();
     match arm.call(reqwest::Method::GET, "", &[], "read").await {
         Ok(_) => {
-            probes.push(probe(ProbeOutcome::Ok, format!("the site exists and {} may read it", identity.describe())))
+            probes.push(probe("site", ProbeOutcome::Ok, format!("exists, and {} may read it", identity.describe())))
         }
-        Err(f) => {
-            let outcome = if f.retryable { ProbeOutcome::Warning } else { ProbeOutcome::Failed };
-            return vec![probe(outcome, f.message)];
-        }
+        Err(f) => return vec![probe("site", refused(&f), f.message)],
     }
     probes.push(match arm.permissions().await {
         Some(actions) if actions.iter().any(|a| *a == "restart" || *a == "all") => {
-            probe(ProbeOutcome::Ok, format!("{} may restart, stop and start it", identity.describe()))
+            probe("restart", ProbeOutcome::Ok, format!("{} may restart, stop and start it", identity.describe()))
         }
-        Some(_) => {
-            probe(ProbeOutcome::Failed, format!("{} may not restart the app: it needs {RIGHTS}", identity.describe()))
-        }
+        Some(_) => probe(
+            "restart",
+            ProbeOutcome::Failed,
+            format!("{} may not restart the app: it needs {RIGHTS}", identity.describe()),
+        ),
         None => probe(
+            "restart",
             ProbeOutcome::ManualReview,
             format!("Resource Manager did not list the permissions of {}: check it has {RIGHTS}", identity.describe()),
         ),
     });
-    let reference = match &cfg.app_setting {
-        Some(key) => {
-            arm.call(
-                reqwest::Method::GET,
-                &format!("/config/configreferences/appsettings/{key}"),
-                &[],
-                "read the app settings of",
-            )
-            .await
-        }
-        None => {
-            arm.call(reqwest::Method::GET, "/config/configreferences/appsettings", &[], "read the app settings of")
-                .await
-        }
+    let (suffix, action) = match &cfg.app_setting {
+        Some(key) => (format!("/config/configreferences/appsettings/{key}"), "read the app setting of"),
+        None => ("/config/configreferences/appsettings".to_owned(), "read the app settings of"),
     };
-    probes.push(match reference {
+    probes.push(match arm.call(reqwest::Method::GET, &suffix, &[], action).await {
         Ok(body) => {
             let refs = references(&body);
             if refs.is_empty() {
                 probe(
+                    "Key Vault reference",
                     ProbeOutcome::Warning,
                     "the app has no Key Vault reference: a restart will not bring it a new secret".to_owned(),
                 )
             } else {
                 let states: Vec<String> = refs.iter().map(|r| format!("{} ({})", r.name, r.status)).collect();
-                probe(ProbeOutcome::Ok, format!("Key Vault reference {}", states.join(", ")))
+                probe("Key Vault reference", ProbeOutcome::Ok, states.join(", "))
             }
         }
-        Err(f) => probe(if f.retryable { ProbeOutcome::Warning } else { ProbeOutcome::Failed }, f.message),
+        Err(f) => probe("Key Vault reference", refused(&f), f.message),
     });
     probes
 }
@@ -450,7 +442,8 @@ fn references(body: &Value) -> Vec<Reference> {
                 .or_else(|| v.get("id").and_then(Value::as_str).and_then(|id| id.rsplit('/').next()))
                 .unwrap_or("?")
                 .to_owned(),
-            status: props.get("status").and_then(Value::as_str).unwrap_or("Initialized").to_owned(),
+            // ARM's own examples leave it out; an unreported status is never taken as resolved.
+            status: props.get("status").and_then(Value::as_str).unwrap_or(NOT_REPORTED).to_owned(),
             details: props.get("details").and_then(Value::as_str).map(str::to_owned),
         })
     };
@@ -476,6 +469,7 @@ fn describe_status(r: &Reference) -> String {
         "MIVaultURLsNotSupported" => "the reference's form is not supported with this identity",
         "FetchTimedOut" => "App Service timed out reading the vault",
         "Initialized" => "App Service has not resolved it yet",
+        NOT_REPORTED => "Resource Manager did not say whether App Service resolved it",
         _ => "App Service could not resolve it",
     };
     let details =

@@ -151,8 +151,9 @@ impl HttpClient for StepsTransport {
 /// The status and service error code of an Azure SDK error, when the service answered.
 pub(super) fn answered(e: &azure_core::Error) -> Option<(u16, Option<&str>)> {
     match e.kind() {
+        // Without a service code the SDK puts the status number there: not worth saying twice.
         azure_core::error::ErrorKind::HttpResponse { status, error_code, .. } => {
-            Some((u16::from(*status), error_code.as_deref()))
+            Some((u16::from(*status), error_code.as_deref().filter(|c| !c.bytes().all(|b| b.is_ascii_digit()))))
         }
         _ => None,
     }

@@ -87,7 +87,7 @@ pub(super) async fn run(azure: &Azure, cfg: &AzureKeyVaultConfig, ctx: &StepCont
 pub(super) async fn probe(azure: &Azure, cfg: &AzureKeyVaultConfig, ctx: &ProbeContext<'_>) -> Vec<Probe> {
     let mut probes = Vec::new();
     for vault in cfg.vaults() {
-        let target = format!("Key Vault {}, secret {}", vault.vault_name(), vault.secret_name);
+        let target = format!("vault {}", vault.vault_name());
         let answer = match azure.identities.for_step(vault.identity, ctx.credential) {
             Err(f) => (ProbeOutcome::Failed, f.message),
             Ok(identity) => match azure.secret_client(vault.vault_url, identity) {
@@ -96,7 +96,8 @@ pub(super) async fn probe(azure: &Azure, cfg: &AzureKeyVaultConfig, ctx: &ProbeC
                     Ok(_) => (
                         ProbeOutcome::Ok,
                         format!(
-                            "reachable, and {} may list the secret's versions; the write itself needs {RIGHTS}",
+                            "reachable; {} may list the secret's versions (writing needs Key Vault Secrets \
+                             Officer, which a dry run cannot try)",
                             identity.describe()
                         ),
                     ),

@@ -151,6 +151,7 @@ fn check_app_service_name(s: &str) -> Result<(), String> {
 
 #[cfg(test)]
 mod tests {
+    use crate::domain::steps::StepConfig;
     use crate::domain::steps::test_support::*;
 
     #[test]
@@ -163,5 +164,22 @@ mod tests {
         assert!(issue(&e, "config.resource_group").message.contains("not ending in '.'"));
         assert!(issue(&e, "config.app_name").message.contains("App Service names"));
         assert!(issue(&e, "config.mode").message.contains("expected one of restart, stop_start"));
+    }
+
+    #[test]
+    fn the_app_setting_identity_and_timeout_are_read_with_their_defaults() {
+        let p = plan(
+            r#"[{"type": "azure_app_service_restart", "order": 1, "config": {"subscription_id": "33333333-3333-3333-3333-333333333333",
+                "resource_group": "rg", "app_name": "app", "slot": "staging"}}]"#,
+        );
+        let StepConfig::AzureAppServiceRestart(cfg) = &p.steps[0].config else { panic!() };
+        assert!(cfg.app_setting.is_none() && cfg.identity.is_none() && cfg.refresh_key_vault_references);
+        assert_eq!(cfg.timeout, super::DEFAULT_APP_SERVICE_TIMEOUT);
+        let e = errors(
+            r#"[{"type": "azure_app_service_restart", "order": 1, "config": {"subscription_id": "33333333-3333-3333-3333-333333333333",
+                "resource_group": "rg", "app_name": "app", "app_setting": "has space", "timeout": "10m"}}]"#,
+        );
+        assert!(issue(&e, "config.app_setting").message.contains("app setting names"));
+        assert!(issue(&e, "config.timeout").message.contains("at most"));
     }
 }

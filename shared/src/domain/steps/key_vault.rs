@@ -229,6 +229,7 @@ fn vault_name(url: &Url) -> &str {
 
 #[cfg(test)]
 mod tests {
+    use crate::domain::steps::StepConfig;
     use crate::domain::steps::test_support::*;
 
     #[test]
@@ -239,5 +240,41 @@ mod tests {
         );
         assert!(issue(&e, "config.secret_name").message.contains("1 to 127 letters, digits and '-'"));
         assert!(issue(&e, "config.secondary_secret_name").message.contains("without secondary_vault_url"));
+    }
+
+    #[test]
+    fn each_vault_is_written_by_the_identity_it_names_else_the_primarys_else_the_credentials() {
+        let p = plan(
+            r#"[{"type": "azure_key_vault", "order": 1, "config": {"vault_url": "https://kv.vault.azure.net",
+                "secret_name": "s", "secondary_vault_url": "https://kv-dr.vault.azure.net", "identity": "ops"}}]"#,
+        );
+        let StepConfig::AzureKeyVault(cfg) = &p.steps[0].config else { panic!() };
+        let vaults = cfg.vaults();
+        assert_eq!(vaults.len(), 2);
+        assert_eq!(vaults[0].vault_name(), "kv");
+        assert_eq!(vaults[1].vault_name(), "kv-dr");
+        assert_eq!(vaults[1].secret_name, "s", "the secondary's name defaults to the primary's");
+        assert_eq!(vaults[1].identity.map(|i| i.as_str()), Some("ops"), "the primary's identity");
+        assert_eq!(p.steps[0].identities().len(), 1);
+
+        let p = plan(
+            r#"[{"type": "azure_key_vault", "order": 1, "config": {"vault_url": "https://gw.example.com/vaults/kv-a",
+                "secret_name": "s"}}]"#,
+        );
+        let StepConfig::AzureKeyVault(cfg) = &p.steps[0].config else { panic!() };
+        assert_eq!(cfg.vaults()[0].vault_name(), "kv-a", "a vault served under a path is named by it");
+        assert!(cfg.vaults()[0].identity.is_none(), "the rotated credential's own integration");
+    }
+
+    #[test]
+    fn the_rotators_own_tags_and_a_bad_identity_are_refused() {
+        let e = errors(
+            r#"[{"type": "azure_key_vault", "order": 1, "config": {"vault_url": "https://kv.vault.azure.net",
+                "secret_name": "s", "identity": "Not An Id", "secondary_identity": "ops",
+                "tags": {"entra-rotator-execution": "x"}}}]"#,
+        );
+        assert!(issue(&e, "config.identity").message.contains("integration"));
+        assert!(issue(&e, "config.secondary_identity").message.contains("without secondary_vault_url"));
+        assert!(issue(&e, "config.tags").message.contains("writes itself"));
     }
 }
