@@ -102,7 +102,7 @@ fn plan(sim: &Sim, kubeconfig: &KubeconfigFile, extra: &str, on_failure: &str, r
             r#"[{{"type":"kubernetes_secret","order":10,"on_failure":"{on_failure}","retries":{retries},"retry_delay":"1s",
                   "config":{{"namespace":"{NS}","secret_name":"{SECRET}","key":"{KEY}","kubeconfig":{path},
                              "context":"sim-cluster","rollout_timeout":"20s"{extra}}}}},
-                {{"type":"http_health_check","order":20,"on_failure":"abort",
+                {{"type":"http_health_check","order":20,"on_failure":"abort","retries":0,
                   "config":{{"url":"{base}consumers/{NS}/{APP}/health","timeout":"3s","interval":"1s"}}}}]"#
         ),
         &AddressPolicy::allowing_loopback(),
