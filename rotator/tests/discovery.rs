@@ -308,7 +308,10 @@ config = {{ kubeconfig = {:?}, namespace = "orders", secret_name = "orders-api-e
     assert!(out.status.success(), "{text}");
     assert!(text.contains("Kubernetes Secret orders/orders-api-entra"), "{text}");
     assert!(text.contains("may get secrets, update secrets"), "the identity's rights were reviewed: {text}");
-    let worker = text.lines().find(|l| l.contains("orders-worker")).unwrap_or_else(|| panic!("{text}"));
+    let worker = text
+        .lines()
+        .find(|l| l.contains("Kubernetes Deployment orders/orders-worker"))
+        .unwrap_or_else(|| panic!("{text}"));
     assert!(worker.to_lowercase().contains("warning") && worker.contains("none of its containers"), "{worker}");
     assert!(text.contains("nothing was changed"), "{text}");
     assert!(k8s.access_reviews() > 0);
