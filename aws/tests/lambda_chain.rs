@@ -39,11 +39,15 @@ mod chain;
 use chain::World;
 #[path = "../../tests/flows/azure.rs"]
 mod azure;
+#[path = "../../tests/flows/kubernetes.rs"]
+mod kubernetes;
 
 // The scenarios both worlds run (tests/flows/chain.rs), here on the AWS adapters and the Lambda glue.
 chain::chain_scenarios!(Deployment::new);
 // The product notes' Key Vault + App Service runbook (tests/flows/azure.rs), on the same world.
 azure::azure_scenarios!(Deployment::new);
+// The Kubernetes step's scenarios (tests/flows/kubernetes.rs), on the same world.
+kubernetes::kubernetes_scenarios!(Deployment::new);
 
 /// What Lambda's event source mapping does for one queue: receive, invoke, delete the successes.
 struct Mapping {

@@ -258,3 +258,64 @@ config = {{ vault_url = "{}", secret_name = "AzureAdClientSecret" }}
     assert_eq!(vault["outcome"], "failed", "{vault}");
     assert!(sim.azure().secret_versions("kv-payroll", "AzureAdClientSecret").is_empty(), "nothing was written");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotate_dry_run_on_a_kubernetes_plan_asks_the_cluster_and_changes_nothing() {
+    let sim = Sim::start(SimOptions { apps: 5, seed: 8, ..Default::default() }).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &sim);
+    let app = sim.tenant().add_app(entra_sim::NewApp::named("Orders API"));
+    let added = sim.tenant().add_password_to(app.object_id, sim.now() + time::Duration::days(20)).unwrap();
+    // The example's cluster: a Secret, a Deployment reading it through envFrom, and one that does not.
+    let k8s = sim.kubernetes();
+    k8s.add_identity("rotator-token", "system:serviceaccount:rotator:entra-rotator", None);
+    k8s.put_secret("orders", "orders-api-entra", &[("AZURE_CLIENT_SECRET", "the-current-secret")]);
+    for (name, uses) in
+        [("orders-api", entra_sim::SecretUse::EnvFrom), ("orders-worker", entra_sim::SecretUse::NotReferenced)]
+    {
+        k8s.add_workload(entra_sim::NewWorkload {
+            kind: entra_sim::WorkloadKind::Deployment,
+            namespace: "orders".into(),
+            name: name.into(),
+            replicas: 2,
+            secret_name: "orders-api-entra".into(),
+            key: "AZURE_CLIENT_SECRET".into(),
+            uses,
+            client_id: app.app_id,
+        });
+    }
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, sim.kubeconfig("orders-cluster", Some("rotator-token"))).unwrap();
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!(
+        r#"
+[policies.default]
+[[policies.default.steps]]
+type = "kubernetes_secret"
+order = 10
+on_failure = "abort"
+config = {{ kubeconfig = {:?}, namespace = "orders", secret_name = "orders-api-entra", key = "AZURE_CLIENT_SECRET", restart = [{{ kind = "Deployment", name = "orders-api" }}, {{ kind = "Deployment", name = "orders-worker" }}] }}
+"#,
+        kubeconfig.display().to_string()
+    ));
+    std::fs::write(&config, text).unwrap();
+    let secret = sim.management_secret();
+    json(&rotator(&config, &secret, &["--json", "sync"]));
+    let credential = format!("contoso/app/{}/{}", app.object_id, added.key_id);
+
+    let out = rotator(&config, &secret, &["rotate", &credential, "--dry-run"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("Kubernetes Secret orders/orders-api-entra"), "{text}");
+    assert!(text.contains("may get secrets, update secrets"), "the identity's rights were reviewed: {text}");
+    let worker = text
+        .lines()
+        .find(|l| l.contains("Kubernetes Deployment orders/orders-worker"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(worker.to_lowercase().contains("warning") && worker.contains("none of its containers"), "{worker}");
+    assert!(text.contains("nothing was changed"), "{text}");
+    assert!(k8s.access_reviews() > 0);
+    assert_eq!(k8s.secret_writes("orders", "orders-api-entra"), 0, "nothing was written");
+    assert_eq!(k8s.restarts(entra_sim::WorkloadKind::Deployment, "orders", "orders-api"), 0, "nothing restarted");
+    assert_eq!(sim.tenant().app_passwords(app.object_id).unwrap().len(), 1, "no secret was created");
+}

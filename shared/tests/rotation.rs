@@ -36,11 +36,15 @@ mod chain;
 use chain::World;
 #[path = "../../tests/flows/azure.rs"]
 mod azure;
+#[path = "../../tests/flows/kubernetes.rs"]
+mod kubernetes;
 
 // The scenarios both worlds run (tests/flows/chain.rs), here on the embedded runtime.
 chain::chain_scenarios!(|replication_delay| Chain::new(replication_delay, vec![]));
 // The product notes' Key Vault + App Service runbook (tests/flows/azure.rs), on the same world.
 azure::azure_scenarios!(|replication_delay| Chain::new(replication_delay, vec![]));
+// The Kubernetes step's scenarios (tests/flows/kubernetes.rs), on the same world.
+kubernetes::kubernetes_scenarios!(|_| Chain::new(Duration::ZERO, vec![]));
 
 /// The embedded world: SQLite store and queue in memory, a manual clock moved by hand, the
 /// workers of `rotate serve` pumped one batch at a time.

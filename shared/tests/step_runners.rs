@@ -172,6 +172,126 @@ mod health_check {
     entra_rotator::step_runner_contract_tests!(Fixture::start(BINDING));
 }
 
+mod kubernetes {
+    use super::*;
+
+    const BINDING: Binding = Binding {
+        step: |t, answer| {
+            let k8s = t.sim.kubernetes();
+            k8s.put_secret("orders", "orders-entra", &[("AZURE_CLIENT_SECRET", "old-secret-value-xyz")]);
+            let token = match answer {
+                Answer::Refused => "contract-token-no-rights",
+                _ => "contract-token-123",
+            };
+            k8s.add_identity("contract-token-123", "contract", None);
+            k8s.add_identity("contract-token-no-rights", "contract", Some(&[]));
+            if answer == Answer::Unavailable {
+                t.sim.faults().push(Fault::new(Match::path("/secrets/"), FaultKind::ServerError(503)).times(1000));
+            }
+            let mut kubeconfig = t.sim.kubeconfig("contract", Some(token));
+            if answer == Answer::Unreachable {
+                kubeconfig =
+                    kubeconfig.replace(&t.sim.base_url().port().unwrap().to_string(), &t.closed_port.to_string());
+            }
+            let path = std::env::temp_dir().join(format!("entra-rotator-contract-{}.yaml", uuid::Uuid::new_v4()));
+            std::fs::write(&path, kubeconfig).unwrap();
+            let path = serde_json::to_string(&path.display().to_string()).unwrap();
+            one_step(format!(
+                r#"[{{"type":"kubernetes_secret","order":10,"config":{{"namespace":"orders","secret_name":"orders-entra",
+                     "key":"AZURE_CLIENT_SECRET","kubeconfig":{path}}}}}]"#
+            ))
+        },
+        private_words: &["contract-token-123", "contract-token-no-rights", "old-secret-value-xyz"],
+        refusal_is_final: true,
+    };
+
+    entra_rotator::step_runner_contract_tests!(Fixture::start(BINDING));
+}
+
+/// Kubernetes API objects as the documentation publishes them (`tests/entra-sim/fixtures/kubernetes/`),
+/// served unchanged over HTTPS to the product's `kube` client: a Secret, a 409 `Status`, a
+/// Deployment mid-rollout and complete.
+mod kubernetes_published_examples {
+    use entra_rotator::domain::ids::{AppObjectId, CredentialId, ExecutionId, KeyId};
+    use entra_rotator::ports::step_runner::StepContext;
+
+    use super::*;
+
+    fn example(name: &str) -> String {
+        let path = format!("{}/../tests/entra-sim/fixtures/kubernetes/{name}", env!("CARGO_MANIFEST_DIR"));
+        std::fs::read_to_string(path).unwrap()
+    }
+
+    fn answer(path: &str, method: &str, status: u16, body: String, times: u32) -> Fault {
+        let headers = vec![("content-type".to_owned(), "application/json".to_owned())];
+        Fault::new(Match::path(path).method(method), FaultKind::Answer { status, headers, body }).times(times)
+    }
+
+    #[tokio::test]
+    async fn the_kube_client_updates_a_published_secret_through_a_published_conflict_and_waits_out_a_published_rollout()
+    {
+        let t = Targets::start().await;
+        let secret = "/api/v1/namespaces/default/secrets/db-user-pass";
+        let deployment = "/apis/apps/v1/namespaces/default/deployments/nginx-deployment";
+        let faults = t.sim.faults();
+        faults.push(answer(secret, "GET", 200, example("secret.json"), 2));
+        faults.push(answer(secret, "PUT", 409, example("status-409.json"), 1));
+        faults.push(answer(secret, "PUT", 200, example("secret.json"), 1));
+        // Read for its template, then for its status: mid-rollout, then complete.
+        faults.push(answer(deployment, "GET", 200, example("deployment-mid-rollout.json"), 2));
+        faults.push(answer(deployment, "PATCH", 200, example("deployment-mid-rollout.json"), 1));
+        faults.push(answer(deployment, "GET", 200, example("deployment-complete.json"), 1));
+        let path = std::env::temp_dir().join(format!("entra-rotator-published-{}.yaml", uuid::Uuid::new_v4()));
+        std::fs::write(&path, t.sim.kubeconfig("docs", Some("docs-token"))).unwrap();
+        let path_json = serde_json::to_string(&path.display().to_string()).unwrap();
+        let step = one_step(format!(
+            r#"[{{"type":"kubernetes_secret","order":10,"config":{{"namespace":"default","secret_name":"db-user-pass",
+                "key":"password","kubeconfig":{path_json},"restart":[{{"kind":"Deployment","name":"nginx-deployment"}}],
+                "rollout_timeout":"10s"}}}}]"#
+        ));
+        let credential = CredentialId::parse(
+            "contoso/app/11111111-1111-1111-1111-111111111111/22222222-2222-2222-2222-222222222222",
+        )
+        .unwrap();
+        let value = SecretValue::new("the-new-secret-value");
+        let ctx = StepContext {
+            execution: ExecutionId::new(),
+            step_index: 1,
+            credential: &credential,
+            app: AppObjectId::parse("11111111-1111-1111-1111-111111111111").unwrap(),
+            client_id: ClientId::parse("33333333-3333-3333-3333-333333333333").unwrap(),
+            new_key_id: KeyId::parse("44444444-4444-4444-4444-444444444444").unwrap(),
+            new_secret_end: None,
+            secret: &value,
+            now: time::OffsetDateTime::UNIX_EPOCH,
+        };
+        let result = t.runner.run(&step, &ctx).await;
+        let _ = std::fs::remove_file(&path);
+        result.unwrap();
+        let requests: Vec<(String, u16)> = t
+            .sim
+            .requests()
+            .into_iter()
+            .filter(|r| r.path == secret || r.path == deployment)
+            .map(|r| (r.method, r.status))
+            .collect();
+        let expected: Vec<(String, u16)> = [
+            ("GET", 200),
+            ("PUT", 409),
+            ("GET", 200),
+            ("PUT", 200),
+            ("GET", 200),
+            ("PATCH", 200),
+            ("GET", 200),
+            ("GET", 200),
+        ]
+        .into_iter()
+        .map(|(m, s)| (m.to_owned(), s))
+        .collect();
+        assert_eq!(requests, expected, "read, conflict, read again, write, restart, mid-rollout, complete");
+    }
+}
+
 mod key_vault {
     use super::*;
 

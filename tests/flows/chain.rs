@@ -479,11 +479,12 @@ pub async fn a_crash_after_the_old_secret_was_removed_but_before_it_was_recorded
     assert_eq!(w.key_ids(), vec![done.new_key_id.unwrap().as_uuid()], "the new secret is untouched");
 }
 
-/// A step type this build knows but cannot run yet.
-fn kubernetes_step() -> Vec<StepDefinition> {
+/// A step type this build knows but cannot run yet (the host agent's).
+fn unsupported_step() -> Vec<StepDefinition> {
     parse_steps(
-        r#"[{"type":"kubernetes_secret","order":5,"on_failure":"abort",
-             "config":{"namespace":"payroll","secret_name":"entra","key":"client-secret"}}]"#,
+        r#"[{"type":"agent_secret_sync","order":5,"on_failure":"abort",
+             "agent_id":"11111111-1111-1111-1111-111111111111",
+             "config":{"target_path":"/etc/app/secrets.env","secret_key":"CLIENT_SECRET","file_format":"env"}}]"#,
     )
     .unwrap()
     .steps
@@ -512,12 +513,12 @@ pub async fn a_plan_that_delivers_to_nobody_or_cannot_run_fails_before_any_secre
     // A step this build cannot run is refused the same way, before Entra, and the credential is free
     // for that new request with the new plan.
     let mut steps = rollout_steps(w.sim(), "abort");
-    steps.extend(kubernetes_step());
+    steps.extend(unsupported_step());
     w.set_plan(steps, false).await;
     let again = w.request().await;
     let failed = w.run_until_status(&again, ExecutionStatus::Failed).await;
     let why = failed.error.unwrap_or_default();
-    assert!(why.contains("kubernetes_secret steps are not supported by this build"), "{why}");
+    assert!(why.contains("agent_secret_sync steps are not supported by this build"), "{why}");
     assert!(w.marked().is_empty());
     assert_eq!(w.passwords().len(), 1, "the old secret alone, untouched");
 }

@@ -235,7 +235,7 @@ auth = "client_secret"
         )
         .unwrap();
         assert_eq!(c.integrations.len(), 1);
-        assert_eq!(c.policies.len(), 2);
+        assert_eq!(c.policies.len(), 3);
         let payroll = c.policies.iter().find(|p| p.policy.id.as_str() == "payroll").unwrap();
         assert_eq!(payroll.policy.steps.len(), 4, "the runbook: Key Vault, App Service, health, webhook");
         assert!(!payroll.policy.manual_delivery && payroll.policy.delivery_problem().is_none());

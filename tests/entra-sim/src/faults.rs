@@ -195,6 +195,7 @@ pub(crate) fn fault_response(kind: &FaultKind, endpoint: Endpoint, path: &str) -
     };
     match endpoint {
         Endpoint::Token => {}
+        Endpoint::Kubernetes => return Some(crate::kubernetes::fault_status(status.as_u16())),
         Endpoint::Target => return Some(crate::targets::error_response(status.as_u16(), path, retry_after)),
         Endpoint::Graph | Endpoint::Other => return Some(graph.into_response()),
         Endpoint::KeyVault => return Some(crate::keyvault::fault_response(status, retry_after)),

@@ -68,6 +68,7 @@ mod faults;
 mod generator;
 mod graph;
 mod keyvault;
+mod kubernetes;
 mod odata;
 mod records;
 mod server;
@@ -99,6 +100,7 @@ pub use azure::{
 };
 pub use error::{Error, TenantError};
 pub use faults::{Fault, FaultKind, Faults, Match};
+pub use kubernetes::{Kubernetes, NewWorkload, ROLLOUT_STEP, SecretUse, WorkloadKind};
 pub use records::{Endpoint, RequestRecord};
 pub use targets::{HealthScript, ReceivedWebhook, SPRING_REFRESHED_KEYS, Targets, webhook_signature};
 pub use tenant::{AddedPassword, AppSummary, NewApp, PasswordSummary, TenantHandle};
@@ -237,6 +239,7 @@ impl Sim {
             write_latency: options.write_latency,
             graph_base,
             targets: Mutex::default(),
+            kubernetes: Mutex::default(),
             base_url: base_url.clone(),
             azure: Mutex::default(),
         });
@@ -317,6 +320,31 @@ impl Sim {
     /// The rollout targets: what they received, and how they answer.
     pub fn targets(&self) -> Targets {
         Targets { shared: self.shared.clone() }
+    }
+
+    /// The simulated Kubernetes cluster (its API server is [`Sim::base_url`]).
+    pub fn kubernetes(&self) -> Kubernetes {
+        Kubernetes { shared: self.shared.clone() }
+    }
+
+    /// A kubeconfig (JSON, which is YAML) for the simulated cluster: context `context`, this
+    /// sim's CA, and the bearer token `token` (`None`: a user without credentials, as an AKS
+    /// kubeconfig whose sign-in `kubelogin` or the rotator supplies).
+    pub fn kubeconfig(&self, context: &str, token: Option<&str>) -> String {
+        use base64::Engine;
+        let ca = base64::engine::general_purpose::STANDARD.encode(&self.ca_pem);
+        let server = self.base_url.as_str().trim_end_matches('/');
+        let user = match token {
+            Some(t) => serde_json::json!({"token": t}),
+            None => serde_json::json!({}),
+        };
+        serde_json::json!({
+            "apiVersion": "v1", "kind": "Config", "current-context": context,
+            "clusters": [{"name": "sim", "cluster": {"server": server, "certificate-authority-data": ca}}],
+            "users": [{"name": "rotator", "user": user}],
+            "contexts": [{"name": context, "context": {"cluster": "sim", "user": "rotator", "namespace": "default"}}],
+        })
+        .to_string()
     }
 
     /// The simulated Azure resources: vaults, role assignments, App Service sites.

@@ -19,6 +19,8 @@ pub enum Endpoint {
     /// under `/apps/…`, the webhook receiver under `/hooks/…`, and the simulated App Service web
     /// apps' own health under `/sites/…`.
     Target,
+    /// The simulated Kubernetes API server (`/api/…`, `/apis/…`).
+    Kubernetes,
     /// Azure Key Vault's secrets data plane (`/vaults/{vault}/…`).
     KeyVault,
     /// Azure Resource Manager (`/subscriptions/…`): App Service sites and their operations.
@@ -31,7 +33,13 @@ impl Endpoint {
     pub(crate) fn of_path(path: &str) -> Self {
         if path == "/v1.0" || path.starts_with("/v1.0/") {
             Self::Graph
-        } else if path.starts_with("/apps/") || path.starts_with("/hooks/") || path.starts_with("/sites/") {
+        } else if path.starts_with("/api/") || path.starts_with("/apis/") {
+            Self::Kubernetes
+        } else if path.starts_with("/apps/")
+            || path.starts_with("/hooks/")
+            || path.starts_with("/sites/")
+            || path.starts_with("/consumers/")
+        {
             Self::Target
         } else if path.starts_with("/vaults/") {
             Self::KeyVault

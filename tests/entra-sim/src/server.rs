@@ -51,6 +51,8 @@ pub(crate) enum Audience {
     KeyVault,
     /// `https://management.azure.com`: Azure Resource Manager.
     Management,
+    /// The AKS server application: the simulated Kubernetes API server with Entra sign-in.
+    AksServer,
 }
 
 /// The bearer token of a request, if it carries one (`Authorization: Bearer …`).
@@ -90,6 +92,8 @@ pub(crate) struct Shared {
     /// The rollout targets (Spring Actuator, health check, webhook receiver): what they received and
     /// how they are scripted to answer.
     pub(crate) targets: Mutex<TargetState>,
+    /// The simulated Kubernetes cluster.
+    pub(crate) kubernetes: Mutex<crate::kubernetes::ClusterState>,
     /// `https://127.0.0.1:PORT/`, the base of Key Vault ids, ARM operation links and site URLs.
     pub(crate) base_url: Url,
     /// Key Vault, Resource Manager and the web apps (see `azure.rs`).
@@ -112,6 +116,7 @@ pub(crate) fn router(shared: AppState, control_api: bool) -> Router {
         .route("/{tenant}/v2.0/.well-known/openid-configuration", get(token::openid_configuration))
         .merge(graph::routes())
         .merge(targets::routes())
+        .merge(crate::kubernetes::routes())
         .merge(keyvault::routes())
         .merge(arm::routes())
         .merge(webapp::routes())

@@ -237,6 +237,8 @@ fn check_scope(shared: &Shared, tenant: &str, scope: &str) -> Result<Audience, T
             || resource.eq_ignore_ascii_case(&own_origin)
         {
             Some(Audience::Graph)
+        } else if resource.eq_ignore_ascii_case(crate::kubernetes::AKS_SERVER_APP_ID) {
+            Some(Audience::AksServer)
         } else if resource.eq_ignore_ascii_case("https://vault.azure.net") {
             Some(Audience::KeyVault)
         } else if resource.eq_ignore_ascii_case("https://management.azure.com")

@@ -58,6 +58,17 @@ impl Http {
         self.client()
     }
 
+    /// Whether the policy allows `url`'s host, for a client that is not this one (the Kubernetes
+    /// client).
+    pub(super) fn check_url(&self, url: &Url) -> Result<(), StepFailure> {
+        self.policy.check_url(url).map_err(|r| StepFailure::permanent(r.to_string()))
+    }
+
+    /// Whether the policy allows an address a name resolved to, for a client that is not this one.
+    pub(super) fn check_ip(&self, ip: std::net::IpAddr) -> Result<(), StepFailure> {
+        self.policy.check_ip(ip).map_err(|r| StepFailure::permanent(r.to_string()))
+    }
+
     /// The client, built now if it was deferred. A client that cannot be built (no usable TLS
     /// roots) will not be buildable on a retry either: a permanent failure.
     pub(super) fn client(&self) -> Result<&reqwest::Client, StepFailure> {

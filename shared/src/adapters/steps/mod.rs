@@ -1,8 +1,8 @@
 //! The step runners: each step type of DESIGN §5 that runs has one file here, behind the one
 //! [`StepRunner`] the use cases see. This build runs `azure_key_vault` and
 //! `azure_app_service_restart` (signing in as an integration's Entra identity, see `azure`),
-//! `webhook` (signed in the Standard Webhooks manner), `spring_actuator_refresh` and
-//! `http_health_check`; the other types are known to the planner and refused by preflight
+//! `webhook` (signed in the Standard Webhooks manner), `spring_actuator_refresh`,
+//! `http_health_check` and `kubernetes_secret` (with the `kube` client); the other types are known to the planner and refused by preflight
 //! (through [`StepRunner::supports`]) until their runners arrive.
 //!
 //! Adding a runner: write `<type>.rs` with a `run` function taking the type's config (from
@@ -16,6 +16,7 @@ mod azure;
 mod health_check;
 mod http;
 mod key_vault;
+mod kubernetes;
 mod spring_refresh;
 mod webhook;
 
@@ -27,6 +28,7 @@ use async_trait::async_trait;
 pub use self::app_service::API_VERSION as APP_SERVICE_API_VERSION;
 pub use self::azure::AzureSignIn;
 pub use self::http::Http;
+pub use self::kubernetes::{AKS_SERVER_SCOPE, RolloutState, judge_rollout};
 pub use self::webhook::standard_webhook_signature;
 use crate::domain::address::AddressPolicy;
 use crate::domain::ids::IntegrationId;
@@ -41,6 +43,7 @@ pub const RUNS: &[StepKind] = &[
     StepKind::Webhook,
     StepKind::SpringActuatorRefresh,
     StepKind::HttpHealthCheck,
+    StepKind::KubernetesSecret,
 ];
 
 /// Runs the step types this build supports, over one HTTP client.
@@ -125,13 +128,14 @@ impl StepRunner for Rollout {
     }
 
     fn probes(&self, kind: StepKind) -> bool {
-        matches!(kind, StepKind::AzureKeyVault | StepKind::AzureAppServiceRestart)
+        matches!(kind, StepKind::AzureKeyVault | StepKind::AzureAppServiceRestart | StepKind::KubernetesSecret)
     }
 
     async fn probe(&self, step: &StepDefinition, ctx: &ProbeContext<'_>) -> Vec<Probe> {
         match &step.config {
             StepConfig::AzureKeyVault(cfg) => key_vault::probe(&self.azure, cfg, ctx).await,
             StepConfig::AzureAppServiceRestart(cfg) => app_service::probe(&self.azure, cfg, ctx).await,
+            StepConfig::KubernetesSecret(cfg) => kubernetes::probe(&self.azure, cfg, ctx).await,
             _ => Vec::new(),
         }
     }
@@ -140,6 +144,7 @@ impl StepRunner for Rollout {
         match &step.config {
             StepConfig::AzureKeyVault(cfg) => key_vault::run(&self.azure, cfg, ctx).await,
             StepConfig::AzureAppServiceRestart(cfg) => app_service::run(&self.azure, cfg, ctx).await,
+            StepConfig::KubernetesSecret(cfg) => kubernetes::run(&self.azure, cfg, ctx).await,
             StepConfig::Webhook(cfg) => webhook::run(&self.http, cfg, ctx).await,
             StepConfig::SpringActuatorRefresh(cfg) => spring_refresh::run(&self.http, cfg).await,
             StepConfig::HttpHealthCheck(cfg) => health_check::run(&self.http, cfg).await,

@@ -1,5 +1,9 @@
 //! `kubernetes_secret`: publishes the new secret into a key of a Kubernetes Secret, then optionally
-//! rollout-restarts workloads that read it.
+//! rollout-restarts workloads that read it and waits for their rollouts.
+//!
+//! How the rotator reaches the cluster is part of the step, because one deployment of the rotator
+//! serves many clusters: a kubeconfig file (and context), the in-cluster service account, and how it
+//! signs in — the kubeconfig's own user, or the integration's Entra identity for AKS.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -7,6 +11,20 @@ use serde_json::Value;
 use super::issues::{Notes, unknown_field_message, wrong_type};
 use super::read::{Need, Obj, check_nothing_more};
 use super::{Phase, StepConfig, StepKind, StepType, TypeConfig};
+use crate::domain::duration::Span;
+use crate::domain::ids::IntegrationId;
+
+/// How long the restarted workloads' rollouts may take when the step says nothing (`kubectl
+/// rollout status` waits for ever). A step runs within one run-step invocation, so at most
+/// [`super::MAX_STEP_TIMEOUT`]; a slower rollout is waited for again on the step's retries.
+pub const DEFAULT_ROLLOUT_TIMEOUT: Span = Span::from_secs(3 * 60);
+
+/// The annotations the rotator writes on the Secret (the execution and the new key id) and on each
+/// restarted workload's pod template (the execution): a redelivered step finds its own work by them.
+pub const KUBERNETES_EXECUTION_ANNOTATION: &str = "entra-rotator.io/execution";
+pub const KUBERNETES_KEY_ID_ANNOTATION: &str = "entra-rotator.io/key-id";
+/// The pod-template annotation `kubectl rollout restart` sets.
+pub const RESTARTED_AT_ANNOTATION: &str = "kubectl.kubernetes.io/restartedAt";
 
 pub(super) const TYPE: StepType = StepType {
     kind: StepKind::KubernetesSecret,
@@ -14,7 +32,19 @@ pub(super) const TYPE: StepType = StepType {
     // Still a publish when it restarts workloads: its restart reloads right after its own publish.
     phase: Phase::Publish,
     takes_agent: false,
-    config_fields: &["namespace", "secret_name", "key", "context", "restart"],
+    config_fields: &[
+        "namespace",
+        "secret_name",
+        "key",
+        "context",
+        "restart",
+        "kubeconfig",
+        "in_cluster",
+        "auth",
+        "identity",
+        "create_if_missing",
+        "rollout_timeout",
+    ],
     env_field: None,
     read: |o, _agent, n| read(o, n).map(StepConfig::KubernetesSecret),
 };
@@ -29,10 +59,43 @@ pub struct KubernetesSecretConfig {
     pub secret_name: String,
     /// A Secret data key: letters, digits, `-`, `_` and `.`.
     pub key: String,
-    /// The kubeconfig context (cluster) to use, when not the default one.
+    /// The kubeconfig context (cluster) to use, when not the kubeconfig's current one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub context: Option<String>,
     pub restart: Vec<WorkloadRef>,
+    /// The kubeconfig file; when absent (and not `in_cluster`), the one `kubectl` would use
+    /// (`$KUBECONFIG`, then `~/.kube/config`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kubeconfig: Option<String>,
+    /// Reach the API server as the pod's own service account (the rotator runs in the cluster).
+    pub in_cluster: bool,
+    /// Who the rotator is to the API server.
+    #[serde(flatten)]
+    pub auth: ClusterAuth,
+    /// Create the Secret (type `Opaque`) when it does not exist; otherwise a missing Secret fails the
+    /// step (and preflight).
+    pub create_if_missing: bool,
+    /// How long the restarted workloads' rollouts may take, all together.
+    pub rollout_timeout: Span,
+}
+
+/// Who the rotator is to the API server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "auth", rename_all = "snake_case")]
+pub enum ClusterAuth {
+    /// The kubeconfig's user (a token, a client certificate) or the in-cluster service account.
+    Kubeconfig,
+    /// AKS with Microsoft Entra authentication, as `kubelogin` does it: a token for the AKS server
+    /// application from an integration's Entra identity (`identity`, else the rotated credential's
+    /// own integration) replaces the kubeconfig's user. The kubeconfig gives the server and its CA.
+    Aks {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        identity: Option<IntegrationId>,
+    },
+}
+
+impl ClusterAuth {
+    const CHOICES: &[(&str, bool)] = &[("kubeconfig", false), ("aks", true)];
 }
 
 /// A workload restarted (`kubectl rollout restart`) after the Secret changed.
@@ -71,6 +134,8 @@ impl TypeConfig for KubernetesSecretConfig {
         let mut s = format!("Kubernetes Secret {}/{} key {}", self.namespace, self.secret_name, self.key);
         if let Some(context) = &self.context {
             s.push_str(&format!(" in {context}"));
+        } else if self.in_cluster {
+            s.push_str(" in this cluster");
         }
         if !self.restart.is_empty() {
             let workloads: Vec<String> =
@@ -78,6 +143,13 @@ impl TypeConfig for KubernetesSecretConfig {
             s.push_str(&format!(", then restart {}", workloads.join(", ")));
         }
         s
+    }
+
+    fn identities(&self) -> Vec<(&'static str, &IntegrationId)> {
+        match &self.auth {
+            ClusterAuth::Aks { identity: Some(i) } => vec![("config.identity", i)],
+            _ => Vec::new(),
+        }
     }
 }
 
@@ -110,7 +182,47 @@ fn read(o: &Obj<'_>, n: &mut Notes) -> Option<KubernetesSecretConfig> {
             }
         }
     }
-    Some(KubernetesSecretConfig { namespace: namespace?, secret_name: secret_name?, key: key?, context, restart })
+    let kubeconfig = o.text(n, "kubeconfig", Need::Optional, check_kubeconfig_path);
+    let in_cluster = o.bool(n, "in_cluster", Need::Optional).unwrap_or(false);
+    if in_cluster {
+        for field in ["kubeconfig", "context"].into_iter().filter(|f| o.get(f).is_some()) {
+            n.error(o.path(field), "given with in_cluster: the in-cluster service account needs no kubeconfig");
+        }
+    }
+    let aks = o.one_of(n, "auth", Need::Optional, ClusterAuth::CHOICES).unwrap_or(false);
+    let identity = o
+        .text(n, "identity", Need::Optional, super::key_vault::check_identity)
+        .and_then(|s| IntegrationId::parse(&s).ok());
+    if !aks && o.get("identity").is_some() {
+        n.error(o.path("identity"), "given without \"auth\": \"aks\": only AKS sign-in uses an Entra identity");
+    }
+    if aks && in_cluster {
+        n.error(o.path("auth"), "AKS sign-in needs the cluster's kubeconfig (its server and CA), not in_cluster");
+    }
+    let auth = if aks { ClusterAuth::Aks { identity } } else { ClusterAuth::Kubeconfig };
+    let create_if_missing = o.bool(n, "create_if_missing", Need::Optional).unwrap_or(false);
+    let rollout_timeout = o.positive_span(n, "rollout_timeout").unwrap_or(DEFAULT_ROLLOUT_TIMEOUT);
+    Some(KubernetesSecretConfig {
+        namespace: namespace?,
+        secret_name: secret_name?,
+        key: key?,
+        context,
+        restart,
+        kubeconfig,
+        in_cluster,
+        auth,
+        create_if_missing,
+        rollout_timeout,
+    })
+}
+
+/// A kubeconfig file: a path, absolute or relative to where the rotator runs.
+fn check_kubeconfig_path(s: &str) -> Result<(), String> {
+    if s.trim().is_empty() || s.chars().any(char::is_control) {
+        Err("must be the path of a kubeconfig file".to_owned())
+    } else {
+        Ok(())
+    }
 }
 
 fn is_dns_label(s: &str) -> bool {
@@ -171,5 +283,22 @@ mod tests {
         assert!(issue(&e, "config.restart[2]").message.contains("listed twice"));
         assert!(issue(&e, "config.restart[3].nmae").message.contains("did you mean `name`?"));
         assert_eq!(issue(&e, "config.restart[3].name").message, "missing");
+    }
+
+    #[test]
+    fn cluster_access_is_one_way_and_aks_names_its_identity() {
+        let json = r#"[{"type": "kubernetes_secret", "order": 1, "config": {"namespace": "payroll",
+            "secret_name": "api", "key": "k", "in_cluster": true, "kubeconfig": "/k", "auth": "aks",
+            "identity": "contoso", "rollout_timeout": "0s"}}]"#;
+        let e = errors(json);
+        assert!(issue(&e, "config.kubeconfig").message.contains("in_cluster"));
+        assert!(issue(&e, "config.auth").message.contains("not in_cluster"));
+        assert!(issue(&e, "config.rollout_timeout").message.contains("longer than 0s"));
+        let e = errors(
+            r#"[{"type": "kubernetes_secret", "order": 1, "config": {"namespace": "payroll",
+            "secret_name": "api", "key": "k", "identity": "contoso", "auth": "eksx"}}]"#,
+        );
+        assert!(issue(&e, "config.identity").message.contains("auth"));
+        assert!(issue(&e, "config.auth").message.contains("expected one of kubeconfig, aks"));
     }
 }

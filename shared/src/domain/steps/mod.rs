@@ -92,7 +92,10 @@ pub use issues::{Severity, StepErrors, StepIssue, StepRef};
 pub use key_vault::{
     AzureKeyVaultConfig, DEFAULT_CONTENT_TYPE, KEY_VAULT_OWN_TAGS, MAX_KEY_VAULT_USER_TAGS, SecondaryVault, VaultTarget,
 };
-pub use kubernetes::{KubernetesSecretConfig, WorkloadKind, WorkloadRef};
+pub use kubernetes::{
+    ClusterAuth, DEFAULT_ROLLOUT_TIMEOUT, KUBERNETES_EXECUTION_ANNOTATION, KUBERNETES_KEY_ID_ANNOTATION,
+    KubernetesSecretConfig, RESTARTED_AT_ANNOTATION, WorkloadKind, WorkloadRef,
+};
 pub use plan::{
     EMPTY_PLAN_WARNING, LEGACY_AGENT_URL_REVIEW, StepPlan, parse_step_values, parse_step_values_with, parse_steps,
     parse_steps_with,
