@@ -364,8 +364,8 @@ mod app_service {
 /// Microsoft's published example responses (`tests/entra-sim/fixtures/azure/`, copied unchanged
 /// from the REST API specifications) fed through real HTTPS to the product's clients as they are.
 mod published_examples {
-    use entra_rotator::domain::ids::{AppObjectId, CredentialId, ExecutionId, KeyId};
-    use entra_rotator::ports::step_runner::{StepContext, StepFailure};
+    use entra_rotator::domain::ids::CredentialId;
+    use entra_rotator::ports::step_runner::StepFailure;
 
     use super::*;
 
@@ -381,23 +381,7 @@ mod published_examples {
     }
 
     async fn run(t: &Targets, step: &StepDefinition) -> Result<(), StepFailure> {
-        let credential = CredentialId::parse(
-            "contoso/app/11111111-1111-1111-1111-111111111111/22222222-2222-2222-2222-222222222222",
-        )
-        .unwrap();
-        let secret = SecretValue::new("the-new-secret-value");
-        let ctx = StepContext {
-            execution: ExecutionId::new(),
-            step_index: 1,
-            credential: &credential,
-            app: AppObjectId::parse("11111111-1111-1111-1111-111111111111").unwrap(),
-            client_id: ClientId::parse("33333333-3333-3333-3333-333333333333").unwrap(),
-            new_key_id: KeyId::parse("44444444-4444-4444-4444-444444444444").unwrap(),
-            new_secret_end: None,
-            secret: &secret,
-            now: time::OffsetDateTime::UNIX_EPOCH,
-        };
-        t.runner.run(step, &ctx).await
+        super::addresses::run(&*t.runner, step).await
     }
 
     fn vault_step(t: &Targets) -> StepDefinition {
@@ -606,7 +590,8 @@ mod addresses {
         format!("http://{addr}")
     }
 
-    async fn run(runner: &Rollout, step: &StepDefinition) -> Result<(), StepFailure> {
+    /// Runs `step` as the contract's execution would, with a made-up secret.
+    pub(super) async fn run(runner: &dyn StepRunner, step: &StepDefinition) -> Result<(), StepFailure> {
         let credential = CredentialId::parse(
             "contoso/app/11111111-1111-1111-1111-111111111111/22222222-2222-2222-2222-222222222222",
         )

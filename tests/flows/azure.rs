@@ -162,6 +162,15 @@ async fn with_runbook<W: World>(w: &mut W, setup: Setup) {
     w.set_plan(steps, false).await;
 }
 
+/// Runs the chain until a step message is dead-lettered, and gives the error it carries.
+async fn dead_letter_error<W: World>(w: &W) -> String {
+    let step_q = QueueName::new(queues::STEP);
+    let queue = w.app().queue.clone();
+    w.run_until(async || !queue.dead_letters(&step_q, 10).await.unwrap().is_empty()).await;
+    let dead = queue.dead_letters(&step_q, 10).await.unwrap();
+    dead[0].last_error.clone().unwrap_or_default()
+}
+
 /// The new secret of a finished execution, unsealed.
 async fn new_secret<W: World>(w: &W, e: &Execution) -> String {
     let sealed = w.app().store.get_sealed(&e.secret_record()).await.unwrap().unwrap();
@@ -244,13 +253,9 @@ pub async fn a_vault_that_refuses_the_write_stops_the_abort_step_in_the_dead_let
     // The identity may list (preflight passes) but not set: a Reader, not a Secrets Officer.
     with_runbook(w, Setup { writer: Some(VaultRole::Reader), ..Setup::default() }).await;
     let e = w.request().await;
-    let step_q = QueueName::new(queues::STEP);
-    let queue = w.app().queue.clone();
-    w.run_until(async || !queue.dead_letters(&step_q, 10).await.unwrap().is_empty()).await;
+    let error = dead_letter_error(w).await;
     let failed = w.execution(&e).await;
     assert_eq!(failed.status, ExecutionStatus::Failed, "{failed:?}");
-    let dead = queue.dead_letters(&step_q, 10).await.unwrap();
-    let error = dead[0].last_error.clone().unwrap_or_default();
     assert!(error.contains(VAULT) && error.contains("Key Vault Secrets Officer") && error.contains("403"), "{error}");
     let me = w.sim().management_client_id();
     assert!(error.contains(&me), "names the identity: {error}");
@@ -260,7 +265,7 @@ pub async fn a_vault_that_refuses_the_write_stops_the_abort_step_in_the_dead_let
 
     // The right is granted; the operator redrives; the chain goes on from that step.
     w.sim().azure().grant_vault(VAULT, &me, VaultRole::SecretsOfficer);
-    assert_eq!(queue.redrive(&step_q, None).await.unwrap(), 1);
+    assert_eq!(w.app().queue.redrive(&QueueName::new(queues::STEP), None).await.unwrap(), 1);
     let done = w.run_until_status(&e, ExecutionStatus::Completed).await;
     assert_eq!(written_by(w, VAULT, &done).len(), 1);
 }
@@ -291,11 +296,7 @@ pub async fn a_vault_that_refuses_the_identity_fails_preflight_naming_vault_and_
 pub async fn a_restart_that_leaves_the_reference_unresolved_fails_in_words<W: World>(w: &mut W) {
     with_runbook(w, Setup { site_may_read: false, ..Setup::default() }).await;
     let e = w.request().await;
-    let step_q = QueueName::new(queues::STEP);
-    let queue = w.app().queue.clone();
-    w.run_until(async || !queue.dead_letters(&step_q, 10).await.unwrap().is_empty()).await;
-    let dead = queue.dead_letters(&step_q, 10).await.unwrap();
-    let error = dead[0].last_error.clone().unwrap_or_default();
+    let error = dead_letter_error(w).await;
     assert!(error.contains("AccessToKeyVaultDenied") && error.contains("Key Vault Secrets User"), "{error}");
     assert_eq!(w.execution(&e).await.status, ExecutionStatus::Failed);
     assert!(w.key_ids().contains(&w.credential().key_id.as_uuid()), "the old secret stays");
@@ -307,11 +308,7 @@ pub async fn a_restart_that_keeps_the_cached_reference_fails_its_health_check<W:
     // A plain restart without a refresh keeps the cached (stale) value.
     w.set_plan(runbook(w, setup, "restart", false, true), false).await;
     let e = w.request().await;
-    let step_q = QueueName::new(queues::STEP);
-    let queue = w.app().queue.clone();
-    w.run_until(async || !queue.dead_letters(&step_q, 10).await.unwrap().is_empty()).await;
-    let dead = queue.dead_letters(&step_q, 10).await.unwrap();
-    let error = dead[0].last_error.clone().unwrap_or_default();
+    let error = dead_letter_error(w).await;
     assert!(error.contains("not healthy"), "the stale app is caught by its health check: {error}");
     assert_eq!(w.execution(&e).await.status, ExecutionStatus::Failed);
 }
@@ -342,13 +339,10 @@ pub async fn a_plan_without_the_restart_fails_its_health_check<W: World>(w: &mut
     provision(w, setup).await;
     w.set_plan(runbook(w, setup, "restart", true, false), false).await;
     let e = w.request().await;
-    let step_q = QueueName::new(queues::STEP);
-    let queue = w.app().queue.clone();
-    w.run_until(async || !queue.dead_letters(&step_q, 10).await.unwrap().is_empty()).await;
+    let error = dead_letter_error(w).await;
     let failed = w.execution(&e).await;
     assert_eq!(failed.status, ExecutionStatus::Failed, "{failed:?}");
     assert_eq!(written_by(w, VAULT, &failed).len(), 1, "the vault has the new version");
-    let error = queue.dead_letters(&step_q, 10).await.unwrap()[0].last_error.clone().unwrap_or_default();
     assert!(error.contains("not healthy"), "but the app never re-read it: {error}");
 }
 
