@@ -15,7 +15,7 @@
 use std::sync::Arc;
 
 use entra_rotator::adapters::graph::TokenSource;
-use entra_rotator::adapters::steps::{AzureSignIn, Rollout};
+use entra_rotator::adapters::steps::{AwsSigning, AzureSignIn, Rollout};
 use entra_rotator::domain::address::AddressPolicy;
 use entra_rotator::domain::execution::{Execution, ExecutionStatus, Trigger};
 use entra_rotator::domain::ids::{ClientId, IntegrationId, TenantId};
@@ -421,8 +421,25 @@ pub async fn the_new_secret_is_in_the_vault_only_as_the_value<W: World>(w: &mut 
     }
 }
 
-/// The rollout of a world: every runner over one client trusting the sim, and the Azure steps
-/// signing in as the world's integration (the sim's management app), Resource Manager at the sim.
+/// The run-step function's own AWS role, as its credentials reach it (an access key, a secret and a
+/// session token), for the EKS tokens the rollout signs.
+pub struct AwsRole {
+    pub access_key_id: &'static str,
+    pub secret_access_key: &'static str,
+    pub session_token: &'static str,
+    pub arn: &'static str,
+}
+
+pub const RUN_STEP_ROLE: AwsRole = AwsRole {
+    access_key_id: "ASIASIMULATEDRUNSTEP",
+    secret_access_key: "simulated/run-step+secret-access-key",
+    session_token: "IQoJb3JpZ2luX2VjE//simulated+session==",
+    arn: "arn:aws:sts::123456789012:assumed-role/entra-rotator-run-step/run-step",
+};
+
+/// The rollout of a world: every runner over one client trusting the sim, the Azure steps
+/// signing in as the world's integration (the sim's management app), Resource Manager at the sim,
+/// and EKS tokens signed with [`RUN_STEP_ROLE`] in eu-west-1.
 pub fn rollout(sim: &entra_sim::Sim, integration: &IntegrationId) -> Rollout {
     let http = reqwest::Client::builder()
         .tls_certs_merge(reqwest::Certificate::from_pem_bundle(sim.ca_pem().as_bytes()).unwrap());
@@ -439,6 +456,12 @@ pub fn rollout(sim: &entra_sim::Sim, integration: &IntegrationId) -> Rollout {
         .unwrap()
         .with_identity(integration.clone(), sign_in)
         .unwrap()
+        .with_aws_credentials(AwsSigning::from_keys(
+            RUN_STEP_ROLE.access_key_id,
+            RUN_STEP_ROLE.secret_access_key,
+            Some(RUN_STEP_ROLE.session_token),
+            Some("eu-west-1"),
+        ))
 }
 
 /// A client that trusts the sim, for looking at the web app as its users would.

@@ -40,6 +40,7 @@ macro_rules! kubernetes_scenarios {
             a_stalled_rollout_fails_its_abort_step_into_the_dead_letter_queue_and_a_redrive_after_recovery_completes,
             a_forbidden_identity_is_refused_by_preflight_with_the_verb_and_resource_named,
             an_aks_cluster_is_reached_with_the_integrations_entra_identity,
+            an_eks_cluster_is_reached_with_a_token_signed_by_the_rotators_own_aws_role,
             a_missing_secret_is_created_only_when_the_step_says_so,
         );
     };
@@ -127,6 +128,13 @@ async fn new_secret<W: World>(w: &W, e: &entra_rotator::domain::execution::Execu
 pub async fn a_kubernetes_rollout_brings_the_pods_onto_the_new_secret_and_the_old_one_goes_after_grace<W: World>(
     w: &mut W,
 ) {
+    // Everything logged, down to the kube client's and the HTTP stack's trace lines.
+    let logs = crate::chain::LogBuffer::default();
+    let writer = logs.clone();
+    let subscriber =
+        tracing_subscriber::fmt().with_max_level(tracing::Level::TRACE).with_writer(move || writer.clone()).finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
     let kubeconfig = cluster(w, None);
     w.set_plan(plan(w.sim(), &kubeconfig, RESTART, "abort", 0), false).await;
     let e = w.request().await;
@@ -159,6 +167,14 @@ pub async fn a_kubernetes_rollout_brings_the_pods_onto_the_new_secret_and_the_ol
     for r in w.app().store.list_step_records(&e.id).await.unwrap() {
         haystacks.push(format!("{r:?}"));
     }
+    for a in w.app().store.list_audit(&Default::default()).await.unwrap() {
+        haystacks.push(format!("{a:?}"));
+    }
+    let logged = String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();
+    // (Which lines reach a thread's subscriber depends on what other tests of the process already
+    // registered, so only that something was logged is asserted.)
+    assert!(!logged.is_empty(), "the logs were searched");
+    haystacks.push(logged);
     assert!(haystacks.iter().all(|h| !h.contains(&secret)), "the new secret appeared outside the Secret");
 
     w.pass_grace().await;
@@ -284,6 +300,58 @@ pub async fn an_aks_cluster_is_reached_with_the_integrations_entra_identity<W: W
     let done = w.run_until_status(&e, ExecutionStatus::Completed).await;
     assert_eq!(w.sim().kubernetes().secret_value(NS, SECRET, KEY), Some(new_secret(w, &done).await));
     assert_eq!(restarts(w), 1);
+}
+
+pub async fn an_eks_cluster_is_reached_with_a_token_signed_by_the_rotators_own_aws_role<W: World>(w: &mut W) {
+    let _plain = cluster(w, Some(&[]));
+    // An EKS kubeconfig: the server and its CA (its `aws eks get-token` user is the rotator's).
+    let kubeconfig = KubeconfigFile::new(w.sim(), None);
+    let k8s = w.sim().kubernetes();
+    k8s.eks_cluster("orders-prod");
+    let role = crate::azure::RUN_STEP_ROLE;
+    k8s.add_aws_identity(
+        role.access_key_id,
+        role.secret_access_key,
+        Some(role.session_token),
+        role.arn,
+        "rotator",
+        None,
+    );
+
+    // A step that names another cluster: the token is signed for it, so this cluster refuses it
+    // (preflight, before anything is created in Entra).
+    w.set_plan(
+        plan(
+            w.sim(),
+            &kubeconfig,
+            &format!("{RESTART},\"auth\":\"eks\",\"cluster_name\":\"orders-staging\""),
+            "abort",
+            0,
+        ),
+        false,
+    )
+    .await;
+    let e = w.request().await;
+    let failed = w.run_until_status(&e, ExecutionStatus::Failed).await;
+    let why = failed.error.unwrap_or_default();
+    assert!(why.contains("preflight failed") && why.contains("did not accept") && why.contains("EKS"), "{why}");
+    let refusal = k8s.last_refusal().unwrap_or_default();
+    assert!(refusal.contains("signature does not match"), "{refusal}");
+    assert!(w.marked().is_empty(), "no secret was created in Entra");
+
+    w.set_plan(
+        plan(w.sim(), &kubeconfig, &format!("{RESTART},\"auth\":\"eks\",\"cluster_name\":\"orders-prod\""), "abort", 0),
+        false,
+    )
+    .await;
+    let e = w.request().await;
+    let done = w.run_until_status(&e, ExecutionStatus::Completed).await;
+    assert_eq!(k8s.secret_value(NS, SECRET, KEY), Some(new_secret(w, &done).await));
+    assert_eq!(restarts(w), 1);
+    assert!(
+        k8s.pod_secrets(WorkloadKind::Deployment, NS, APP).iter().all(|p| p.is_some()),
+        "the pods restarted onto a secret"
+    );
 }
 
 pub async fn a_missing_secret_is_created_only_when_the_step_says_so<W: World>(w: &mut W) {

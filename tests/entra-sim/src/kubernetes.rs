@@ -5,7 +5,9 @@
 //! - **Authentication**: `Authorization: Bearer …` with a token registered by the test
 //!   ([`Kubernetes::add_identity`]), or (AKS with Microsoft Entra authentication) an access token
 //!   this sim's token endpoint issued to an application registered with
-//!   [`Kubernetes::add_entra_identity`]. Anything else is 401.
+//!   [`Kubernetes::add_entra_identity`], or (EKS) a `k8s-aws-v1.` token signed for this cluster by
+//!   an AWS principal registered with [`Kubernetes::add_aws_identity`] (see `eks.rs`). Anything
+//!   else is 401; [`Kubernetes::last_refusal`] says why.
 //! - **Authorization**: each identity may do everything, or only the (verb, resource) pairs it was
 //!   given; a refusal is 403 with the API server's words (`User "x" cannot update resource
 //!   "secrets" in API group "" in the namespace "y"`). `SelfSubjectAccessReview` answers the same
@@ -145,6 +147,11 @@ pub(crate) struct ClusterState {
     resource_version: u64,
     tokens: HashMap<String, Identity>,
     entra: HashMap<Uuid, Identity>,
+    /// The EKS cluster's name, when it is one, and what STS and its access entries know.
+    eks_cluster: Option<String>,
+    aws_principals: BTreeMap<String, crate::eks::AwsPrincipal>,
+    aws_users: HashMap<String, Identity>,
+    last_refusal: Option<String>,
     pending_conflicts: u32,
     secret_writes: BTreeMap<(String, String), usize>,
     reviews: usize,
@@ -216,6 +223,37 @@ impl Kubernetes {
     /// Microsoft Entra authentication), as `user`, allowed everything.
     pub fn add_entra_identity(&self, client_id: Uuid, user: &str) {
         self.state().entra.insert(client_id, Identity { user: user.to_owned(), allowed: None });
+    }
+
+    /// Makes this an EKS cluster named `name`: it accepts EKS tokens signed for that name.
+    pub fn eks_cluster(&self, name: &str) {
+        self.state().eks_cluster = Some(name.to_owned());
+    }
+
+    /// An AWS principal (its access key, as STS knows it, and its role ARN) and the access entry
+    /// that maps the role to `user`, allowed as in [`Kubernetes::add_identity`].
+    pub fn add_aws_identity(
+        &self,
+        access_key_id: &str,
+        secret_access_key: &str,
+        session_token: Option<&str>,
+        arn: &str,
+        user: &str,
+        allowed: Option<&[(&str, &str)]>,
+    ) {
+        let mut state = self.state();
+        let principal = crate::eks::AwsPrincipal {
+            secret_access_key: secret_access_key.to_owned(),
+            session_token: session_token.map(str::to_owned),
+            arn: arn.to_owned(),
+        };
+        state.aws_principals.insert(access_key_id.to_owned(), principal);
+        state.aws_users.insert(arn.to_owned(), Identity { user: user.to_owned(), allowed: allowed.map(to_rules) });
+    }
+
+    /// Why the last refused bearer token was refused (the API server answers only 401).
+    pub fn last_refusal(&self) -> Option<String> {
+        self.state().last_refusal.clone()
     }
 
     /// Creates (or replaces) an `Opaque` Secret with these string values.
@@ -451,6 +489,18 @@ fn authenticate(shared: &Shared, headers: &HeaderMap) -> Result<Identity, Respon
         .ok_or_else(unauthorized)?;
     if let Some(identity) = lock(&shared.kubernetes).tokens.get(token) {
         return Ok(identity.clone());
+    }
+    if token.starts_with(crate::eks::TOKEN_PREFIX) {
+        let mut state = lock(&shared.kubernetes);
+        let verified = match &state.eks_cluster {
+            None => Err("this cluster is not an EKS cluster".to_owned()),
+            Some(cluster) => crate::eks::verify(token, cluster, &state.aws_principals, time::OffsetDateTime::now_utc())
+                .and_then(|arn| state.aws_users.get(&arn).cloned().ok_or(format!("no access entry for {arn}"))),
+        };
+        return verified.map_err(|why| {
+            state.last_refusal = Some(why);
+            unauthorized()
+        });
     }
     // Only a token for the AKS server application: a Graph token is not for this audience.
     let client_id = lock(&shared.tokens)

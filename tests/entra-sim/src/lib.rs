@@ -63,6 +63,7 @@ mod arm;
 mod azure;
 mod clock;
 mod control;
+mod eks;
 mod error;
 mod faults;
 mod generator;

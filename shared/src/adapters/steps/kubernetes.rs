@@ -20,6 +20,7 @@
 //! reason and message, which never carry data values.
 
 mod access;
+pub(super) mod eks;
 mod rollout;
 
 use std::collections::BTreeMap;
@@ -37,6 +38,7 @@ use tokio::time::Instant;
 use zeroize::Zeroize;
 
 pub use self::access::AKS_SERVER_SCOPE;
+pub use self::eks::{AwsSigning, EKS_CLUSTER_HEADER, EKS_TOKEN_PREFIX};
 pub use self::rollout::{RolloutState, judge_rollout};
 use super::Azure;
 use crate::domain::steps::{

@@ -28,7 +28,9 @@ use async_trait::async_trait;
 pub use self::app_service::API_VERSION as APP_SERVICE_API_VERSION;
 pub use self::azure::AzureSignIn;
 pub use self::http::Http;
-pub use self::kubernetes::{AKS_SERVER_SCOPE, RolloutState, judge_rollout};
+pub use self::kubernetes::{
+    AKS_SERVER_SCOPE, AwsSigning, EKS_CLUSTER_HEADER, EKS_TOKEN_PREFIX, RolloutState, judge_rollout,
+};
 pub use self::webhook::standard_webhook_signature;
 use crate::domain::address::AddressPolicy;
 use crate::domain::ids::IntegrationId;
@@ -58,11 +60,18 @@ struct Azure {
     http: Arc<Http>,
     identities: azure::AzureIdentities,
     vault_clients: Mutex<HashMap<(String, IntegrationId), Arc<azure_security_keyvault_secrets::SecretClient>>>,
+    /// The rotator's own AWS credentials, for EKS tokens.
+    aws: kubernetes::eks::AwsCredentialsSource,
 }
 
 impl Azure {
     fn new(http: Arc<Http>) -> Self {
-        Self { http, identities: Default::default(), vault_clients: Mutex::new(HashMap::new()) }
+        Self {
+            http,
+            identities: Default::default(),
+            vault_clients: Mutex::new(HashMap::new()),
+            aws: Default::default(),
+        }
     }
 
     /// The client for `vault_url` signing in as `identity`, once the address policy allows it.
@@ -118,6 +127,15 @@ impl Rollout {
     pub fn with_identity(mut self, integration: IntegrationId, sign_in: AzureSignIn) -> crate::Result<Self> {
         self.azure.identities.insert(&self.http, integration, sign_in)?;
         Ok(self)
+    }
+
+    /// Signs EKS tokens with these AWS credentials instead of aws-config's default chain (the
+    /// Lambda function's role, the environment, a profile), which is what runs when this is not
+    /// called.
+    #[must_use]
+    pub fn with_aws_credentials(mut self, signing: AwsSigning) -> Self {
+        self.azure.aws = kubernetes::eks::AwsCredentialsSource::given(signing);
+        self
     }
 }
 

@@ -3,7 +3,8 @@
 //!
 //! How the rotator reaches the cluster is part of the step, because one deployment of the rotator
 //! serves many clusters: a kubeconfig file (and context), the in-cluster service account, and how it
-//! signs in — the kubeconfig's own user, or the integration's Entra identity for AKS.
+//! signs in — the kubeconfig's own user, the integration's Entra identity for AKS, or the rotator's
+//! own AWS identity (the function's role) for EKS.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -42,6 +43,8 @@ pub(super) const TYPE: StepType = StepType {
         "in_cluster",
         "auth",
         "identity",
+        "cluster_name",
+        "region",
         "create_if_missing",
         "rollout_timeout",
     ],
@@ -92,10 +95,29 @@ pub enum ClusterAuth {
         #[serde(skip_serializing_if = "Option::is_none")]
         identity: Option<IntegrationId>,
     },
+    /// EKS, as `aws eks get-token` does it: a presigned STS `GetCallerIdentity` URL carrying the
+    /// `x-k8s-aws-id: <cluster_name>` header, signed with the rotator's own AWS credentials (the
+    /// Lambda function's role, or the default chain on one machine), replaces the kubeconfig's
+    /// user. The cluster maps that role to a Kubernetes user (an access entry). The kubeconfig gives
+    /// the server and its CA.
+    Eks {
+        cluster_name: String,
+        /// The STS region; when absent, the rotator's own (`AWS_REGION`).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        region: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AuthChoice {
+    Kubeconfig,
+    Aks,
+    Eks,
 }
 
 impl ClusterAuth {
-    const CHOICES: &[(&str, bool)] = &[("kubeconfig", false), ("aks", true)];
+    const CHOICES: &[(&str, AuthChoice)] =
+        &[("kubeconfig", AuthChoice::Kubeconfig), ("aks", AuthChoice::Aks), ("eks", AuthChoice::Eks)];
 }
 
 /// A workload restarted (`kubectl rollout restart`) after the Secret changed.
@@ -189,17 +211,33 @@ fn read(o: &Obj<'_>, n: &mut Notes) -> Option<KubernetesSecretConfig> {
             n.error(o.path(field), "given with in_cluster: the in-cluster service account needs no kubeconfig");
         }
     }
-    let aks = o.one_of(n, "auth", Need::Optional, ClusterAuth::CHOICES).unwrap_or(false);
+    let choice = o.one_of(n, "auth", Need::Optional, ClusterAuth::CHOICES).unwrap_or(AuthChoice::Kubeconfig);
     let identity = o
         .text(n, "identity", Need::Optional, super::key_vault::check_identity)
         .and_then(|s| IntegrationId::parse(&s).ok());
-    if !aks && o.get("identity").is_some() {
+    if choice != AuthChoice::Aks && o.get("identity").is_some() {
         n.error(o.path("identity"), "given without \"auth\": \"aks\": only AKS sign-in uses an Entra identity");
     }
-    if aks && in_cluster {
-        n.error(o.path("auth"), "AKS sign-in needs the cluster's kubeconfig (its server and CA), not in_cluster");
+    let eks = choice == AuthChoice::Eks;
+    let cluster_name =
+        o.text(n, "cluster_name", if eks { Need::Required } else { Need::Optional }, check_eks_cluster_name);
+    let region = o.text(n, "region", Need::Optional, check_aws_region);
+    if !eks {
+        for field in ["cluster_name", "region"].into_iter().filter(|f| o.get(f).is_some()) {
+            n.error(o.path(field), "given without \"auth\": \"eks\": only EKS sign-in names its cluster and region");
+        }
     }
-    let auth = if aks { ClusterAuth::Aks { identity } } else { ClusterAuth::Kubeconfig };
+    if choice != AuthChoice::Kubeconfig && in_cluster {
+        n.error(
+            o.path("auth"),
+            "AKS and EKS sign-in need the cluster's kubeconfig (its server and CA), not in_cluster",
+        );
+    }
+    let auth = match choice {
+        AuthChoice::Kubeconfig => Some(ClusterAuth::Kubeconfig),
+        AuthChoice::Aks => Some(ClusterAuth::Aks { identity }),
+        AuthChoice::Eks => cluster_name.map(|cluster_name| ClusterAuth::Eks { cluster_name, region }),
+    };
     let create_if_missing = o.bool(n, "create_if_missing", Need::Optional).unwrap_or(false);
     let rollout_timeout = o.positive_span(n, "rollout_timeout").unwrap_or(DEFAULT_ROLLOUT_TIMEOUT);
     Some(KubernetesSecretConfig {
@@ -210,13 +248,34 @@ fn read(o: &Obj<'_>, n: &mut Notes) -> Option<KubernetesSecretConfig> {
         restart,
         kubeconfig,
         in_cluster,
-        auth,
+        auth: auth?,
         create_if_missing,
         rollout_timeout,
     })
 }
 
-/// A kubeconfig file: a path, absolute or relative to where the rotator runs.
+/// An EKS cluster name: 1 to 100 letters, digits, `-` and `_`, starting with a letter or digit (what
+/// `CreateCluster` accepts). It is signed into the token, so the cluster can refuse a token made for
+/// another one.
+fn check_eks_cluster_name(s: &str) -> Result<(), String> {
+    let b = s.as_bytes();
+    let ok = (1..=100).contains(&b.len())
+        && b[0].is_ascii_alphanumeric()
+        && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'-' || *c == b'_');
+    if ok { Ok(()) } else { Err("must be an EKS cluster name: letters, digits, - and _, at most 100".to_owned()) }
+}
+
+/// An AWS region code, such as `eu-west-1`, `us-gov-west-1` or `cn-north-1`.
+fn check_aws_region(s: &str) -> Result<(), String> {
+    let parts: Vec<&str> = s.split('-').collect();
+    let ok = parts.len() >= 3
+        && parts.iter().all(|p| !p.is_empty() && p.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()))
+        && parts[0].len() == 2
+        && parts.last().is_some_and(|p| p.bytes().all(|c| c.is_ascii_digit()));
+    if ok { Ok(()) } else { Err("must be an AWS region code, such as eu-west-1".to_owned()) }
+}
+
+/// A kubeconfig file: a path, absolute or relative to the configuration's folder.
 fn check_kubeconfig_path(s: &str) -> Result<(), String> {
     if s.trim().is_empty() || s.chars().any(char::is_control) {
         Err("must be the path of a kubeconfig file".to_owned())
@@ -299,6 +358,38 @@ mod tests {
             "secret_name": "api", "key": "k", "identity": "contoso", "auth": "eksx"}}]"#,
         );
         assert!(issue(&e, "config.identity").message.contains("auth"));
-        assert!(issue(&e, "config.auth").message.contains("expected one of kubeconfig, aks"));
+        assert!(issue(&e, "config.auth").message.contains("expected one of kubeconfig, aks, eks"));
+    }
+
+    #[test]
+    fn eks_sign_in_names_a_valid_cluster_and_region() {
+        let e = errors(
+            r#"[{"type": "kubernetes_secret", "order": 1, "config": {"namespace": "payroll",
+            "secret_name": "api", "key": "k", "auth": "eks", "region": "Europe"}}]"#,
+        );
+        assert_eq!(issue(&e, "config.cluster_name").message, "missing");
+        assert!(issue(&e, "config.region").message.contains("region code"));
+        let e = errors(
+            r#"[{"type": "kubernetes_secret", "order": 1, "config": {"namespace": "payroll",
+            "secret_name": "api", "key": "k", "auth": "eks", "cluster_name": "-orders", "in_cluster": true}}]"#,
+        );
+        assert!(issue(&e, "config.cluster_name").message.contains("EKS cluster name"));
+        assert!(issue(&e, "config.auth").message.contains("not in_cluster"));
+        let e = errors(
+            r#"[{"type": "kubernetes_secret", "order": 1, "config": {"namespace": "payroll",
+            "secret_name": "api", "key": "k", "cluster_name": "orders"}}]"#,
+        );
+        assert!(issue(&e, "config.cluster_name").message.contains("\"eks\""));
+        let plan = crate::domain::steps::parse_steps_with(
+            r#"[{"type": "kubernetes_secret", "order": 1, "config": {"namespace": "payroll", "kubeconfig": "/k",
+            "secret_name": "api", "key": "k", "auth": "eks", "cluster_name": "orders_prod-1", "region": "us-gov-west-1"}}]"#,
+            &crate::domain::address::AddressPolicy::allowing_loopback(),
+        )
+        .unwrap();
+        let crate::domain::steps::StepConfig::KubernetesSecret(c) = &plan.steps[0].config else { panic!() };
+        assert_eq!(
+            c.auth,
+            super::ClusterAuth::Eks { cluster_name: "orders_prod-1".into(), region: Some("us-gov-west-1".into()) }
+        );
     }
 }

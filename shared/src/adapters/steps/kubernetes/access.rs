@@ -1,7 +1,8 @@
 //! Reaching the cluster: a `kube` client from a kubeconfig (and context) or the in-cluster service
 //! account, signed in as the kubeconfig's user or, for AKS with Microsoft Entra authentication, with
 //! a token for the AKS server application from an integration's Entra identity (what `kubelogin`
-//! does). The API server's address is checked against the outbound address policy, as every URL a
+//! does), or for EKS with a token signed by the rotator's own AWS role (what `aws eks get-token`
+//! does, see [`super::eks`]). The API server's address is checked against the outbound address policy, as every URL a
 //! step calls is; the client trusts the CA the kubeconfig names.
 //!
 //! Errors are turned into words here ([`Cluster::failure`]), retryable unless the server refused
@@ -62,16 +63,24 @@ pub(in crate::adapters::steps) async fn connect(
     };
     let server = config.cluster_url.to_string();
     check_address(azure, &server).await?;
-    if let ClusterAuth::Aks { identity } = &cfg.auth {
-        let identity = azure.identities.for_step(identity.as_ref(), credential)?;
-        let token = identity.credential.get_token(&[AKS_SERVER_SCOPE], None).await.map_err(|_| {
-            StepFailure::retryable(format!(
-                "{} could not get a token for the AKS server application",
-                identity.describe()
-            ))
-        })?;
-        config.auth_info = AuthInfo { token: Some(token.token.secret().to_owned().into()), ..Default::default() };
-        who = format!("{} (AKS, Microsoft Entra authentication)", identity.describe());
+    match &cfg.auth {
+        ClusterAuth::Kubeconfig => {}
+        ClusterAuth::Aks { identity } => {
+            let identity = azure.identities.for_step(identity.as_ref(), credential)?;
+            let token = identity.credential.get_token(&[AKS_SERVER_SCOPE], None).await.map_err(|_| {
+                StepFailure::retryable(format!(
+                    "{} could not get a token for the AKS server application",
+                    identity.describe()
+                ))
+            })?;
+            config.auth_info = AuthInfo { token: Some(token.token.secret().to_owned().into()), ..Default::default() };
+            who = format!("{} (AKS, Microsoft Entra authentication)", identity.describe());
+        }
+        ClusterAuth::Eks { cluster_name, region } => {
+            let token = azure.aws.eks_token(cluster_name, region.as_deref()).await?;
+            config.auth_info = AuthInfo { token: Some(token.into()), ..Default::default() };
+            who = format!("the rotator's own AWS role (EKS cluster {cluster_name})");
+        }
     }
     // kube's own retry of 429/503/504 backs off for minutes; the step's retries (and the queue's
     // redelivery) are the one place that decides how long a step keeps trying.
