@@ -510,6 +510,19 @@ def run(tpl: dict, r: Report) -> None:
         "rotate may seal (GenerateDataKey, Decrypt)",
     )
     r.check(key_grants(step_role or "") == {"kms:Decrypt"}, "run-step may unseal (Decrypt) and not seal")
+    step_actions = {
+        a for s in statements(of_type("AWS::IAM::Role").get(step_role or "", {})) for a in listify(s.get("Action"))
+    }
+    r.check(
+        not any(a.lower().startswith(("eks:", "sts:")) for a in step_actions),
+        "run-step is granted nothing for EKS tokens (a presigned sts:GetCallerIdentity needs no permission)",
+        f"actions {sorted(a for a in step_actions if a.lower().startswith(('eks:', 'sts:')))}",
+    )
+    outputs = tpl.get("Outputs") or {}
+    r.check(
+        getatt_target((outputs.get("RunStepRoleArn") or {}).get("Value"), "Arn") == step_role,
+        "the run-step role's ARN is an output, for the clusters' EKS access entries",
+    )
     others = [getatt_target(function_props(tpl, l).get("Role"), "Arn") for b, l in by_bin.items() if b not in ("rotate", "run-step")]
     r.check(
         all(not key_grants(o or "") for o in others),

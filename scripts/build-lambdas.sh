@@ -61,6 +61,45 @@ for step in "${steps[@]}"; do
     [[ -f "$config_dir/$step" ]] || die "steps_file $step (named by $config) not found at $config_dir/$step"
 done
 
+# The kubeconfig files kubernetes_secret steps name (inline or in a steps file), relative to the
+# configuration's folder as the rotator resolves them. They give the clusters' servers and CAs;
+# the sign-in is the function's own (AKS: the integration's Entra identity; EKS: its role).
+mapfile -t kubeconfigs < <(python3 - "$config" <<'PY2'
+import json, os, sys
+try:
+    import tomllib
+except ModuleNotFoundError:
+    sys.exit(0)  # Python < 3.11: the steps files are still packaged; kubeconfigs are checked by the rotator
+path = sys.argv[1]
+with open(path, "rb") as f:
+    doc = tomllib.load(f)
+found = set()
+for policy in (doc.get("policies") or {}).values():
+    if not isinstance(policy, dict):
+        continue
+    steps = policy.get("steps") or []
+    if isinstance(policy.get("steps_file"), str) and not os.path.isabs(policy["steps_file"]):
+        try:
+            with open(os.path.join(os.path.dirname(path), policy["steps_file"]), encoding="utf-8") as f:
+                steps = json.load(f)
+        except (OSError, ValueError):
+            steps = []
+    for step in steps if isinstance(steps, list) else []:
+        config = step.get("config") if isinstance(step, dict) else None
+        if isinstance(config, dict) and isinstance(config.get("kubeconfig"), str):
+            found.add(config["kubeconfig"])
+for k in sorted(found):
+    print(k)
+PY2
+)
+for kube in "${kubeconfigs[@]}"; do
+    [[ "$kube" == /* ]] && { warn "kubeconfig $kube is absolute: it will not exist in the Lambda package; make it relative to $config"; continue; }
+    [[ -f "$config_dir/$kube" ]] || die "kubeconfig $kube (named by a step of $config) not found at $config_dir/$kube"
+    if grep -Eq '^[[:space:]]*(token|client-key-data|client-key|password):' "$config_dir/$kube"; then
+        warn "kubeconfig $kube holds a credential: it is packaged as it is; prefer \"auth\": \"aks\" or \"eks\" and a kubeconfig with only the server and its CA"
+    fi
+done
+
 # --- the tools ---------------------------------------------------------------------------------------
 for bin in "${BINS[@]}"; do
     [[ -f "functions/$bin/Cargo.toml" ]] || die "functions/$bin/Cargo.toml is missing: the workspace has no $bin function yet"
@@ -115,6 +154,11 @@ for bin in "${BINS[@]}"; do
         [[ "$step" != /* ]] || continue
         mkdir -p "$dir/$(dirname "$step")"
         cp "$config_dir/$step" "$dir/$step"
+    done
+    for kube in "${kubeconfigs[@]}"; do
+        [[ "$kube" != /* ]] || continue
+        mkdir -p "$dir/$(dirname "$kube")"
+        cp "$config_dir/$kube" "$dir/$kube"
     done
 done
 echo "$arch" > target/lambda/ARCHITECTURE

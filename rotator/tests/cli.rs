@@ -61,6 +61,19 @@ fn steps_check_prints_the_seed_example_as_an_ordered_plan() {
 }
 
 #[test]
+fn steps_check_shows_the_eks_example_signing_in_as_the_rotators_own_role() {
+    let file = repo().join("examples/steps/orders-eks.json");
+    let out = rotator(&["--json", "steps", "check", file.to_str().unwrap()]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    let plan: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let config = &plan["steps"][0]["config"];
+    assert_eq!(config["auth"], "eks", "{stdout}");
+    assert_eq!(config["cluster_name"], "orders-prod");
+    assert_eq!(config["region"], "eu-west-1");
+}
+
+#[test]
 fn steps_check_json_is_the_normalised_plan() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("legacy.json");

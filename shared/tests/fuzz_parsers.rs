@@ -121,6 +121,7 @@ fn the_step_parser_never_panics_on_mutated_documents() {
         "tests/fixtures/steps/all-options.json",
         "examples/steps/iis-app.json",
         "examples/steps/orders-kubernetes.json",
+        "examples/steps/orders-eks.json",
     ]);
     let cases = fuzz("parse_steps", 0x5eed_0001, &seeds, |text| {
         let _ = parse_steps(text);

@@ -120,6 +120,18 @@ pub(super) fn policy(
         }
         (None, None) => parse_step_values_with(&[], addresses).ok(),
     };
+    // A kubeconfig named by a relative path is beside the configuration, as a steps file is (so
+    // the Lambda packages, which carry the configuration's folder, find it too).
+    let plan = plan.map(|mut plan| {
+        for step in &mut plan.steps {
+            if let StepConfig::KubernetesSecret(c) = &mut step.config
+                && let Some(path) = c.kubeconfig.as_mut()
+            {
+                *path = resolve(Path::new(path.as_str())).display().to_string();
+            }
+        }
+        plan
+    });
     match (id, plan) {
         (Some(id), Some(plan)) if errors.is_empty() => Ok(PolicyConfig {
             policy: RotationPolicy {
@@ -313,6 +325,26 @@ mod tests {
         let text = format!("{MINIMAL}\n[policies.default]\nsteps_file = \"/dev/zero\"\n");
         let e = err(&text, &env(&[("ROTATOR_CONTOSO_CLIENT_SECRET", "x")]));
         assert!(e.contains("steps_file") && e.contains("larger than 1024 KiB"), "{e}");
+    }
+
+    #[test]
+    fn a_relative_kubeconfig_is_beside_the_configuration_as_a_steps_file_is() {
+        let step = |kubeconfig: &str| {
+            format!(
+                "{MINIMAL}\n[policies.default]\nsteps = [{{ type = \"kubernetes_secret\", order = 1, \
+                 config = {{ namespace = \"orders\", secret_name = \"api\", key = \"k\", kubeconfig = \"{kubeconfig}\" }} }}]\n"
+            )
+        };
+        let env = env(&[("ROTATOR_CONTOSO_CLIENT_SECRET", "x")]);
+        for (given, resolved) in [("kube/orders.yaml", "/etc/rotator/kube/orders.yaml"), ("/srv/k.yaml", "/srv/k.yaml")]
+        {
+            let config = parse(&step(given), &env).unwrap();
+            let crate::domain::steps::StepConfig::KubernetesSecret(c) = &config.policies[0].policy.steps[0].config
+            else {
+                panic!()
+            };
+            assert_eq!(c.kubeconfig.as_deref(), Some(resolved));
+        }
     }
 
     #[test]

@@ -494,7 +494,7 @@ fn authenticate(shared: &Shared, headers: &HeaderMap) -> Result<Identity, Respon
         let mut state = lock(&shared.kubernetes);
         let verified = match &state.eks_cluster {
             None => Err("this cluster is not an EKS cluster".to_owned()),
-            Some(cluster) => crate::eks::verify(token, cluster, &state.aws_principals, time::OffsetDateTime::now_utc())
+            Some(cluster) => crate::eks::verify(token, cluster, &state.aws_principals, crate::clock::wall_clock_now())
                 .and_then(|arn| state.aws_users.get(&arn).cloned().ok_or(format!("no access entry for {arn}"))),
         };
         return verified.map_err(|why| {

@@ -66,8 +66,9 @@ pub struct KubernetesSecretConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub context: Option<String>,
     pub restart: Vec<WorkloadRef>,
-    /// The kubeconfig file; when absent (and not `in_cluster`), the one `kubectl` would use
-    /// (`$KUBECONFIG`, then `~/.kube/config`).
+    /// The kubeconfig file (a relative path is resolved against the configuration's folder when
+    /// the configuration is loaded); when absent (and not `in_cluster`), the one `kubectl` would
+    /// use (`$KUBECONFIG`, then `~/.kube/config`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kubeconfig: Option<String>,
     /// Reach the API server as the pod's own service account (the rotator runs in the cluster).
