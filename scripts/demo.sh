@@ -3,7 +3,9 @@
 # new Key Vault version, restart the App Service, /health, delete the old secret) done by
 # entra-rotator end to end, on the embedded default (one process, one local database file),
 # against the simulated tenant, its Key Vault, Resource Manager and web app. Every stage says what
-# it shows and which runbook step it replaces. It ends by itself and leaves no process behind.
+# it shows and which runbook step it replaces. Then the same rotation for a Kubernetes Deployment
+# that reads the secret through envFrom: the Secret, a rollout restart, the pods on the new secret.
+# It ends by itself and leaves no process behind.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -38,7 +40,7 @@ api_token="$(rand)"
 api_hash="$(printf %s "$api_token" | python3 -c 'import hashlib,sys; print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest())')"
 
 stage "Starting entra-sim: Entra, Microsoft Graph, Key Vault, Resource Manager and the web app, over HTTPS"
-"$bin"/entra-sim --apps 200 --seed 7 --replication-delay 3s --control --azure-demo > "$work/sim.json" 2> "$work/sim.log" &
+"$bin"/entra-sim --apps 200 --seed 7 --replication-delay 3s --control --azure-demo --kubernetes-demo > "$work/sim.json" 2> "$work/sim.log" &
 sim_pid=$!
 for _ in $(seq 1 100); do [ -s "$work/sim.json" ] && break; sleep 0.1; done
 read -r tenant client authority graph ca targets control < <(python3 -c '
@@ -49,6 +51,16 @@ import json,sys; a=json.loads(open(sys.argv[1]).readline())["azure"]
 print(a["key_vault_url"], a["resource_manager_url"], a["subscription_id"], a["resource_group"], a["site"],
       a["setting_key"], a["health_url"], a["app_client_id"], a["app_object_id"], a["key_id"])' "$work/sim.json")
 credential="demo/app/$app_object/$key_id"
+# The Kubernetes scenario: a kubeconfig for the simulated cluster, beside the configuration (a
+# relative kubeconfig is resolved against the configuration's folder), and the Deployment's names.
+mkdir -p "$work/kube"
+read -r k8s_ns k8s_secret k8s_key k8s_workload k8s_health orders_client orders_object orders_key < <(python3 -c '
+import json,sys; k=json.loads(open(sys.argv[1]).readline())["kubernetes"]
+open(sys.argv[2], "w").write(k["kubeconfig"])
+print(k["namespace"], k["secret_name"], k["key"], k["workload"], k["health_url"], k["app_client_id"], k["app_object_id"], k["key_id"])' \
+  "$work/sim.json" "$work/kube/sim-cluster.yaml")
+chmod 600 "$work/kube/sim-cluster.yaml"
+orders_credential="demo/app/$orders_object/$orders_key"
 note "tenant $tenant with 200 generated applications; new secrets take 3 s to replicate"
 note "the runbook's app registration \"App Store for Intune - API\" (client id $app_client): its secret is the"
 note "Key Vault secret $setting in $vault, which the App Service $site reads through an"
@@ -110,6 +122,25 @@ type = "webhook"
 order = 40
 on_failure = "continue"
 config = { url = "${targets}hooks/rotations", signing_secret_env = "DEMO_WEBHOOK_KEY" }
+
+# The orders API runs on Kubernetes: its pods read the secret from a Secret through envFrom, and
+# take a new value only when they restart.
+[policies.orders]
+auto_rotate = false
+grace_period = "12s"
+applications = ["$orders_client"]
+
+[[policies.orders.steps]]
+type = "kubernetes_secret"
+order = 10
+on_failure = "abort"
+config = { kubeconfig = "kube/sim-cluster.yaml", context = "sim-cluster", namespace = "$k8s_ns", secret_name = "$k8s_secret", key = "$k8s_key", restart = [{ kind = "Deployment", name = "$k8s_workload" }], rollout_timeout = "1m" }
+
+[[policies.orders.steps]]
+type = "http_health_check"
+order = 20
+on_failure = "abort"
+config = { url = "$k8s_health", timeout = "30s", interval = "1s" }
 
 # Everything else: watched and alerted on; rotated only on request, delivered by hand.
 [policies.default]
@@ -245,6 +276,38 @@ print("cleanup:", e["cleanup"])'
 rotator status
 note "the app is still healthy, now on the new secret alone:"
 health_now
+
+stage "Kubernetes: the orders API's Deployment reads the secret from a Secret through envFrom"
+workload_view() { # the simulated Deployment: restarts, and whether each pod's secret signs in
+  python3 - "$control" "$ca" "$k8s_ns" "$k8s_workload" <<'PY'
+import json, ssl, sys, urllib.request
+ctx = ssl.create_default_context(cafile=sys.argv[2])
+url = sys.argv[1].rstrip("/") + "/kubernetes/workload?namespace=%s&name=%s" % (sys.argv[3], sys.argv[4])
+w = json.load(urllib.request.urlopen(url, context=ctx))
+pods = ", ".join("gen %s %s" % (p["generation"], "signs in" if p["signs_in"] else "CANNOT sign in") for p in w["pods"])
+print("  %s %s/%s: restarted %s time(s); pods: %s" % (w["kind"], w["namespace"], w["name"], w["restarts"], pods))
+PY
+}
+note "updating a Secret restarts nothing: pods keep the value they started with, so the step also"
+note "restarts the Deployment (as kubectl rollout restart does) and waits for the rollout"
+workload_view
+note "dry run: the cluster, what the rotator may do there (SelfSubjectAccessReview), the Secret, the workload:"
+rotator rotate "$orders_credential" --dry-run
+rotator rotate "$orders_credential" --reason "make demo (Kubernetes)" --wait
+note "the Secret holds the new value (its other keys kept); every pod restarted onto it and signs in with it:"
+workload_view
+for _ in $(seq 1 120); do
+  done_="$(rotator --json history "$orders_credential" | python3 -c '
+import json,sys; h=json.load(sys.stdin); e=h["executions"][0]["execution"]
+print("yes" if e["cleanup"]["state"]=="done" else "no")')"
+  [ "$done_" = yes ] && break
+  sleep 0.5
+done
+rotator --json history "$orders_credential" | python3 -c '
+import json,sys; h=json.load(sys.stdin); e=h["executions"][0]["execution"]
+print("after the 12 s grace period, cleanup:", e["cleanup"])'
+note "the old secret is gone from Entra; the pods, on the new one, still sign in:"
+workload_view
 
 stage "Done"
 note "The data file is $work/data/rotator.db (store and queues), the sealing key $work/data/keys.json."

@@ -20,6 +20,8 @@
 //!   N (default 503) for the next K requests, then 200; without `failures`, N from now on
 //! - `POST /_sim/webhook-failures?name=…&failures=K&status=N`, `POST /_sim/spring-failures?…` — the
 //!   same for a webhook receiver and an actuator refresh
+//! - `GET /_sim/kubernetes/workload?namespace=orders&name=orders-api` — a simulated workload's
+//!   restarts and, per pod, its template generation, readiness and whether its secret signs in.
 //! - `GET /_sim/azure/site?name=app-store-portal[&slot=staging]` — a simulated web app as the platform
 //!   sees it: `state`, `starts`, `restarts`, `refreshes`, `resolved_version` (the platform's cache),
 //!   `reference_status`, `process_version` (what the running process started with); 404 if unknown
@@ -60,6 +62,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/_sim/spring-failures", post(script_spring))
         .route("/_sim/azure/site", get(azure_site))
         .route("/_sim/azure/secret", get(azure_secret))
+        .route("/_sim/kubernetes/workload", get(kubernetes_workload))
 }
 
 #[derive(Debug, Deserialize)]
@@ -231,6 +234,20 @@ async fn azure_site(State(shared): State<AppState>, Query(q): Query<SiteQuery>) 
     match (AzureHandle { shared }).site_json(&q.name, q.slot.as_deref()) {
         Some(view) => axum::Json(view).into_response(),
         None => GraphError::new(StatusCode::NOT_FOUND, "NotFound", format!("No site '{}'.", q.name)).into_response(),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct WorkloadQuery {
+    namespace: String,
+    name: String,
+}
+
+async fn kubernetes_workload(State(shared): State<AppState>, Query(q): Query<WorkloadQuery>) -> Response {
+    match (crate::Kubernetes { shared }).workload_view(&q.namespace, &q.name) {
+        Some(view) => axum::Json(view).into_response(),
+        None => GraphError::new(StatusCode::NOT_FOUND, "NotFound", format!("No workload '{}/{}'.", q.namespace, q.name))
+            .into_response(),
     }
 }
 

@@ -367,6 +367,73 @@ impl Kubernetes {
         self.state().workloads.get(&(kind, namespace.to_owned(), name.to_owned())).map_or(0, |w| w.restarts)
     }
 
+    /// A workload as its operator would look at it (the control API's
+    /// `GET /_sim/kubernetes/workload`): its restarts, and per pod its template generation, whether
+    /// it is ready and whether the secret it holds signs in. Never the secret. `None` if there is
+    /// no such workload.
+    pub(crate) fn workload_view(&self, namespace: &str, name: &str) -> Option<Value> {
+        let (kind, client_id, restarts, pods) = {
+            let mut state = self.state();
+            state.progress();
+            let w = state.workloads.values().find(|w| {
+                w.object["metadata"]["namespace"] == namespace && w.object["metadata"]["name"] == name
+            })?;
+            let pods: Vec<(i64, bool, Option<String>)> =
+                w.pods.iter().map(|p| (p.generation, p.ready, p.secret.clone())).collect();
+            (w.kind, w.client_id, w.restarts, pods)
+        };
+        let pods: Vec<Value> = pods
+            .into_iter()
+            .map(|(generation, ready, secret)| {
+                let signs_in = secret
+                    .as_deref()
+                    .is_some_and(|s| crate::token::check_secret(&self.shared, client_id, s).is_ok());
+                json!({"generation": generation, "ready": ready, "signs_in": signs_in})
+            })
+            .collect();
+        Some(json!({"kind": kind.kind(), "namespace": namespace, "name": name, "restarts": restarts, "pods": pods}))
+    }
+
+    /// The demo's cluster (`entra-sim --kubernetes-demo`): the application "Orders API" with a
+    /// secret, the Secret `orders/orders-api-entra` holding it, and a three-replica Deployment
+    /// `orders-api` reading it through `envFrom`, as `examples/kubernetes/orders-api.yaml` has it.
+    /// The rotator's bearer token may do everything. Returns what the demo needs, as JSON,
+    /// `kubeconfig` being the text of a kubeconfig for `sim`.
+    pub fn orders_demo(&self, sim: &crate::Sim) -> Value {
+        let tenant = crate::TenantHandle { shared: self.shared.clone() };
+        let app = tenant.add_app(crate::NewApp::named("Orders API").with_service_principal());
+        let end = self.shared.clock.now() + time::Duration::days(150);
+        let password = tenant.add_password_to(app.object_id, end).ok();
+        let (namespace, secret_name, key, workload) = ("orders", "orders-api-entra", "AZURE_CLIENT_SECRET", "orders-api");
+        let token = format!("demo-{}", Uuid::new_v4());
+        self.add_identity(&token, "system:serviceaccount:entra-rotator:entra-rotator", None);
+        let client_id = app.app_id.to_string();
+        let current = password.as_ref().map(|p| p.secret_text.clone()).unwrap_or_default();
+        self.put_secret(namespace, secret_name, &[(key, current.as_str()), ("AZURE_CLIENT_ID", client_id.as_str())]);
+        self.add_workload(NewWorkload {
+            kind: WorkloadKind::Deployment,
+            namespace: namespace.into(),
+            name: workload.into(),
+            replicas: 3,
+            secret_name: secret_name.into(),
+            key: key.into(),
+            uses: SecretUse::EnvFrom,
+            client_id: app.app_id,
+        });
+        json!({
+            "kubeconfig": sim.kubeconfig("sim-cluster", Some(&token)),
+            "context": "sim-cluster",
+            "namespace": namespace,
+            "secret_name": secret_name,
+            "key": key,
+            "workload": workload,
+            "health_url": sim.target_url(&format!("consumers/{namespace}/{workload}/health")).as_str(),
+            "app_client_id": client_id,
+            "app_object_id": app.object_id.to_string(),
+            "key_id": password.map(|p| p.key_id.to_string()).unwrap_or_default(),
+        })
+    }
+
     /// The secrets the workload's pods hold now.
     pub fn pod_secrets(&self, kind: WorkloadKind, namespace: &str, name: &str) -> Vec<Option<String>> {
         let mut state = self.state();

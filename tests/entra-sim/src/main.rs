@@ -60,6 +60,11 @@ struct Cli {
     /// With `--azure-demo`: the site's stop, start, restart and refresh are long-running operations.
     #[arg(long, requires = "azure_demo")]
     azure_async_operations: bool,
+    /// Set up the demo's Kubernetes scenario (the application "Orders API", whose secret is in the
+    /// Secret `orders/orders-api-entra`, read by the Deployment `orders-api` through `envFrom`) and
+    /// print it, with a kubeconfig for the simulated cluster, as `kubernetes`.
+    #[arg(long)]
+    kubernetes_demo: bool,
 }
 
 /// The webhook key from the variable `name`, if set and not empty.
@@ -122,6 +127,9 @@ async fn main() -> anyhow::Result<()> {
     if cli.azure_demo {
         let demo = sim.azure().runbook_demo(cli.azure_restart_keeps_references, cli.azure_async_operations);
         line["azure"] = demo.to_json();
+    }
+    if cli.kubernetes_demo {
+        line["kubernetes"] = sim.kubernetes().orders_demo(&sim);
     }
     // One line, flushed at once: whoever started the sim is waiting to read it.
     let mut stdout = std::io::stdout().lock();
