@@ -246,8 +246,10 @@ struct WorkloadQuery {
 async fn kubernetes_workload(State(shared): State<AppState>, Query(q): Query<WorkloadQuery>) -> Response {
     match (crate::Kubernetes { shared }).workload_view(&q.namespace, &q.name) {
         Some(view) => axum::Json(view).into_response(),
-        None => GraphError::new(StatusCode::NOT_FOUND, "NotFound", format!("No workload '{}/{}'.", q.namespace, q.name))
-            .into_response(),
+        None => {
+            GraphError::new(StatusCode::NOT_FOUND, "NotFound", format!("No workload '{}/{}'.", q.namespace, q.name))
+                .into_response()
+        }
     }
 }
 

@@ -375,9 +375,10 @@ impl Kubernetes {
         let (kind, client_id, restarts, pods) = {
             let mut state = self.state();
             state.progress();
-            let w = state.workloads.values().find(|w| {
-                w.object["metadata"]["namespace"] == namespace && w.object["metadata"]["name"] == name
-            })?;
+            let w = state
+                .workloads
+                .values()
+                .find(|w| w.object["metadata"]["namespace"] == namespace && w.object["metadata"]["name"] == name)?;
             let pods: Vec<(i64, bool, Option<String>)> =
                 w.pods.iter().map(|p| (p.generation, p.ready, p.secret.clone())).collect();
             (w.kind, w.client_id, w.restarts, pods)
@@ -385,9 +386,8 @@ impl Kubernetes {
         let pods: Vec<Value> = pods
             .into_iter()
             .map(|(generation, ready, secret)| {
-                let signs_in = secret
-                    .as_deref()
-                    .is_some_and(|s| crate::token::check_secret(&self.shared, client_id, s).is_ok());
+                let signs_in =
+                    secret.as_deref().is_some_and(|s| crate::token::check_secret(&self.shared, client_id, s).is_ok());
                 json!({"generation": generation, "ready": ready, "signs_in": signs_in})
             })
             .collect();
@@ -404,7 +404,8 @@ impl Kubernetes {
         let app = tenant.add_app(crate::NewApp::named("Orders API").with_service_principal());
         let end = self.shared.clock.now() + time::Duration::days(150);
         let password = tenant.add_password_to(app.object_id, end).ok();
-        let (namespace, secret_name, key, workload) = ("orders", "orders-api-entra", "AZURE_CLIENT_SECRET", "orders-api");
+        let (namespace, secret_name, key, workload) =
+            ("orders", "orders-api-entra", "AZURE_CLIENT_SECRET", "orders-api");
         let token = format!("demo-{}", Uuid::new_v4());
         self.add_identity(&token, "system:serviceaccount:entra-rotator:entra-rotator", None);
         let client_id = app.app_id.to_string();
