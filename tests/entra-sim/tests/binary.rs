@@ -201,3 +201,66 @@ async fn with_azure_demo_the_binary_sets_up_the_runbook_scenario_and_prints_wher
     assert_eq!(versions["versions"][0]["version"], azure["secret_version"]);
     assert!(versions["versions"][0].get("value").is_none());
 }
+
+#[tokio::test]
+async fn with_kubernetes_demo_the_binary_sets_up_a_cluster_whose_pods_read_the_secret() {
+    let mut child = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_entra-sim"))
+            .args(["--apps", "3", "--listen", "127.0.0.1:0", "--control", "--kubernetes-demo"])
+            .env("ENTRA_SIM_CLIENT_SECRET", "demo-management-secret")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the binary starts"),
+    );
+    let stdout = child.0.stdout.take().unwrap();
+    let line = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).map(|_| line)
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let info: serde_json::Value = serde_json::from_str(line.trim()).expect("one JSON line");
+    let k8s = &info["kubernetes"];
+    assert_eq!(k8s["namespace"], "orders");
+    assert_eq!(k8s["secret_name"], "orders-api-entra");
+    assert_eq!(k8s["workload"], "orders-api");
+    for key in ["app_client_id", "app_object_id", "key_id"] {
+        assert!(k8s[key].as_str().is_some_and(|v| !v.is_empty()), "{key}: {k8s}");
+    }
+
+    // The kubeconfig names this server, its CA and a token the API server accepts.
+    let kubeconfig: serde_json::Value = serde_json::from_str(k8s["kubeconfig"].as_str().unwrap()).unwrap();
+    let server = kubeconfig["clusters"][0]["cluster"]["server"].as_str().unwrap().to_owned();
+    let token = kubeconfig["users"][0]["user"]["token"].as_str().unwrap().to_owned();
+    let ca = std::fs::read(info["ca_cert"].as_str().unwrap()).expect("the CA file exists");
+    let http =
+        reqwest::Client::builder().tls_certs_only([reqwest::Certificate::from_pem(&ca).unwrap()]).build().unwrap();
+    let secret: serde_json::Value = http
+        .get(format!("{server}/api/v1/namespaces/orders/secrets/orders-api-entra"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(secret["data"]["AZURE_CLIENT_SECRET"].is_string(), "{secret}");
+    let health = http.get(k8s["health_url"].as_str().unwrap()).send().await.unwrap();
+    assert_eq!(health.status(), reqwest::StatusCode::OK, "the pods sign in with the current secret");
+
+    let control = info["control_url"].as_str().unwrap().trim_end_matches('/');
+    let view: serde_json::Value = http
+        .get(format!("{control}/kubernetes/workload?namespace=orders&name=orders-api"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(view["kind"], "Deployment");
+    assert_eq!(view["restarts"], 0);
+    assert_eq!(view["pods"].as_array().unwrap().len(), 3);
+    assert!(view["pods"].as_array().unwrap().iter().all(|p| p["signs_in"] == true), "{view}");
+}
