@@ -4,6 +4,7 @@
 //! the inbound side, `config` (wiring hands each adapter its own settings) or `wiring`.
 
 pub mod alerts;
+pub mod aws_identity;
 pub mod graph;
 pub mod outbound;
 pub mod private_files;

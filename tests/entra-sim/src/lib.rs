@@ -65,6 +65,7 @@ mod clock;
 mod control;
 mod eks;
 mod error;
+mod federation;
 mod faults;
 mod generator;
 mod graph;
@@ -101,6 +102,7 @@ pub use azure::{
 };
 pub use error::{Error, TenantError};
 pub use faults::{Fault, FaultKind, Faults, Match};
+pub use federation::{ENTRA_TOKEN_EXCHANGE_AUDIENCE, Federation};
 pub use kubernetes::{Kubernetes, NewWorkload, ROLLOUT_STEP, SecretUse, WorkloadKind};
 pub use records::{Endpoint, RequestRecord};
 pub use targets::{HealthScript, ReceivedWebhook, SPRING_REFRESHED_KEYS, Targets, webhook_signature};
@@ -241,6 +243,7 @@ impl Sim {
             graph_base,
             targets: Mutex::default(),
             kubernetes: Mutex::default(),
+            federation: Mutex::default(),
             base_url: base_url.clone(),
             azure: Mutex::default(),
         });
@@ -321,6 +324,11 @@ impl Sim {
     /// The rollout targets: what they received, and how they answer.
     pub fn targets(&self) -> Targets {
         Targets { shared: self.shared.clone() }
+    }
+
+    /// AWS STS's `GetWebIdentityToken` and Entra's federated identity credentials.
+    pub fn federation(&self) -> Federation {
+        Federation { shared: self.shared.clone() }
     }
 
     /// The simulated Kubernetes cluster (its API server is [`Sim::base_url`]).

@@ -98,6 +98,8 @@ pub(crate) struct Shared {
     pub(crate) base_url: Url,
     /// Key Vault, Resource Manager and the web apps (see `azure.rs`).
     pub(crate) azure: Mutex<AzureState>,
+    /// AWS STS's web identity tokens and Entra's federated identity credentials.
+    pub(crate) federation: Mutex<crate::federation::FederationState>,
 }
 
 pub(crate) type AppState = Arc<Shared>;
@@ -120,6 +122,7 @@ pub(crate) fn router(shared: AppState, control_api: bool) -> Router {
         .merge(keyvault::routes())
         .merge(arm::routes())
         .merge(webapp::routes())
+        .merge(crate::federation::routes())
         .merge(control)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

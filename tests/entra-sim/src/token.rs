@@ -180,9 +180,16 @@ fn issue(shared: &Shared, tenant: &str, body: &[u8]) -> Result<Value, TokenError
                     format!("Invalid client_assertion_type; expected '{JWT_BEARER}'."),
                 ));
             }
-            check_assertion(client_id, assertion)?;
-            if !has_certificate {
-                return Err(invalid_assertion("the application has no certificate credential"));
+            match assertion_claims(assertion) {
+                Some(claims) if crate::federation::is_federated(shared, &claims) => {
+                    crate::federation::check_federated_assertion(shared, client_id, assertion, &claims)?;
+                }
+                _ => {
+                    check_assertion(client_id, assertion)?;
+                    if !has_certificate {
+                        return Err(invalid_assertion("the application has no certificate credential"));
+                    }
+                }
             }
         }
         (None, None) => {
@@ -297,6 +304,13 @@ pub(crate) fn check_secret(shared: &Shared, client_id: Uuid, secret: &str) -> Re
         Some(_) => Err(expired_secret(client_id)),
         None => Err(invalid_secret(client_id)),
     }
+}
+
+/// The claims of a JWT, unverified.
+fn assertion_claims(assertion: &str) -> Option<Value> {
+    let payload = assertion.split('.').nth(1)?;
+    let bytes = URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok()?;
+    serde_json::from_slice::<Value>(&bytes).ok().filter(Value::is_object)
 }
 
 /// Checks that the assertion is a well-formed JWT naming the client as issuer and subject, within its

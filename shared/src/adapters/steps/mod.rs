@@ -61,7 +61,7 @@ struct Azure {
     identities: azure::AzureIdentities,
     vault_clients: Mutex<HashMap<(String, IntegrationId), Arc<azure_security_keyvault_secrets::SecretClient>>>,
     /// The rotator's own AWS credentials, for EKS tokens.
-    aws: kubernetes::eks::AwsCredentialsSource,
+    aws: crate::adapters::aws_identity::AwsCredentialsSource,
 }
 
 impl Azure {
@@ -134,7 +134,7 @@ impl Rollout {
     /// called.
     #[must_use]
     pub fn with_aws_credentials(mut self, signing: AwsSigning) -> Self {
-        self.azure.aws = kubernetes::eks::AwsCredentialsSource::given(signing);
+        self.azure.aws = crate::adapters::aws_identity::AwsCredentialsSource::given(signing);
         self
     }
 }

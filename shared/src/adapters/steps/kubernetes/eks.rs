@@ -10,13 +10,15 @@
 use std::time::{Duration, SystemTime};
 
 use aws_credential_types::Credentials;
-use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
+use aws_credential_types::provider::ProvideCredentials;
 use aws_sigv4::http_request::{SignableBody, SignableRequest, SignatureLocation, SigningSettings, sign};
 use aws_sigv4::sign::v4;
 use aws_smithy_runtime_api::client::identity::Identity;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
+pub use crate::adapters::aws_identity::AwsSigning;
+use crate::adapters::aws_identity::AwsCredentialsSource;
 use crate::ports::step_runner::StepFailure;
 
 /// What `aws eks get-token` puts before the encoded URL.
@@ -27,68 +29,16 @@ pub const EKS_CLUSTER_HEADER: &str = "x-k8s-aws-id";
 /// a token for 15 minutes after its signing time whatever this says).
 const EXPIRES_IN: Duration = Duration::from_secs(60);
 
-/// Where the rotator's AWS credentials come from: given (tests, or a caller with its own), else
-/// aws-config's default chain (environment, web identity, the Lambda's or container's role),
-/// loaded once, when the first EKS step needs it.
-#[derive(Default)]
-pub(in crate::adapters::steps) struct AwsCredentialsSource {
-    given: Option<AwsSigning>,
-    default_chain: tokio::sync::OnceCell<Option<AwsSigning>>,
-}
-
-/// Credentials and, when known, the rotator's own region.
-#[derive(Clone, Debug)]
-pub struct AwsSigning {
-    pub credentials: SharedCredentialsProvider,
-    pub region: Option<String>,
-}
-
-impl AwsSigning {
-    /// Fixed keys (and a session token, as a role's credentials have), for a caller that holds
-    /// them itself; the rotator's own wiring uses the default chain instead.
-    pub fn from_keys(
-        access_key_id: &str,
-        secret_access_key: &str,
-        session_token: Option<&str>,
-        region: Option<&str>,
-    ) -> Self {
-        let credentials =
-            Credentials::new(access_key_id, secret_access_key, session_token.map(str::to_owned), None, "given keys");
-        Self { credentials: SharedCredentialsProvider::new(credentials), region: region.map(str::to_owned) }
-    }
-}
-
 impl AwsCredentialsSource {
-    pub(in crate::adapters::steps) fn given(signing: AwsSigning) -> Self {
-        Self { given: Some(signing), default_chain: tokio::sync::OnceCell::new() }
-    }
-
-    async fn signing(&self) -> Result<AwsSigning, StepFailure> {
-        if let Some(given) = &self.given {
-            return Ok(given.clone());
-        }
-        let signing = self
-            .default_chain
-            .get_or_init(|| async {
-                let config = aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await;
-                let region = config.region().map(ToString::to_string);
-                config.credentials_provider().map(|credentials| AwsSigning { credentials, region })
-            })
-            .await;
-        signing.clone().ok_or_else(|| {
-            StepFailure::permanent(
-                "the rotator has no AWS credentials to sign an EKS token with (aws-config found none)",
-            )
-        })
-    }
-
     /// A token for `cluster`, signed for STS in `region` (else the rotator's own region).
     pub(in crate::adapters::steps) async fn eks_token(
         &self,
         cluster: &str,
         region: Option<&str>,
     ) -> Result<String, StepFailure> {
-        let signing = self.signing().await?;
+        let signing = self.signing().await.ok_or_else(|| {
+            StepFailure::permanent("the rotator has no AWS credentials to sign an EKS token with (aws-config found none)")
+        })?;
         let region = region.map(str::to_owned).or(signing.region).ok_or_else(|| {
             StepFailure::permanent(format!(
                 "the EKS step for cluster {cluster} names no region and the rotator has none (AWS_REGION): \
@@ -172,6 +122,8 @@ const QUERY_VALUE: &percent_encoding::AsciiSet =
 
 #[cfg(test)]
 mod tests {
+    use aws_credential_types::provider::SharedCredentialsProvider;
+
     use super::*;
 
     fn example_credentials() -> Credentials {

@@ -1,0 +1,304 @@
+//! AWS outbound identity federation to Entra workload identity federation, both sides simulated:
+//!
+//! - **AWS STS `GetWebIdentityToken`** (the AWS Query protocol, `POST /aws/sts/`): a caller signed
+//!   in with an access key registered by [`Federation::add_aws_role`] gets a JWT for the requested
+//!   audience, signed RS256 by this simulated account's issuer, `sub` being the caller's role ARN,
+//!   valid `DurationSeconds` (60 to 3600, default 300). The request's SigV4 signature is not
+//!   recomputed here (the access key must be known, and the `Authorization` header well formed):
+//!   what is tested is the product's exchange, and moto has no such operation.
+//! - **The issuer's discovery documents**: `GET /aws/issuer/{id}/.well-known/openid-configuration`
+//!   and its `jwks.json`, as Entra reads them.
+//! - **Entra's side** ([`check_federated_assertion`], called by the token endpoint): the assertion's
+//!   signature is verified against the issuer's key; `iss` and `sub` must match a federated
+//!   identity credential of the client application ([`Federation::add_federated_credential`]),
+//!   `aud` one of its audiences, and the time window must be current (five minutes' skew), with
+//!   Entra's AADSTS codes for each refusal.
+
+use std::sync::OnceLock;
+
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::rsa::{KeyPair, KeySize};
+use aws_lc_rs::signature::{self, KeyPair as _, RsaPublicKeyComponents};
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::clock::wall_clock_now;
+use crate::error::TokenError;
+use crate::lock;
+use crate::server::{AppState, Shared};
+
+/// The audience Entra expects in a federated assertion.
+pub const ENTRA_TOKEN_EXCHANGE_AUDIENCE: &str = "api://AzureADTokenExchange";
+const SKEW_SECS: i64 = 300;
+
+/// What the sim knows of federation: the roles STS answers for, the issuer's key, and the
+/// federated identity credentials of applications.
+#[derive(Debug, Default)]
+pub(crate) struct FederationState {
+    /// access key id → role ARN.
+    roles: Vec<(String, String)>,
+    /// (client id, issuer, subject, audiences).
+    credentials: Vec<(Uuid, String, String, Vec<String>)>,
+    tokens_issued: usize,
+}
+
+/// The simulated account's issuer: an id (in its URL) and an RSA key, made once.
+struct Issuer {
+    id: Uuid,
+    key: KeyPair,
+}
+
+fn issuer() -> &'static Issuer {
+    static ISSUER: OnceLock<Issuer> = OnceLock::new();
+    ISSUER.get_or_init(|| Issuer {
+        id: Uuid::new_v4(),
+        key: KeyPair::generate(KeySize::Rsa2048).expect("an RSA key is generated"),
+    })
+}
+
+fn kid() -> String {
+    format!("sim-{}", &issuer().id.simple().to_string()[..8])
+}
+
+/// The issuer URL of this sim's AWS account, as `GetWebIdentityToken`'s tokens name it.
+pub(crate) fn issuer_url(shared: &Shared) -> String {
+    format!("{}aws/issuer/{}", shared.base_url, issuer().id)
+}
+
+/// The simulated federation, behind [`crate::Sim::federation`].
+pub struct Federation {
+    pub(crate) shared: std::sync::Arc<Shared>,
+}
+
+impl std::fmt::Debug for Federation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Federation")
+    }
+}
+
+impl Federation {
+    /// STS answers callers signed with `access_key_id` as the role `role_arn`.
+    pub fn add_aws_role(&self, access_key_id: &str, role_arn: &str) {
+        lock(&self.shared.federation).roles.push((access_key_id.to_owned(), role_arn.to_owned()));
+    }
+
+    /// A federated identity credential on the application `client_id` (the management
+    /// application's too): Entra accepts assertions from `issuer` about `subject` for `audience`.
+    pub fn add_federated_credential(&self, client_id: Uuid, issuer: &str, subject: &str, audience: &str) {
+        lock(&self.shared.federation).credentials.push((
+            client_id,
+            issuer.to_owned(),
+            subject.to_owned(),
+            vec![audience.to_owned()],
+        ));
+    }
+
+    /// This sim's AWS issuer URL (the `iss` of its web identity tokens).
+    pub fn aws_issuer(&self) -> String {
+        issuer_url(&self.shared)
+    }
+
+    /// The STS endpoint to give an AWS SDK (`…/aws/sts/`).
+    pub fn sts_endpoint(&self) -> String {
+        format!("{}aws/sts/", self.shared.base_url)
+    }
+
+    /// How many web identity tokens STS issued.
+    pub fn tokens_issued(&self) -> usize {
+        lock(&self.shared.federation).tokens_issued
+    }
+
+    /// A token as STS would issue it, with these claims replaced or added (for refusal tests).
+    pub fn sign_token(&self, claims: &Value) -> String {
+        sign(claims)
+    }
+}
+
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/aws/sts/", post(sts))
+        .route("/aws/issuer/{id}/.well-known/openid-configuration", get(openid_configuration))
+        .route("/aws/issuer/{id}/.well-known/jwks.json", get(jwks))
+}
+
+fn sign(claims: &Value) -> String {
+    let header = json!({"alg": "RS256", "typ": "JWT", "kid": kid()});
+    let input = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(header.to_string()),
+        URL_SAFE_NO_PAD.encode(claims.to_string())
+    );
+    let key = &issuer().key;
+    let mut signature = vec![0; key.public_modulus_len()];
+    key.sign(&signature::RSA_PKCS1_SHA256, &SystemRandom::new(), input.as_bytes(), &mut signature)
+        .expect("RS256 signs");
+    format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature))
+}
+
+fn sts_error(status: StatusCode, code: &str, message: &str) -> Response {
+    let body = format!(
+        "<ErrorResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\"><Error><Type>Sender</Type>\
+         <Code>{code}</Code><Message>{message}</Message></Error><RequestId>{}</RequestId></ErrorResponse>",
+        Uuid::new_v4()
+    );
+    (status, [(header::CONTENT_TYPE, "text/xml")], body).into_response()
+}
+
+async fn sts(State(shared): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let form: Vec<(String, String)> =
+        url::form_urlencoded::parse(&body).map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
+    let field = |name: &str| form.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+    let Some(key_id) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("AWS4-HMAC-SHA256 Credential="))
+        .and_then(|v| v.split('/').next())
+    else {
+        return sts_error(StatusCode::FORBIDDEN, "MissingAuthenticationToken", "Request is missing Authentication Token");
+    };
+    if field("Action") != Some("GetWebIdentityToken") || field("Version") != Some("2011-06-15") {
+        return sts_error(StatusCode::BAD_REQUEST, "InvalidAction", "Only GetWebIdentityToken is simulated");
+    }
+    let role = lock(&shared.federation).roles.iter().find(|(k, _)| k == key_id).map(|(_, r)| r.clone());
+    let Some(role) = role else {
+        return sts_error(
+            StatusCode::FORBIDDEN,
+            "InvalidClientTokenId",
+            "The security token included in the request is invalid.",
+        );
+    };
+    let audiences: Vec<&str> =
+        form.iter().filter(|(k, _)| k.starts_with("Audience.member.")).map(|(_, v)| v.as_str()).collect();
+    if audiences.is_empty() {
+        return sts_error(StatusCode::BAD_REQUEST, "ValidationError", "Audience is required");
+    }
+    if field("SigningAlgorithm").is_some_and(|a| a != "RS256" && a != "ES384") {
+        return sts_error(StatusCode::BAD_REQUEST, "ValidationError", "SigningAlgorithm must be RS256 or ES384");
+    }
+    let duration = match field("DurationSeconds").map(str::parse::<i64>) {
+        None => 300,
+        Some(Ok(d)) if (60..=3600).contains(&d) => d,
+        Some(_) => {
+            return sts_error(StatusCode::BAD_REQUEST, "ValidationError", "DurationSeconds must be from 60 to 3600");
+        }
+    };
+    let now = wall_clock_now().unix_timestamp();
+    let aud: Value = if audiences.len() == 1 { json!(audiences[0]) } else { json!(audiences) };
+    let claims = json!({
+        "iss": issuer_url(&shared), "sub": role, "aud": aud, "iat": now, "nbf": now, "exp": now + duration,
+        "jti": Uuid::new_v4().to_string(),
+        "https://sts.amazonaws.com/": {"aws_account": "123456789012", "source_region": "eu-west-1"},
+    });
+    let token = sign(&claims);
+    lock(&shared.federation).tokens_issued += 1;
+    let expiration = time::OffsetDateTime::from_unix_timestamp(now + duration)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_default();
+    let body = format!(
+        "<GetWebIdentityTokenResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\">\
+         <GetWebIdentityTokenResult><WebIdentityToken>{token}</WebIdentityToken><Expiration>{expiration}</Expiration>\
+         </GetWebIdentityTokenResult><ResponseMetadata><RequestId>{}</RequestId></ResponseMetadata>\
+         </GetWebIdentityTokenResponse>",
+        Uuid::new_v4()
+    );
+    (StatusCode::OK, [(header::CONTENT_TYPE, "text/xml")], body).into_response()
+}
+
+async fn openid_configuration(State(shared): State<AppState>, Path(id): Path<String>) -> Response {
+    if id != issuer().id.to_string() {
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    let issuer = issuer_url(&shared);
+    axum::Json(json!({
+        "issuer": issuer,
+        "jwks_uri": format!("{issuer}/.well-known/jwks.json"),
+        "response_types_supported": ["id_token"],
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": ["RS256", "ES384"],
+    }))
+    .into_response()
+}
+
+async fn jwks(Path(id): Path<String>) -> Response {
+    if id != issuer().id.to_string() {
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    let public = issuer().key.public_key();
+    axum::Json(json!({"keys": [{
+        "kty": "RSA", "use": "sig", "alg": "RS256", "kid": kid(),
+        "n": URL_SAFE_NO_PAD.encode(public.modulus().big_endian_without_leading_zero()),
+        "e": URL_SAFE_NO_PAD.encode(public.exponent().big_endian_without_leading_zero()),
+    }]}))
+    .into_response()
+}
+
+fn refuse(aadsts: u32, description: impl Into<String>) -> TokenError {
+    TokenError::new(StatusCode::UNAUTHORIZED, "invalid_client", aadsts, description)
+}
+
+/// Whether `claims` name this sim's AWS issuer: such an assertion is a federated one.
+pub(crate) fn is_federated(shared: &Shared, claims: &Value) -> bool {
+    claims.get("iss").and_then(Value::as_str) == Some(issuer_url(shared).as_str())
+}
+
+/// Entra's checks of a federated assertion for `client_id`.
+pub(crate) fn check_federated_assertion(
+    shared: &Shared,
+    client_id: Uuid,
+    assertion: &str,
+    claims: &Value,
+) -> Result<(), TokenError> {
+    let (signed, signature) = assertion.rsplit_once('.').ok_or_else(|| refuse(50013, "Assertion is not a JWT."))?;
+    let signature = URL_SAFE_NO_PAD.decode(signature).map_err(|_| refuse(50013, "Assertion signature is not valid."))?;
+    let public = issuer().key.public_key();
+    let components = RsaPublicKeyComponents {
+        n: public.modulus().big_endian_without_leading_zero(),
+        e: public.exponent().big_endian_without_leading_zero(),
+    };
+    components
+        .verify(&signature::RSA_PKCS1_2048_8192_SHA256, signed.as_bytes(), &signature)
+        .map_err(|_| refuse(50013, "Assertion failed signature validation."))?;
+    let issuer = claims.get("iss").and_then(Value::as_str).unwrap_or_default();
+    let subject = claims.get("sub").and_then(Value::as_str).unwrap_or_default();
+    let audiences: Vec<&str> = match claims.get("aud") {
+        Some(Value::String(a)) => vec![a.as_str()],
+        Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).collect(),
+        _ => Vec::new(),
+    };
+    let state = lock(&shared.federation);
+    let of_client: Vec<_> = state.credentials.iter().filter(|c| c.0 == client_id && c.1 == issuer).collect();
+    if of_client.is_empty() {
+        return Err(refuse(
+            700211,
+            format!("No matching federated identity record found for presented assertion issuer '{issuer}'."),
+        ));
+    }
+    let Some(credential) = of_client.iter().find(|c| c.2 == subject) else {
+        return Err(refuse(
+            700213,
+            format!("No matching federated identity record found for presented assertion subject '{subject}'."),
+        ));
+    };
+    if !audiences.iter().any(|a| credential.3.iter().any(|c| c == a)) {
+        return Err(refuse(
+            700212,
+            format!("No matching federated identity record found for presented assertion audience '{}'.", audiences.join(",")),
+        ));
+    }
+    let now = wall_clock_now().unix_timestamp();
+    let exp = claims.get("exp").and_then(Value::as_i64).unwrap_or(0);
+    let nbf = claims.get("nbf").or_else(|| claims.get("iat")).and_then(Value::as_i64).unwrap_or(i64::MAX);
+    if exp + SKEW_SECS < now || nbf - SKEW_SECS > now {
+        return Err(refuse(700024, "Client assertion is not within its valid time range."));
+    }
+    Ok(())
+}
