@@ -774,3 +774,110 @@ async fn no_secret_or_token_appears_in_errors_or_logs() {
     let suspicious: Vec<&str> = logs.lines().filter(|l| longest_token_like_run(l) >= 60).collect();
     assert!(suspicious.is_empty(), "token-like text in the logs: {suspicious:#?}");
 }
+
+/// The rotator's run-step role, as STS knows it, and the federated credential that trusts it.
+const FEDERATED_ROLE: &str = "arn:aws:iam::123456789012:role/entra-rotator-sync";
+
+fn federated(sim: &Sim, audience: &str) -> TokenSource {
+    sim.federation().add_aws_role("ASIAFEDERATEDSYNC", FEDERATED_ROLE);
+    TokenSource::AwsFederation {
+        client_id: ClientId::parse(&sim.management_client_id()).expect("ok"),
+        audience: audience.to_owned(),
+        region: Some("eu-west-1".to_owned()),
+        sts_endpoint: Some(sim.federation().sts_endpoint()),
+        aws: Some(entra_rotator::adapters::aws_identity::AwsSigning::from_keys(
+            "ASIAFEDERATEDSYNC",
+            "federated/secret",
+            Some("session-token"),
+            None,
+        )),
+        extra_ca_pem: None,
+    }
+}
+
+#[tokio::test]
+async fn aws_federation_signs_in_with_an_sts_web_identity_token_and_no_stored_secret() {
+    let sim = sim(SimOptions { apps: 2, ..Default::default() }).await;
+    let management = uuid::Uuid::parse_str(&sim.management_client_id()).expect("ok");
+    let federation = sim.federation();
+    federation.add_federated_credential(
+        management,
+        &federation.aws_issuer(),
+        FEDERATED_ROLE,
+        entra_sim::ENTRA_TOKEN_EXCHANGE_AUDIENCE,
+    );
+    let client = client_with(&sim, federated(&sim, entra_sim::ENTRA_TOKEN_EXCHANGE_AUDIENCE), fast_retry());
+
+    let page = client.applications(Cursor::Full).await.expect("ok");
+
+    assert_eq!(page.items.len(), 2);
+    assert_eq!(federation.tokens_issued(), 1, "one web identity token for one access token");
+}
+
+#[tokio::test]
+async fn aws_federation_is_refused_for_a_wrong_audience_subject_or_an_expired_assertion() {
+    let sim = sim(SimOptions { apps: 1, ..Default::default() }).await;
+    let management = uuid::Uuid::parse_str(&sim.management_client_id()).expect("ok");
+    let federation = sim.federation();
+    let issuer = federation.aws_issuer();
+
+    // The credential trusts another role: the subject does not match.
+    federation.add_federated_credential(
+        management,
+        &issuer,
+        "arn:aws:iam::123456789012:role/other",
+        "api://AzureADTokenExchange",
+    );
+    let Err(error) = client_with(&sim, federated(&sim, entra_sim::ENTRA_TOKEN_EXCHANGE_AUDIENCE), fast_retry())
+        .applications(Cursor::Full)
+        .await
+    else {
+        panic!("expected a refusal")
+    };
+    assert!(!error.is_transient(), "{error:?}");
+    assert!(error.to_string().contains("AADSTS700213"), "{error}");
+
+    // The right role, but a token for another audience.
+    federation.add_federated_credential(management, &issuer, FEDERATED_ROLE, "api://AzureADTokenExchange");
+    let Err(error) =
+        client_with(&sim, federated(&sim, "api://SomethingElse"), fast_retry()).applications(Cursor::Full).await
+    else {
+        panic!("expected a refusal")
+    };
+    assert!(error.to_string().contains("AADSTS700212"), "{error}");
+
+    // An expired assertion, and one signed by someone else, presented directly to the token endpoint.
+    let now = entra_rotator::ports::Clock::now(&entra_rotator::adapters::system_clock::SystemClock).unix_timestamp();
+    let expired = federation.sign_token(&serde_json::json!({
+        "iss": issuer, "sub": FEDERATED_ROLE, "aud": "api://AzureADTokenExchange", "iat": now - 3600, "exp": now - 1800,
+    }));
+    let forged = {
+        let good = federation.sign_token(&serde_json::json!({
+            "iss": issuer, "sub": FEDERATED_ROLE, "aud": "api://AzureADTokenExchange", "iat": now, "exp": now + 300,
+        }));
+        let (signed, _) = good.rsplit_once('.').expect("ok");
+        format!("{signed}.{}", "A".repeat(342))
+    };
+    let http = reqwest::Client::builder()
+        .tls_certs_merge(reqwest::Certificate::from_pem_bundle(sim.ca_pem().as_bytes()).expect("ok"))
+        .build()
+        .expect("ok");
+    for (assertion, code) in [(expired, "AADSTS700024"), (forged, "AADSTS50013")] {
+        let answer: serde_json::Value = http
+            .post(format!("{}{}/oauth2/v2.0/token", sim.authority_host(), sim.tenant_id()))
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", sim.management_client_id().as_str()),
+                ("scope", "https://graph.microsoft.com/.default"),
+                ("client_assertion_type", "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"),
+                ("client_assertion", assertion.as_str()),
+            ])
+            .send()
+            .await
+            .expect("ok")
+            .json()
+            .await
+            .expect("ok");
+        assert!(answer["error_description"].as_str().unwrap_or_default().starts_with(code), "{answer}");
+    }
+}

@@ -56,13 +56,16 @@ pub(super) fn integration(
         url_field("resource_manager_url", r.resource_manager_url, DEFAULT_RESOURCE_MANAGER_URL, &mut errors);
 
     // Fields that belong to another method are a mistake worth naming.
-    let given: [(&str, bool, AuthMethod); 6] = [
+    let given: [(&str, bool, AuthMethod); 9] = [
         ("client_secret", r.client_secret.is_some(), AuthMethod::ClientSecret),
         ("client_secret_env", r.client_secret_env.is_some(), AuthMethod::ClientSecret),
         ("certificate_path", r.certificate_path.is_some(), AuthMethod::ClientCertificate),
         ("certificate_password_env", r.certificate_password_env.is_some(), AuthMethod::ClientCertificate),
         ("federated_token_file", r.federated_token_file.is_some(), AuthMethod::WorkloadIdentity),
         ("managed_identity_client_id", r.managed_identity_client_id.is_some(), AuthMethod::ManagedIdentity),
+        ("aws_federation_audience", r.aws_federation_audience.is_some(), AuthMethod::AwsFederation),
+        ("aws_region", r.aws_region.is_some(), AuthMethod::AwsFederation),
+        ("sts_endpoint_url", r.sts_endpoint_url.is_some(), AuthMethod::AwsFederation),
     ];
     for (field, present, method) in given {
         if present && method != r.auth {
@@ -115,6 +118,23 @@ pub(super) fn integration(
                     None
                 }
             }
+        }
+        AuthMethod::AwsFederation => {
+            let endpoint = r.sts_endpoint_url.clone().filter(|u| {
+                let ok = url::Url::parse(u).is_ok_and(|u| u.scheme() == "https");
+                if !ok {
+                    errors.push(format!("{at}.sts_endpoint_url: must be an https URL"));
+                }
+                ok
+            });
+            Some(Credentials::AwsFederation {
+                audience: r
+                    .aws_federation_audience
+                    .clone()
+                    .unwrap_or_else(|| crate::domain::integration::ENTRA_TOKEN_EXCHANGE_AUDIENCE.to_owned()),
+                region: r.aws_region.clone(),
+                sts_endpoint: endpoint,
+            })
         }
         AuthMethod::ManagedIdentity => match r.managed_identity_client_id.as_deref().map(ClientId::parse).transpose() {
             Ok(client_id) => Some(Credentials::ManagedIdentity { client_id }),

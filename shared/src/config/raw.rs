@@ -74,6 +74,12 @@ pub(super) struct RawIntegration {
     pub(super) certificate_password_env: Option<String>,
     pub(super) federated_token_file: Option<PathBuf>,
     pub(super) managed_identity_client_id: Option<String>,
+    /// With `auth = "aws_federation"`: the audience of the web identity token (Entra's
+    /// `api://AzureADTokenExchange` unless the federated credential says otherwise), the STS region
+    /// (default: the rotator's own) and an STS endpoint (a VPC endpoint, or a stand-in).
+    pub(super) aws_federation_audience: Option<String>,
+    pub(super) aws_region: Option<String>,
+    pub(super) sts_endpoint_url: Option<String>,
     pub(super) authority_host: Option<String>,
     pub(super) graph_base_url: Option<String>,
     /// Azure Resource Manager, for `azure_app_service_restart` steps signing in as this integration.

@@ -15,6 +15,7 @@ pub enum AuthMethod {
     ClientCertificate,
     WorkloadIdentity,
     ManagedIdentity,
+    AwsFederation,
 }
 
 impl AuthMethod {
@@ -24,16 +25,38 @@ impl AuthMethod {
             Self::ClientCertificate => "client_certificate",
             Self::WorkloadIdentity => "workload_identity",
             Self::ManagedIdentity => "managed_identity",
+            Self::AwsFederation => "aws_federation",
         }
     }
 }
 
+/// The audience Entra expects in a federated identity assertion.
+pub const ENTRA_TOKEN_EXCHANGE_AUDIENCE: &str = "api://AzureADTokenExchange";
+
 /// How an integration signs in to Entra. Holds secrets, so it has no `Debug`.
 pub enum Credentials {
-    ClientSecret { secret: SecretValue, source: String },
-    ClientCertificate { path: PathBuf, password: Option<SecretValue> },
-    WorkloadIdentity { token_file: PathBuf },
-    ManagedIdentity { client_id: Option<ClientId> },
+    ClientSecret {
+        secret: SecretValue,
+        source: String,
+    },
+    ClientCertificate {
+        path: PathBuf,
+        password: Option<SecretValue>,
+    },
+    WorkloadIdentity {
+        token_file: PathBuf,
+    },
+    ManagedIdentity {
+        client_id: Option<ClientId>,
+    },
+    /// AWS outbound identity federation: a web identity token from STS `GetWebIdentityToken`
+    /// (signed by the AWS account's issuer, about the rotator's own role), presented to Entra as a
+    /// client assertion for an app registration with a federated identity credential trusting it.
+    AwsFederation {
+        audience: String,
+        region: Option<String>,
+        sts_endpoint: Option<String>,
+    },
 }
 
 impl Credentials {
@@ -49,6 +72,9 @@ impl Credentials {
             Self::WorkloadIdentity { token_file } => format!("workload identity, token file {}", token_file.display()),
             Self::ManagedIdentity { client_id: Some(id) } => format!("managed identity (user-assigned {id})"),
             Self::ManagedIdentity { client_id: None } => "managed identity (system-assigned)".into(),
+            Self::AwsFederation { audience, .. } => {
+                format!("AWS outbound identity federation (STS web identity token for {audience})")
+            }
         }
     }
 }

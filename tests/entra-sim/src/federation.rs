@@ -131,11 +131,8 @@ pub(crate) fn routes() -> Router<AppState> {
 
 fn sign(claims: &Value) -> String {
     let header = json!({"alg": "RS256", "typ": "JWT", "kid": kid()});
-    let input = format!(
-        "{}.{}",
-        URL_SAFE_NO_PAD.encode(header.to_string()),
-        URL_SAFE_NO_PAD.encode(claims.to_string())
-    );
+    let input =
+        format!("{}.{}", URL_SAFE_NO_PAD.encode(header.to_string()), URL_SAFE_NO_PAD.encode(claims.to_string()));
     let key = &issuer().key;
     let mut signature = vec![0; key.public_modulus_len()];
     key.sign(&signature::RSA_PKCS1_SHA256, &SystemRandom::new(), input.as_bytes(), &mut signature)
@@ -162,7 +159,11 @@ async fn sts(State(shared): State<AppState>, headers: HeaderMap, body: Bytes) ->
         .and_then(|v| v.strip_prefix("AWS4-HMAC-SHA256 Credential="))
         .and_then(|v| v.split('/').next())
     else {
-        return sts_error(StatusCode::FORBIDDEN, "MissingAuthenticationToken", "Request is missing Authentication Token");
+        return sts_error(
+            StatusCode::FORBIDDEN,
+            "MissingAuthenticationToken",
+            "Request is missing Authentication Token",
+        );
     };
     if field("Action") != Some("GetWebIdentityToken") || field("Version") != Some("2011-06-15") {
         return sts_error(StatusCode::BAD_REQUEST, "InvalidAction", "Only GetWebIdentityToken is simulated");
@@ -258,7 +259,8 @@ pub(crate) fn check_federated_assertion(
     claims: &Value,
 ) -> Result<(), TokenError> {
     let (signed, signature) = assertion.rsplit_once('.').ok_or_else(|| refuse(50013, "Assertion is not a JWT."))?;
-    let signature = URL_SAFE_NO_PAD.decode(signature).map_err(|_| refuse(50013, "Assertion signature is not valid."))?;
+    let signature =
+        URL_SAFE_NO_PAD.decode(signature).map_err(|_| refuse(50013, "Assertion signature is not valid."))?;
     let public = issuer().key.public_key();
     let components = RsaPublicKeyComponents {
         n: public.modulus().big_endian_without_leading_zero(),
@@ -291,7 +293,10 @@ pub(crate) fn check_federated_assertion(
     if !audiences.iter().any(|a| credential.3.iter().any(|c| c == a)) {
         return Err(refuse(
             700212,
-            format!("No matching federated identity record found for presented assertion audience '{}'.", audiences.join(",")),
+            format!(
+                "No matching federated identity record found for presented assertion audience '{}'.",
+                audiences.join(",")
+            ),
         ));
     }
     let now = wall_clock_now().unix_timestamp();

@@ -32,6 +32,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
+use crate::adapters::aws_identity::AwsCredentialsSource;
 use crate::adapters::system_clock::SystemClock;
 use crate::domain::ids::{ClientId, TenantId};
 use crate::domain::integration::Credentials;
@@ -56,6 +57,19 @@ pub enum TokenSource {
     WorkloadIdentity { client_id: ClientId, token_file: PathBuf },
     /// The Azure managed identity of the host: system-assigned, or the user-assigned one with this id.
     ManagedIdentity { client_id: Option<ClientId> },
+    /// AWS outbound identity federation: each token request first asks STS `GetWebIdentityToken`
+    /// (as the rotator's own AWS identity) for a JWT for `audience`, and presents it as the client
+    /// assertion. `aws` replaces aws-config's default chain (and region) when given.
+    AwsFederation {
+        client_id: ClientId,
+        audience: String,
+        region: Option<String>,
+        sts_endpoint: Option<String>,
+        aws: Option<crate::adapters::aws_identity::AwsSigning>,
+        /// A CA (PEM) STS is trusted by besides the system's roots: the integration's
+        /// `ca_certificate`, as for the token endpoint.
+        extra_ca_pem: Option<Vec<u8>>,
+    },
 }
 
 impl fmt::Debug for TokenSource {
@@ -68,6 +82,7 @@ impl fmt::Debug for TokenSource {
             }
             Self::ManagedIdentity { client_id: Some(id) } => write!(f, "ManagedIdentity({id})"),
             Self::ManagedIdentity { client_id: None } => f.write_str("ManagedIdentity(system-assigned)"),
+            Self::AwsFederation { client_id, audience, .. } => write!(f, "AwsFederation({client_id}, {audience})"),
         }
     }
 }
@@ -96,6 +111,14 @@ impl TokenSource {
             Credentials::ManagedIdentity { client_id: user_assigned } => {
                 Self::ManagedIdentity { client_id: *user_assigned }
             }
+            Credentials::AwsFederation { audience, region, sts_endpoint } => Self::AwsFederation {
+                client_id,
+                audience: audience.clone(),
+                region: region.clone(),
+                sts_endpoint: sts_endpoint.clone(),
+                aws: None,
+                extra_ca_pem: None,
+            },
         })
     }
 
@@ -105,7 +128,8 @@ impl TokenSource {
         match self {
             Self::ClientSecret { client_id, .. }
             | Self::ClientCertificate { client_id, .. }
-            | Self::WorkloadIdentity { client_id, .. } => Some(*client_id),
+            | Self::WorkloadIdentity { client_id, .. }
+            | Self::AwsFederation { client_id, .. } => Some(*client_id),
             Self::ManagedIdentity { client_id } => *client_id,
         }
     }
@@ -117,6 +141,7 @@ impl TokenSource {
             Self::ClientCertificate { .. } => "client certificate",
             Self::WorkloadIdentity { .. } => "workload identity",
             Self::ManagedIdentity { .. } => "managed identity",
+            Self::AwsFederation { .. } => "AWS federation",
         }
     }
 }
@@ -199,6 +224,23 @@ pub(crate) fn token_credential(
             }))
             .map_err(|e| config_error("workload identity credential", e))?
         }
+        TokenSource::AwsFederation { client_id, audience, region, sts_endpoint, aws, extra_ca_pem } => {
+            let assertion = StsWebIdentity {
+                audience,
+                region,
+                sts_endpoint,
+                extra_ca_pem,
+                aws: aws.map(AwsCredentialsSource::given).unwrap_or_default(),
+                client: tokio::sync::OnceCell::new(),
+            };
+            ClientAssertionCredential::new(
+                tenant_text,
+                client_id.to_string(),
+                assertion,
+                Some(ClientAssertionCredentialOptions { client_options: client_options() }),
+            )
+            .map_err(|e| config_error("AWS federation credential", e))?
+        }
         TokenSource::ManagedIdentity { client_id } => {
             // The managed identity endpoint (IMDS or App Service) is local to the host; the authority
             // host does not apply.
@@ -210,6 +252,95 @@ pub(crate) fn token_credential(
         }
     };
     Ok(credential)
+}
+
+/// How long the web identity token asked of STS is valid (its minimum is 60 s, its default 300 s):
+/// it is used at once, for one token request.
+const WEB_IDENTITY_TOKEN_SECS: i32 = 300;
+
+/// The client assertion of AWS outbound identity federation: a fresh STS web identity token, asked
+/// as the rotator's own AWS identity (the function's role on Lambda).
+#[derive(Debug)]
+struct StsWebIdentity {
+    audience: String,
+    region: Option<String>,
+    sts_endpoint: Option<String>,
+    extra_ca_pem: Option<Vec<u8>>,
+    aws: AwsCredentialsSource,
+    client: tokio::sync::OnceCell<aws_sdk_sts::Client>,
+}
+
+impl StsWebIdentity {
+    fn failure(message: String) -> azure_core::Error {
+        azure_core::Error::with_message(azure_core::error::ErrorKind::Credential, message)
+    }
+
+    async fn client(&self) -> azure_core::Result<&aws_sdk_sts::Client> {
+        self.client
+            .get_or_try_init(|| async {
+                let signing = self.aws.signing().await.ok_or_else(|| {
+                    Self::failure("AWS federation: the rotator has no AWS credentials (aws-config found none)".into())
+                })?;
+                let region = self.region.clone().or(signing.region).ok_or_else(|| {
+                    Self::failure("AWS federation: no STS region (set aws_region, or AWS_REGION)".into())
+                })?;
+                let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+                    .credentials_provider(signing.credentials)
+                    .region(aws_config::Region::new(region))
+                    .load()
+                    .await;
+                let mut config = aws_sdk_sts::config::Builder::from(&sdk);
+                if let Some(endpoint) = &self.sts_endpoint {
+                    config = config.endpoint_url(endpoint);
+                }
+                if let Some(pem) = &self.extra_ca_pem {
+                    use aws_smithy_http_client::tls::{self, TlsContext, TrustStore, rustls_provider::CryptoMode};
+                    let trust = TrustStore::default().with_native_roots(true).with_pem_certificate(pem.clone());
+                    let context = TlsContext::builder().with_trust_store(trust).build().map_err(|_| {
+                        Self::failure(
+                            "AWS federation: the integration's ca_certificate is not a PEM certificate".into(),
+                        )
+                    })?;
+                    let http = aws_smithy_http_client::Builder::new()
+                        .tls_provider(tls::Provider::Rustls(CryptoMode::AwsLc))
+                        .tls_context(context)
+                        .build_https();
+                    config = config.http_client(http);
+                }
+                Ok(aws_sdk_sts::Client::from_conf(config.build()))
+            })
+            .await
+    }
+}
+
+#[async_trait::async_trait]
+impl ClientAssertion for StsWebIdentity {
+    async fn secret(&self, _options: Option<ClientMethodOptions<'_>>) -> azure_core::Result<String> {
+        use aws_sdk_sts::error::ProvideErrorMetadata;
+        let answer = self
+            .client()
+            .await?
+            .get_web_identity_token()
+            .audience(&self.audience)
+            .signing_algorithm("RS256")
+            .duration_seconds(WEB_IDENTITY_TOKEN_SECS)
+            .send()
+            .await
+            .map_err(|e| {
+                // STS's code and message name the missing permission or the disabled feature; they
+                // never hold a credential.
+                let why = match (e.code(), e.message()) {
+                    (Some(code), Some(message)) => format!("{code}: {message}"),
+                    (Some(code), None) => code.to_owned(),
+                    _ => "STS could not be reached".to_owned(),
+                };
+                Self::failure(format!("AWS federation: STS GetWebIdentityToken failed ({why})"))
+            })?;
+        answer
+            .web_identity_token()
+            .map(str::to_owned)
+            .ok_or_else(|| Self::failure("AWS federation: STS answered without a web identity token".into()))
+    }
 }
 
 /// The adapter's reqwest client as the credential pipeline's transport. A TLS failure (an untrusted

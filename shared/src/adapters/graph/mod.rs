@@ -162,6 +162,11 @@ impl GraphClient {
         }
         let http = http_client(extra_ca_pem, addresses)?;
         let token_method = token_source.method();
+        // STS, for a federated sign-in, is trusted by the same extra CA as the token endpoint.
+        let mut token_source = token_source;
+        if let TokenSource::AwsFederation { extra_ca_pem: ca @ None, .. } = &mut token_source {
+            *ca = extra_ca_pem.map(<[u8]>::to_vec);
+        }
         let credential = auth::credential(token_source, tenant, &authority_host, http.clone(), retry)?;
         Ok(Self {
             http,

@@ -17,8 +17,8 @@ use aws_smithy_runtime_api::client::identity::Identity;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
-pub use crate::adapters::aws_identity::AwsSigning;
 use crate::adapters::aws_identity::AwsCredentialsSource;
+pub use crate::adapters::aws_identity::AwsSigning;
 use crate::ports::step_runner::StepFailure;
 
 /// What `aws eks get-token` puts before the encoded URL.
@@ -37,7 +37,9 @@ impl AwsCredentialsSource {
         region: Option<&str>,
     ) -> Result<String, StepFailure> {
         let signing = self.signing().await.ok_or_else(|| {
-            StepFailure::permanent("the rotator has no AWS credentials to sign an EKS token with (aws-config found none)")
+            StepFailure::permanent(
+                "the rotator has no AWS credentials to sign an EKS token with (aws-config found none)",
+            )
         })?;
         let region = region.map(str::to_owned).or(signing.region).ok_or_else(|| {
             StepFailure::permanent(format!(
