@@ -81,7 +81,11 @@ CONSUME_ACTIONS = {
     "sqs:GetQueueUrl",
 }
 # Actions for which AWS offers no resource narrower than "*".
-STAR_RESOURCE_OK = {"xray:PutTraceSegments", "xray:PutTelemetryRecords"}
+STAR_RESOURCE_OK = {"xray:PutTraceSegments", "xray:PutTelemetryRecords", "sts:GetWebIdentityToken"}
+# The functions that sign in to Entra (Graph, and the Azure steps' Key Vault and Resource Manager),
+# and so may ask STS for a web identity token for Entra's token exchange.
+ENTRA_SIGN_IN = {"sync", "rotate", "run-step", "grace-cleanup", "http-api"}
+ENTRA_AUDIENCE = "api://AzureADTokenExchange"
 
 
 # ------------------------------------------------------------------------------------------------
@@ -263,15 +267,23 @@ def run(tpl: dict, r: Report) -> None:
             f"FunctionName {name}",
         )
         env = ((p.get("Environment") or {}).get("Variables")) or {}
-        secret_param = ref_target(env.get("ENTRA_CLIENT_SECRET"))
+        # The deprecated stored secret: only when the (NoEcho, empty by default) parameter is given.
+        given = env.get("ENTRA_CLIENT_SECRET")
+        branches = given.get("Fn::If") if isinstance(given, dict) else None
+        secret_param = (
+            ref_target(branches[1])
+            if isinstance(branches, list) and len(branches) == 3 and ref_target(branches[2]) == "AWS::NoValue"
+            else None
+        )
         r.check(
             ENVIRONMENT <= set(env)
             and env.get("ROTATOR_CONFIG") == "/var/task/rotator.toml"
             and sub_text(env.get("ROTATOR_AWS_QUEUE_PREFIX")) == "${AWS::StackName}-"
             and secret_param is not None
             and params.get(secret_param, {}).get("NoEcho") is True
+            and params.get(secret_param, {}).get("Default") == ""
             and p.get("KmsKeyArn") is not None,
-            f"{bin_name}: environment (table, key, queue prefix, config, RUST_LOG, NoEcho client secret), KMS-encrypted",
+            f"{bin_name}: environment (table, key, queue prefix, config, RUST_LOG, an optional NoEcho client secret, none by default), KMS-encrypted",
             f"variables {sorted(env)}, secret from {secret_param}, KmsKeyArn {p.get('KmsKeyArn')}",
         )
         logging = p.get("LoggingConfig") or {}
@@ -514,10 +526,30 @@ def run(tpl: dict, r: Report) -> None:
         a for s in statements(of_type("AWS::IAM::Role").get(step_role or "", {})) for a in listify(s.get("Action"))
     }
     r.check(
-        not any(a.lower().startswith(("eks:", "sts:")) for a in step_actions),
+        not any(a.lower().startswith(("eks:", "sts:")) and a != "sts:GetWebIdentityToken" for a in step_actions),
         "run-step is granted nothing for EKS tokens (a presigned sts:GetCallerIdentity needs no permission)",
         f"actions {sorted(a for a in step_actions if a.lower().startswith(('eks:', 'sts:')))}",
     )
+    # AWS outbound identity federation: the functions that sign in to Entra may ask for a web
+    # identity token, only for Entra's token exchange and at most 5 minutes long; the others not.
+    for b, l in by_bin.items():
+        role = of_type("AWS::IAM::Role").get(getatt_target(function_props(tpl, l).get("Role"), "Arn") or "", {})
+        grants = [s for s in statements(role) if "sts:GetWebIdentityToken" in listify(s.get("Action"))]
+        bounded = all(
+            ((s.get("Condition") or {}).get("ForAllValues:StringEquals") or {}).get("sts:IdentityTokenAudience")
+            in (ENTRA_AUDIENCE, [ENTRA_AUDIENCE])
+            and int(((s.get("Condition") or {}).get("NumericLessThanEquals") or {}).get("sts:DurationSeconds", 10**6)) <= 300
+            and listify(s.get("Action")) == ["sts:GetWebIdentityToken"]
+            for s in grants
+        )
+        if b in ENTRA_SIGN_IN:
+            r.check(
+                len(grants) == 1 and bounded,
+                f"{b}: may get a web identity token for {ENTRA_AUDIENCE} only, at most 300 s (Entra federation)",
+                f"grants {grants}",
+            )
+        else:
+            r.check(not grants, f"{b}: may not get web identity tokens (it does not sign in to Entra)", f"grants {grants}")
     outputs = tpl.get("Outputs") or {}
     r.check(
         getatt_target((outputs.get("RunStepRoleArn") or {}).get("Value"), "Arn") == step_role,

@@ -30,9 +30,13 @@ if [[ -z "${LAMBDA_CONFIG:-}" ]]; then
     warn "LAMBDA_CONFIG is not set: packaging examples/rotator.toml, an EXAMPLE (the simulated tenant's ids)."
     warn "Set LAMBDA_CONFIG=/path/to/your/rotator.toml for a real deployment."
 fi
-if ! grep -Eq '^[[:space:]]*client_secret_env[[:space:]]*=[[:space:]]*"ENTRA_CLIENT_SECRET"' "$config"; then
-    warn "$config has no client_secret_env = \"ENTRA_CLIENT_SECRET\": the stack passes the client secret"
-    warn "as ENTRA_CLIENT_SECRET only, so an integration with auth = \"client_secret\" will not find it."
+if grep -Eq '^[[:space:]]*auth[[:space:]]*=[[:space:]]*"client_secret"' "$config"; then
+    warn "$config signs in with a stored client secret (auth = \"client_secret\"): deprecated on AWS."
+    warn "Prefer auth = \"aws_federation\" (README, \"Deploying to AWS\", 1b): no Entra secret in the stack."
+    if ! grep -Eq '^[[:space:]]*client_secret_env[[:space:]]*=[[:space:]]*"ENTRA_CLIENT_SECRET"' "$config"; then
+        warn "It has no client_secret_env = \"ENTRA_CLIENT_SECRET\": the stack passes the client secret"
+        warn "as ENTRA_CLIENT_SECRET only, so that integration will not find it."
+    fi
 fi
 
 # The step files the configuration names (steps_file = "..."), relative to the configuration's folder.
