@@ -234,3 +234,61 @@ fn a_cold_start_without_its_configuration_fails_at_once_naming_what_is_missing()
     let Err(e) = Deployment::build(&env, settings(), &offline_sdk()) else { panic!("built from a missing file") };
     assert!(e.to_string().contains("/nonexistent/rotator.toml"), "{e}");
 }
+
+#[tokio::test]
+async fn a_cold_start_signs_in_to_entra_by_federation_as_the_functions_own_role() {
+    use entra_rotator::ports::directory::{Cursor, Directory};
+    use entra_rotator_aws::lambda::Deployment;
+    let sim = entra_sim::Sim::start(entra_sim::SimOptions { apps: 2, ..Default::default() }).await.expect("the sim");
+    let role = "arn:aws:sts::123456789012:assumed-role/entra-rotator-sync/sync";
+    let federation = sim.federation();
+    federation.add_aws_role("ASIASYNCFUNCTIONROLE", role);
+    let management = uuid::Uuid::parse_str(&sim.management_client_id()).expect("a GUID");
+    federation.add_federated_credential(
+        management,
+        &federation.aws_issuer(),
+        role,
+        entra_sim::ENTRA_TOKEN_EXCHANGE_AUDIENCE,
+    );
+    // The deployment's configuration: no Entra secret anywhere, the STS stand-in by its address.
+    let dir = tempfile::tempdir().expect("a folder");
+    let config = dir.path().join("rotator.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[outbound]\nallow = [\"127.0.0.1\"]\n\n[integrations.contoso]\ntenant_id = \"{}\"\nclient_id = \"{}\"\n\
+             auth = \"aws_federation\"\nsts_endpoint_url = \"{}\"\nauthority_host = \"{}\"\ngraph_base_url = \"{}\"\n\
+             ca_certificate = \"{}\"\n",
+            sim.tenant_id(),
+            sim.management_client_id(),
+            federation.sts_endpoint(),
+            sim.authority_host(),
+            sim.graph_base_url(),
+            sim.ca_path().display()
+        ),
+    )
+    .expect("written");
+    // The function's SDK configuration, as the Lambda runtime gives it: its role's keys, its region.
+    let sdk = aws_config::SdkConfig::builder()
+        .behavior_version(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("eu-west-1"))
+        .credentials_provider(aws_credential_types::provider::SharedCredentialsProvider::new(
+            aws_credential_types::Credentials::new(
+                "ASIASYNCFUNCTIONROLE",
+                "role-secret",
+                Some("session".into()),
+                None,
+                "role",
+            ),
+        ))
+        .build();
+    let env = deployment_env(&[("ROTATOR_CONFIG", config.display().to_string())]);
+    let d = Deployment::build(&env, settings(), &sdk).expect("built with no Entra secret");
+    let integration = entra_rotator::domain::ids::IntegrationId::parse("contoso").expect("an id");
+    let directory = d.services.directory(&integration).expect("the integration's directory");
+
+    let page = directory.applications(Cursor::Full).await.expect("signed in by federation");
+
+    assert_eq!(page.items.len(), 2);
+    assert_eq!(federation.tokens_issued(), 1, "one STS web identity token, asked as the function's role");
+}

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use crate::Result;
 use crate::adapters::alerts::LogSink;
 use crate::adapters::alerts::webhook::{self, WebhookAlertSink};
+use crate::adapters::aws_identity::AwsSigning;
 use crate::adapters::graph::{GraphClient, RetryPolicy, TokenSource};
 use crate::adapters::steps::{AzureSignIn, Rollout};
 use crate::config::Config;
@@ -19,10 +20,20 @@ use crate::usecases::app::{App, Directories};
 
 /// A Graph client for every enabled integration.
 pub fn directories(config: &Config) -> Result<Directories> {
+    directories_with_aws(config, None)
+}
+
+/// As [`directories`], federated integrations asking STS as `aws` (the deployment's own AWS
+/// identity) when given.
+pub fn directories_with_aws(config: &Config, aws: Option<&AwsSigning>) -> Result<Directories> {
     let mut out: Directories = HashMap::new();
     for i in config.integrations.iter().filter(|i| i.enabled) {
-        let client: Arc<dyn Directory> =
-            Arc::new(GraphClient::from_integration(i, RetryPolicy::default(), Arc::new(config.outbound.clone()))?);
+        let client: Arc<dyn Directory> = Arc::new(GraphClient::from_integration_with_aws(
+            i,
+            RetryPolicy::default(),
+            Arc::new(config.outbound.clone()),
+            aws,
+        )?);
         out.insert(i.id.clone(), client);
     }
     Ok(out)
@@ -47,6 +58,12 @@ pub fn alert_sinks(config: &Config) -> Result<Vec<Arc<dyn AlertSink>>> {
 /// each integration's (so one simulated tenant serves the demo's targets too); no redirects, and
 /// the `[outbound]` policy on every address.
 pub fn rollout(config: &Config) -> Result<Rollout> {
+    rollout_with_aws(config, None)
+}
+
+/// As [`rollout`], with `aws` (the deployment's own AWS identity) for EKS tokens and federated
+/// sign-ins, instead of aws-config's default chain.
+pub fn rollout_with_aws(config: &Config, aws: Option<&AwsSigning>) -> Result<Rollout> {
     let builder = reqwest::Client::builder().connect_timeout(std::time::Duration::from_secs(10));
     let builder = with_extra_roots(builder, config)?;
     // The CA files are read now, so a bad one fails at start; the client itself is built when the
@@ -58,10 +75,13 @@ pub fn rollout(config: &Config) -> Result<Rollout> {
         let sign_in = AzureSignIn {
             tenant: i.tenant,
             authority_host: i.authority_host.clone(),
-            source: TokenSource::from_credentials(i.client_id, &i.credentials)?,
+            source: TokenSource::from_credentials(i.client_id, &i.credentials)?.with_aws_identity(aws),
             resource_manager_url: i.resource_manager_url.clone(),
         };
         rollout = rollout.with_identity(i.id.clone(), sign_in)?;
+    }
+    if let Some(aws) = aws {
+        rollout = rollout.with_aws_credentials(aws.clone());
     }
     Ok(rollout)
 }
@@ -115,6 +135,20 @@ pub fn services(
     clock: Arc<dyn Clock>,
     keys: Arc<dyn KeyRing>,
 ) -> Result<App> {
+    services_with_aws(config, store, queue, clock, keys, None)
+}
+
+/// As [`services`], signing as `aws` (the Lambda deployment's own AWS identity, from its SDK
+/// configuration) wherever the rotator asks AWS as itself outside the AWS adapters: federated
+/// Entra sign-in and EKS tokens.
+pub fn services_with_aws(
+    config: &Config,
+    store: Arc<dyn Store>,
+    queue: Arc<dyn Queue>,
+    clock: Arc<dyn Clock>,
+    keys: Arc<dyn KeyRing>,
+    aws: Option<AwsSigning>,
+) -> Result<App> {
     for refused in steps_this_build_cannot_run(config) {
         tracing::warn!("{refused}; preflight refuses every rotation of that policy");
     }
@@ -122,12 +156,12 @@ pub fn services(
         store,
         queue,
         clock,
-        directories: Arc::new(directories(config)?),
+        directories: Arc::new(directories_with_aws(config, aws.as_ref())?),
         disabled: Arc::new(config.integrations.iter().filter(|i| !i.enabled).map(|i| i.id.clone()).collect()),
         policies: Arc::new(config.policy_set()),
         sinks: Arc::new(alert_sinks(config)?),
         keys,
-        rollout: Arc::new(rollout(config)?),
+        rollout: Arc::new(rollout_with_aws(config, aws.as_ref())?),
         settings: Default::default(),
     })
 }

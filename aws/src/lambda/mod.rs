@@ -112,7 +112,12 @@ impl Deployment {
         ));
         let keys = Arc::new(KmsKeyRing::new(aws_sdk_kms::Client::new(sdk), settings.kms_key.clone()));
         let aws_took = split();
-        let services = wiring::services(&config, store, queue.clone(), clock, keys)?;
+        // The function's own AWS identity (its role), for federated Entra sign-in and EKS tokens.
+        let aws = sdk.credentials_provider().map(|credentials| entra_rotator::adapters::aws_identity::AwsSigning {
+            credentials,
+            region: sdk.region().map(ToString::to_string),
+        });
+        let services = wiring::services_with_aws(&config, store, queue.clone(), clock, keys, aws)?;
         let timings = BuildTimings { config: config_took, aws: aws_took, services: split() };
         Ok((Self { config, settings, services, queue }, timings))
     }

@@ -122,6 +122,16 @@ impl TokenSource {
         })
     }
 
+    /// For AWS federation, the AWS identity to ask STS as (the Lambda deployment's own), instead
+    /// of aws-config's default chain; other sources are returned as they are.
+    #[must_use]
+    pub fn with_aws_identity(mut self, identity: Option<&crate::adapters::aws_identity::AwsSigning>) -> Self {
+        if let (Self::AwsFederation { aws, .. }, Some(given)) = (&mut self, identity) {
+            *aws = Some(given.clone());
+        }
+        self
+    }
+
     /// The client id of the application (or managed identity) that signs in; none for a
     /// system-assigned managed identity, whose id only Azure knows.
     pub fn client_id(&self) -> Option<ClientId> {

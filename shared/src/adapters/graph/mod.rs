@@ -100,6 +100,17 @@ impl GraphClient {
         retry: RetryPolicy,
         addresses: Arc<AddressPolicy>,
     ) -> Result<Self> {
+        Self::from_integration_with_aws(config, retry, addresses, None)
+    }
+
+    /// As [`GraphClient::from_integration`]; an `auth = "aws_federation"` integration asks STS as
+    /// `aws` (the deployment's own AWS identity) when given, else as aws-config's default chain.
+    pub fn from_integration_with_aws(
+        config: &IntegrationConfig,
+        retry: RetryPolicy,
+        addresses: Arc<AddressPolicy>,
+        aws: Option<&crate::adapters::aws_identity::AwsSigning>,
+    ) -> Result<Self> {
         let ca = match &config.ca_certificate {
             Some(path) => Some(
                 std::fs::read(path)
@@ -107,7 +118,7 @@ impl GraphClient {
             ),
             None => None,
         };
-        let source = TokenSource::from_credentials(config.client_id, &config.credentials)?;
+        let source = TokenSource::from_credentials(config.client_id, &config.credentials)?.with_aws_identity(aws);
         Self::with_addresses(
             config.graph_base_url.clone(),
             config.authority_host.clone(),
