@@ -237,7 +237,7 @@ fn a_cold_start_without_its_configuration_fails_at_once_naming_what_is_missing()
 
 #[tokio::test]
 async fn a_cold_start_signs_in_to_entra_by_federation_as_the_functions_own_role() {
-    use entra_rotator::ports::directory::{Cursor, Directory};
+    use entra_rotator::ports::directory::Cursor;
     use entra_rotator_aws::lambda::Deployment;
     let sim = entra_sim::Sim::start(entra_sim::SimOptions { apps: 2, ..Default::default() }).await.expect("the sim");
     let role = "arn:aws:sts::123456789012:assumed-role/entra-rotator-sync/sync";
