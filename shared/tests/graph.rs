@@ -630,9 +630,12 @@ async fn without_the_ca_the_tls_failure_is_a_configuration_error() {
 #[tokio::test]
 async fn a_client_certificate_signs_in_with_a_signed_assertion() {
     let sim = sim(SimOptions { apps: 2, ..Default::default() }).await;
+    // A certificate whose public half the tenant holds: the assertion's x5t, signature and
+    // audience are checked as Entra checks them.
+    let pem = sim.issue_client_certificate(&sim.management_client_id(), "entra-rotator").unwrap();
     let source = TokenSource::ClientCertificate {
         client_id: ClientId::parse(&sim.management_client_id()).unwrap(),
-        pem: SecretBytes::new(test_certificate_pem().into_bytes()),
+        pem: SecretBytes::new(pem.into_bytes()),
     };
     let client = client_with(&sim, source, fast_retry());
 
@@ -641,6 +644,33 @@ async fn a_client_certificate_signs_in_with_a_signed_assertion() {
     assert_eq!(page.items.len(), 2);
     let token_requests: Vec<_> = sim.requests().into_iter().filter(RequestRecord::is_token).collect();
     assert_eq!(statuses(&token_requests), vec![200]);
+}
+
+#[tokio::test]
+async fn a_client_certificate_the_tenant_does_not_hold_or_a_key_that_is_not_its_own_is_refused() {
+    let sim = sim(SimOptions { apps: 1, ..Default::default() }).await;
+    let registered = sim.issue_client_certificate(&sim.management_client_id(), "entra-rotator").unwrap();
+    let client_id = ClientId::parse(&sim.management_client_id()).unwrap();
+    let refused = |pem: String| {
+        let client = client_with(
+            &sim,
+            TokenSource::ClientCertificate { client_id, pem: SecretBytes::new(pem.into_bytes()) },
+            fast_retry(),
+        );
+        async move {
+            let Err(error) = client.applications(Cursor::Full).await else { panic!("signed in") };
+            assert!(!error.is_transient(), "{error:?}");
+            error.to_string()
+        }
+    };
+    // Another certificate (its thumbprint is not registered).
+    let unknown = refused(test_certificate_pem()).await;
+    assert!(unknown.contains("AADSTS700027"), "{unknown}");
+    // The registered certificate, signed with another key.
+    let cert = &registered[..registered.find("-----BEGIN PRIVATE KEY-----").unwrap()];
+    let other_key = &test_certificate_pem()[test_certificate_pem().find("-----BEGIN PRIVATE KEY-----").unwrap()..];
+    let forged = refused(format!("{cert}{other_key}")).await;
+    assert!(forged.contains("AADSTS7000274"), "{forged}");
 }
 
 #[tokio::test]

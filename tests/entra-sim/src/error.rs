@@ -24,6 +24,8 @@ pub enum Error {
     Io(#[from] std::io::Error),
     #[error("invalid option: {0}")]
     InvalidOption(String),
+    #[error("could not make {0}")]
+    Crypto(String),
 }
 
 /// A [`crate::TenantHandle`] mutation that could not be applied.

@@ -61,6 +61,7 @@
 
 mod arm;
 mod azure;
+mod client_certs;
 mod clock;
 mod control;
 mod eks;
@@ -244,6 +245,7 @@ impl Sim {
             targets: Mutex::default(),
             kubernetes: Mutex::default(),
             federation: Mutex::default(),
+            client_certificates: Mutex::default(),
             base_url: base_url.clone(),
             azure: Mutex::default(),
         });
@@ -324,6 +326,20 @@ impl Sim {
     /// The rollout targets: what they received, and how they answer.
     pub fn targets(&self) -> Targets {
         Targets { shared: self.shared.clone() }
+    }
+
+    /// A new self-signed client certificate and RSA key for the application `client_id` (the
+    /// management application's too), whose public half the token endpoint now holds: the PEM of
+    /// the certificate and its private key. Assertions for that client are then checked in full
+    /// (`x5t`, signature, audience), as Entra checks them.
+    ///
+    /// # Errors
+    ///
+    /// When the key or the certificate cannot be made.
+    pub fn issue_client_certificate(&self, client_id: &str, common_name: &str) -> Result<String, Error> {
+        let id =
+            uuid::Uuid::parse_str(client_id).map_err(|_| Error::InvalidOption(format!("{client_id} is not a GUID")))?;
+        crate::client_certs::issue(&self.shared, id, common_name)
     }
 
     /// AWS STS's `GetWebIdentityToken` and Entra's federated identity credentials.

@@ -100,6 +100,8 @@ pub(crate) struct Shared {
     pub(crate) azure: Mutex<AzureState>,
     /// AWS STS's web identity tokens and Entra's federated identity credentials.
     pub(crate) federation: Mutex<crate::federation::FederationState>,
+    /// Client certificates whose public half Entra holds (see `client_certs.rs`).
+    pub(crate) client_certificates: Mutex<Vec<crate::client_certs::RegisteredCertificate>>,
 }
 
 pub(crate) type AppState = Arc<Shared>;

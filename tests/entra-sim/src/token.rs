@@ -186,7 +186,12 @@ fn issue(shared: &Shared, tenant: &str, body: &[u8]) -> Result<Value, TokenError
                 }
                 _ => {
                     check_assertion(client_id, assertion)?;
-                    if !has_certificate {
+                    if crate::client_certs::has_registered(shared, client_id) {
+                        let header = assertion_header(assertion).unwrap_or_default();
+                        let claims = assertion_claims(assertion).unwrap_or_default();
+                        let endpoint = format!("{}{tenant}/oauth2/v2.0/token", shared.base_url);
+                        crate::client_certs::check(shared, client_id, assertion, &header, &claims, &endpoint)?;
+                    } else if !has_certificate {
                         return Err(invalid_assertion("the application has no certificate credential"));
                     }
                 }
@@ -304,6 +309,13 @@ pub(crate) fn check_secret(shared: &Shared, client_id: Uuid, secret: &str) -> Re
         Some(_) => Err(expired_secret(client_id)),
         None => Err(invalid_secret(client_id)),
     }
+}
+
+/// The header of a JWT, unverified.
+fn assertion_header(assertion: &str) -> Option<Value> {
+    let header = assertion.split('.').next()?;
+    let bytes = URL_SAFE_NO_PAD.decode(header.trim_end_matches('=')).ok()?;
+    serde_json::from_slice::<Value>(&bytes).ok().filter(Value::is_object)
 }
 
 /// The claims of a JWT, unverified.
