@@ -911,3 +911,35 @@ async fn aws_federation_is_refused_for_a_wrong_audience_subject_or_an_expired_as
         assert!(answer["error_description"].as_str().unwrap_or_default().starts_with(code), "{answer}");
     }
 }
+
+#[tokio::test]
+async fn workload_identity_signs_in_with_the_federated_token_its_file_holds_and_only_for_its_subject() {
+    let sim = sim(SimOptions { apps: 1, ..Default::default() }).await;
+    let management = uuid::Uuid::parse_str(&sim.management_client_id()).expect("a GUID");
+    let federation = sim.federation();
+    let issuer = federation.aws_issuer();
+    let subject = "system:serviceaccount:entra-rotator:entra-rotator";
+    federation.add_federated_credential(management, &issuer, subject, "api://AzureADTokenExchange");
+    let now = entra_rotator::ports::Clock::now(&entra_rotator::adapters::system_clock::SystemClock).unix_timestamp();
+    let token = |sub: &str| {
+        federation.sign_token(&serde_json::json!({
+            "iss": issuer, "sub": sub, "aud": "api://AzureADTokenExchange", "iat": now, "exp": now + 3600,
+        }))
+    };
+    // The projected service account token, as AKS workload identity (or a CI job) writes it.
+    let dir = tempfile::tempdir().expect("a folder");
+    let file = dir.path().join("azure-identity-token");
+    std::fs::write(&file, token("system:serviceaccount:other:intruder")).expect("written");
+    let source = || TokenSource::WorkloadIdentity {
+        client_id: ClientId::parse(&sim.management_client_id()).expect("a GUID"),
+        token_file: file.clone(),
+    };
+    let Err(error) = client_with(&sim, source(), fast_retry()).applications(Cursor::Full).await else {
+        panic!("a token about another subject signed in")
+    };
+    assert!(error.to_string().contains("AADSTS700213"), "{error}");
+
+    std::fs::write(&file, token(subject)).expect("written");
+    let page = client_with(&sim, source(), fast_retry()).applications(Cursor::Full).await.expect("signed in");
+    assert_eq!(page.items.len(), 1);
+}
