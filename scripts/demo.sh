@@ -263,16 +263,19 @@ stage "The execution history of the credential"
 rotator history "$credential"
 
 stage "Runbook 'Delete the old secret': both stay valid for a 12 s grace period, then grace-cleanup removes it"
-for _ in $(seq 1 120); do
-  done_="$(rotator --json history "$credential" | python3 -c '
+cleanup_of() { # CREDENTIAL [LABEL]: waits for grace cleanup of its latest rotation, then prints it
+  for _ in $(seq 1 120); do
+    done_="$(rotator --json history "$1" | python3 -c '
 import json,sys; h=json.load(sys.stdin); e=h["executions"][0]["execution"]
 print("yes" if e["cleanup"]["state"]=="done" else "no")')"
-  [ "$done_" = yes ] && break
-  sleep 0.5
-done
-rotator --json history "$credential" | python3 -c '
+    [ "$done_" = yes ] && break
+    sleep 0.5
+  done
+  rotator --json history "$1" | python3 -c '
 import json,sys; h=json.load(sys.stdin); e=h["executions"][0]["execution"]
-print("cleanup:", e["cleanup"])'
+print(sys.argv[1] + "cleanup:", e["cleanup"])' "${2:-}"
+}
+cleanup_of "$credential"
 rotator status
 note "the app is still healthy, now on the new secret alone:"
 health_now
@@ -296,16 +299,7 @@ rotator rotate "$orders_credential" --dry-run
 rotator rotate "$orders_credential" --reason "make demo (Kubernetes)" --wait
 note "the Secret holds the new value (its other keys kept); every pod restarted onto it and signs in with it:"
 workload_view
-for _ in $(seq 1 120); do
-  done_="$(rotator --json history "$orders_credential" | python3 -c '
-import json,sys; h=json.load(sys.stdin); e=h["executions"][0]["execution"]
-print("yes" if e["cleanup"]["state"]=="done" else "no")')"
-  [ "$done_" = yes ] && break
-  sleep 0.5
-done
-rotator --json history "$orders_credential" | python3 -c '
-import json,sys; h=json.load(sys.stdin); e=h["executions"][0]["execution"]
-print("after the 12 s grace period, cleanup:", e["cleanup"])'
+cleanup_of "$orders_credential" "after the 12 s grace period, "
 note "the old secret is gone from Entra; the pods, on the new one, still sign in:"
 workload_view
 

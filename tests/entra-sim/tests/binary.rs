@@ -103,12 +103,12 @@ async fn the_binary_prints_one_json_line_with_everything_needed_to_reach_it() {
     }
 }
 
-#[tokio::test]
-async fn with_azure_demo_the_binary_sets_up_the_runbook_scenario_and_prints_where_it_is() {
+/// Starts the binary with `args` (and the management secret `secret`), and reads its JSON line.
+async fn start_with(args: &[&str], secret: &str) -> (KillOnDrop, String, serde_json::Value) {
     let mut child = KillOnDrop(
         Command::new(env!("CARGO_BIN_EXE_entra-sim"))
-            .args(["--apps", "3", "--listen", "127.0.0.1:0", "--control", "--azure-demo"])
-            .env("ENTRA_SIM_CLIENT_SECRET", "demo-management-secret")
+            .args(args)
+            .env("ENTRA_SIM_CLIENT_SECRET", secret)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -123,6 +123,14 @@ async fn with_azure_demo_the_binary_sets_up_the_runbook_scenario_and_prints_wher
     .unwrap()
     .unwrap();
     let info: serde_json::Value = serde_json::from_str(line.trim()).expect("one JSON line");
+    (child, line, info)
+}
+
+#[tokio::test]
+async fn with_azure_demo_the_binary_sets_up_the_runbook_scenario_and_prints_where_it_is() {
+    let (_child, line, info) =
+        start_with(&["--apps", "3", "--listen", "127.0.0.1:0", "--control", "--azure-demo"], "demo-management-secret")
+            .await;
     let azure = &info["azure"];
     let base_url = info["base_url"].as_str().unwrap();
     assert_eq!(azure["key_vault_url"].as_str().unwrap(), format!("{base_url}vaults/portal-kv"));
@@ -204,24 +212,12 @@ async fn with_azure_demo_the_binary_sets_up_the_runbook_scenario_and_prints_wher
 
 #[tokio::test]
 async fn with_kubernetes_demo_the_binary_sets_up_a_cluster_whose_pods_read_the_secret() {
-    let mut child = KillOnDrop(
-        Command::new(env!("CARGO_BIN_EXE_entra-sim"))
-            .args(["--apps", "3", "--listen", "127.0.0.1:0", "--control", "--kubernetes-demo"])
-            .env("ENTRA_SIM_CLIENT_SECRET", "demo-management-secret")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("the binary starts"),
-    );
-    let stdout = child.0.stdout.take().unwrap();
-    let line = tokio::task::spawn_blocking(move || {
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).map(|_| line)
-    })
-    .await
-    .unwrap()
-    .unwrap();
-    let info: serde_json::Value = serde_json::from_str(line.trim()).expect("one JSON line");
+    let (_child, line, info) = start_with(
+        &["--apps", "3", "--listen", "127.0.0.1:0", "--control", "--kubernetes-demo"],
+        "demo-management-secret",
+    )
+    .await;
+    assert!(!line.contains("Q~"), "no client secret is printed");
     let k8s = &info["kubernetes"];
     assert_eq!(k8s["namespace"], "orders");
     assert_eq!(k8s["secret_name"], "orders-api-entra");
