@@ -209,22 +209,30 @@ impl Store for SqliteStore {
                         .map_err(s("sync owners"))?;
                     counts.owners += 1;
                     let kind = owner_kind_text(snap.owner.kind());
+                    if snap.passwords.is_none() && snap.certificates.is_none() {
+                        continue;
+                    }
+                    // One read of what the owner has, both kinds, before anything of it is written.
+                    let stored: Vec<(String, String)> = {
+                        let mut stmt = tx
+                            .prepare_cached(
+                                "SELECT id, kind FROM credentials WHERE integration = ?1 AND owner_kind = ?2
+                                 AND owner = ?3 AND removed = 0",
+                            )
+                            .map_err(s("sync owners"))?;
+                        stmt.query_map(params![integration, kind, owner_id], |r| Ok((r.get(0)?, r.get(1)?)))
+                            .map_err(s("sync owners"))?
+                            .collect::<rusqlite::Result<_>>()
+                            .map_err(s("sync owners"))?
+                    };
                     for (cred_kind, list) in [("password", &snap.passwords), ("certificate", &snap.certificates)] {
                         let Some(list) = list else { continue };
                         let keep: std::collections::HashSet<String> = list.iter().map(|c| c.id.to_string()).collect();
-                        let stored: Vec<String> = {
-                            let mut stmt = tx
-                                .prepare_cached(
-                                    "SELECT id FROM credentials WHERE integration = ?1 AND owner_kind = ?2 AND owner = ?3
-                                     AND kind = ?4 AND removed = 0",
-                                )
-                                .map_err(s("sync owners"))?;
-                            stmt.query_map(params![integration, kind, owner_id, cred_kind], |r| r.get(0))
-                                .map_err(s("sync owners"))?
-                                .collect::<rusqlite::Result<_>>()
-                                .map_err(s("sync owners"))?
-                        };
-                        let gone: Vec<String> = stored.into_iter().filter(|id| !keep.contains(id)).collect();
+                        let gone: Vec<String> = stored
+                            .iter()
+                            .filter(|(id, k)| k == cred_kind && !keep.contains(id))
+                            .map(|(id, _)| id.clone())
+                            .collect();
                         counts.credentials_removed += gone.len();
                         remove_credentials(&tx, &gone, now)?;
                         for cred in list {
