@@ -6,10 +6,14 @@ use std::collections::{HashMap, HashSet};
 use entra_rotator::Result;
 use entra_rotator::domain::ids::{AppObjectId, CredentialId, IntegrationId, OwnerKind};
 use entra_rotator::domain::inventory::{Application, Credential, CredentialKind, ServicePrincipal};
-use entra_rotator::ports::{Owner, OwnerSnapshot, SyncCounts};
+use entra_rotator::ports::{DueCredential, DuePosition, Owner, OwnerSnapshot, SyncCounts};
+use time::OffsetDateTime;
 
-use super::items::{Item, doc_item, from_items, key_of, s, text_attribute};
-use super::keys::{INTEGRATIONS, PK, SK, alert_pk, credential_pk, millis, owner_credentials_prefix, owner_pk};
+use super::items::{Item, doc_item, from_item, from_items, key_of, s, text_attribute};
+use super::keys::{
+    DOC, GSI2, GSI2_PK, GSI2_SK, INTEGRATIONS, PK, SK, alert_pk, credential_pk, due_of_sk, due_pk, due_sk, millis,
+    owner_credentials_prefix, owner_pk, time_key,
+};
 use super::{DynamoStore, executions};
 use crate::error;
 
@@ -41,9 +45,17 @@ async fn integrations(store: &DynamoStore) -> Result<Vec<IntegrationId>> {
     Ok(out)
 }
 
+/// A credential's item, indexed as due at once (the epoch) in the due index, so the next scan
+/// looks at it and indexes it under its real next moment.
 fn credential_item(c: &Credential) -> Result<Item> {
-    doc_item(credential_pk(&c.id.integration), c.id.to_string(), c)
+    let mut item = doc_item(credential_pk(&c.id.integration), c.id.to_string(), c)?;
+    item.insert(GSI2_PK.to_owned(), s(due_pk(&c.id.integration)));
+    item.insert(GSI2_SK.to_owned(), s(due_sk(OffsetDateTime::UNIX_EPOCH, &c.id)));
+    Ok(item)
 }
+
+/// Owners whose stored credentials are read at once while a page is synced.
+const OWNER_READS: usize = 8;
 
 async fn owner_credentials(
     store: &DynamoStore,
@@ -138,44 +150,80 @@ pub(super) async fn remove_credential(store: &DynamoStore, id: &CredentialId) ->
     remove_credentials(store, std::slice::from_ref(id)).await
 }
 
+/// One page of owners: what is stored of them is read first (the owners in batches, each one's
+/// credentials a few owners at a time), then only what changed is written, in batches of 25.
 pub(super) async fn sync_owners(
     store: &DynamoStore,
     integration: &IntegrationId,
     owners: &[OwnerSnapshot],
 ) -> Result<SyncCounts> {
     let mut counts = SyncCounts::default();
-    for snap in owners {
-        let kind = snap.owner.kind();
-        let mut items = vec![match &snap.owner {
-            Owner::Application(a) => doc_item(owner_pk(integration, kind), a.object_id.to_string(), a)?,
-            Owner::ServicePrincipal(p) => doc_item(owner_pk(integration, kind), p.object_id.to_string(), p)?,
-        }];
+    // Before any of its credentials is written, so none is ever unlisted.
+    register(store, integration).await?;
+    let owner_items = owners
+        .iter()
+        .map(|snap| match &snap.owner {
+            Owner::Application(a) => doc_item(owner_pk(integration, snap.owner.kind()), a.object_id.to_string(), a),
+            Owner::ServicePrincipal(p) => {
+                doc_item(owner_pk(integration, snap.owner.kind()), p.object_id.to_string(), p)
+            }
+        })
+        .collect::<Result<Vec<Item>>>()?;
+    let owner_keys: Vec<(String, String)> = owner_items.iter().filter_map(key_of).collect();
+    let stored_owners = store.get_many("sync owners", &owner_keys, None).await?;
+    // Read before anything of these owners is written, as the SQLite store compares against
+    // what was stored.
+    let mut stored_credentials: Vec<Vec<Item>> = Vec::with_capacity(owners.len());
+    for chunk in owners.chunks(OWNER_READS) {
+        let reads = chunk.iter().map(|snap| async move {
+            if snap.passwords.is_none() && snap.certificates.is_none() {
+                return Ok(Vec::new());
+            }
+            let prefix = owner_credentials_prefix(integration, snap.owner.kind(), snap.owner.id());
+            let q = store.partition(credential_pk(integration), Some(&prefix));
+            store.collect("list owner credentials", q, None).await
+        });
+        stored_credentials.extend(futures::future::try_join_all(reads).await?);
+    }
+
+    let mut items = Vec::new();
+    for ((snap, owner_item), stored) in owners.iter().zip(owner_items).zip(stored_credentials) {
         counts.owners += 1;
-        let lists = [(CredentialKind::Password, &snap.passwords), (CredentialKind::Certificate, &snap.certificates)];
-        if lists.iter().any(|(_, l)| l.is_some()) {
-            // Read before anything of this owner is written, as the SQLite store compares
-            // against what was stored.
-            let stored = owner_credentials(store, integration, kind, snap.owner.id()).await?;
-            for (cred_kind, list) in lists {
-                let Some(list) = list else { continue };
-                let keep: HashSet<&CredentialId> = list.iter().map(|c| &c.id).collect();
-                // Credentials entra-rotator removed itself (Cleaned Up) stay as records.
-                let gone: Vec<CredentialId> = stored
-                    .iter()
-                    .filter(|c| c.kind == cred_kind && c.removed_at.is_none() && !keep.contains(&c.id))
-                    .map(|c| c.id.clone())
-                    .collect();
-                counts.credentials_removed += gone.len();
-                remove_credentials(store, &gone).await?;
-                for c in list {
-                    register(store, &c.id.integration).await?;
-                    items.push(credential_item(c)?);
-                    counts.credentials_written += 1;
+        let unchanged = key_of(&owner_item)
+            .and_then(|k| stored_owners.get(&k))
+            .is_some_and(|old| text_attribute(old, DOC) == text_attribute(&owner_item, DOC));
+        if !unchanged {
+            items.push(owner_item);
+        }
+        let stored_docs: HashMap<&str, &str> =
+            stored.iter().filter_map(|i| Some((text_attribute(i, SK)?, text_attribute(i, DOC)?))).collect();
+        let stored: Vec<Credential> = from_items(&stored)?;
+        for (cred_kind, list) in
+            [(CredentialKind::Password, &snap.passwords), (CredentialKind::Certificate, &snap.certificates)]
+        {
+            let Some(list) = list else { continue };
+            let keep: HashSet<&CredentialId> = list.iter().map(|c| &c.id).collect();
+            // Credentials entra-rotator removed itself (Cleaned Up) stay as records.
+            let gone: Vec<CredentialId> = stored
+                .iter()
+                .filter(|c| c.kind == cred_kind && c.removed_at.is_none() && !keep.contains(&c.id))
+                .map(|c| c.id.clone())
+                .collect();
+            counts.credentials_removed += gone.len();
+            remove_credentials(store, &gone).await?;
+            for c in list {
+                register(store, &c.id.integration).await?;
+                let item = credential_item(c)?;
+                let id = c.id.to_string();
+                if stored_docs.get(id.as_str()).copied() == text_attribute(&item, DOC) {
+                    continue;
                 }
+                items.push(item);
+                counts.credentials_written += 1;
             }
         }
-        store.batch_put("sync owners", items).await?;
     }
+    store.batch_put("sync owners", items).await?;
     Ok(counts)
 }
 
@@ -206,6 +254,77 @@ pub(super) async fn owner_ids(
                 .map_err(|e| error::decode("decoding owner id", e))
         })
         .collect()
+}
+
+pub(super) async fn due_credentials(
+    store: &DynamoStore,
+    now: OffsetDateTime,
+    after: Option<&DuePosition>,
+    limit: usize,
+) -> Result<Vec<DueCredential>> {
+    // Everything indexed at or before `now`: sort keys below the next millisecond's.
+    let below = time_key(now + time::Duration::milliseconds(1));
+    let after_id = after.map(|a| a.id.to_string());
+    let mut out: Vec<DueCredential> = Vec::new();
+    for i in integrations(store).await? {
+        if out.len() >= limit {
+            break;
+        }
+        // As in `credentials_page`: integrations come in the order of their ids' prefix, so the
+        // listing continues in the integration of `after` (or the first one past it).
+        let prefix = format!("{i}/");
+        let start = match (&after_id, after) {
+            (Some(id), Some(a)) if id.starts_with(&prefix) => Some(HashMap::from([
+                (PK.to_owned(), s(credential_pk(&i))),
+                (SK.to_owned(), s(id.clone())),
+                (GSI2_PK.to_owned(), s(due_pk(&i))),
+                (GSI2_SK.to_owned(), s(due_sk(a.due, &a.id))),
+            ])),
+            (Some(id), _) if prefix.as_str() < id.as_str() => continue,
+            _ => None,
+        };
+        let q = store
+            .query()
+            .index_name(GSI2)
+            .key_condition_expression("#ipk = :pk AND #isk < :below")
+            .expression_attribute_names("#ipk", GSI2_PK)
+            .expression_attribute_names("#isk", GSI2_SK)
+            .expression_attribute_values(":pk", s(due_pk(&i)))
+            .expression_attribute_values(":below", s(below.clone()))
+            .projection_expression("pk, sk, #isk");
+        let entries = store.collect_from("due credentials", q, start, Some(limit - out.len())).await?;
+        // The index is eventually consistent: each credential is read from the table itself, so
+        // what the scan decides on is what is stored now.
+        let keys: Vec<(String, String)> = entries.iter().filter_map(key_of).collect();
+        let items = store.get_many("due credentials", &keys, None).await?;
+        for entry in &entries {
+            let (Some(key), Some(due)) = (key_of(entry), text_attribute(entry, GSI2_SK).and_then(due_of_sk)) else {
+                continue;
+            };
+            if let Some(item) = items.get(&key) {
+                out.push(DueCredential { credential: from_item(item)?, due });
+            }
+        }
+    }
+    Ok(out)
+}
+
+pub(super) async fn set_next_moments(
+    store: &DynamoStore,
+    moments: &[(Credential, Option<OffsetDateTime>)],
+) -> Result<()> {
+    for chunk in moments.chunks(OWNER_READS) {
+        let writes = chunk.iter().map(|(c, due)| async move {
+            let item = doc_item(credential_pk(&c.id.integration), c.id.to_string(), c)?;
+            let doc = text_attribute(&item, DOC).unwrap_or_default().to_owned();
+            let due = due.map(|d| (due_pk(&c.id.integration), due_sk(d, &c.id)));
+            store
+                .set_due_if_unchanged("set next moment", (credential_pk(&c.id.integration), c.id.to_string()), doc, due)
+                .await
+        });
+        futures::future::try_join_all(writes).await?;
+    }
+    Ok(())
 }
 
 pub(super) async fn credentials_page(

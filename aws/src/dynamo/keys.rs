@@ -91,6 +91,26 @@ pub(super) fn sync_key(integration: &IntegrationId) -> (String, String) {
     (format!("SYNC#{integration}"), "SYNC".to_owned())
 }
 
+/// A credential's entry in the due index (`gsi2`): its integration's partition, sorted by moment.
+pub(super) fn due_pk(integration: &IntegrationId) -> String {
+    format!("DUE#{integration}")
+}
+
+pub(super) fn due_sk(due: OffsetDateTime, id: &CredentialId) -> String {
+    format!("{}#{id}", time_key(due))
+}
+
+/// The moment a due index sort key starts with.
+pub(super) fn due_of_sk(sk: &str) -> Option<OffsetDateTime> {
+    let ms: i64 = sk.get(..15)?.parse().ok()?;
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()
+}
+
+/// The scan's fingerprint of what the stored moments were computed from.
+pub(super) fn scan_key() -> (String, String) {
+    ("SCAN".to_owned(), "FINGERPRINT".to_owned())
+}
+
 /// The one item that says which layout the table's items follow.
 pub(super) fn schema_key() -> (String, String) {
     ("SCHEMA".to_owned(), "SCHEMA".to_owned())

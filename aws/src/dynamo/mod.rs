@@ -15,7 +15,7 @@
 //! | integration seen | `INTEGRATIONS` | `<integration>` | | |
 //! | application | `APP#<integration>` | `<object-id>` | | |
 //! | service principal | `SP#<integration>` | `<object-id>` | | |
-//! | credential | `CRED#<integration>` | `<credential-id>` | | |
+//! | credential | `CRED#<integration>` | `<credential-id>` | | `DUE#<integration>` / `<due-ms>#<credential-id>`, unless never due |
 //! | execution | `EXEC#<execution-id>` | `EXEC` | `EXECS#<credential-id>` / `<created-ms>#<execution-id>` | `OPEN` / `<created-ms>#<execution-id>`, only while open |
 //! | step record | `EXEC#<execution-id>` | `STEP#<index, 10 digits>` | | |
 //! | claim | `CLAIM#<credential-id>` | `CLAIM` | | |
@@ -26,11 +26,18 @@
 //! | agent | `AGENTS` | `<agent-id>` | | |
 //! | sync progress | `SYNC#<integration>` | `SYNC` | | |
 //! | schema version | `SCHEMA` | `SCHEMA` | | |
+//! | scan fingerprint | `SCAN` | `FINGERPRINT` | | |
 //!
 //! A credential id reads `<integration>/app/<object-id>/<key-id>` (or `/sp/`) for a password and
 //! `<integration>/app/<object-id>/cert/<key-id>` for a certificate, so one owner's credentials are
 //! a `begins_with` query in their integration's partition, and the `INTEGRATIONS`
 //! partition lists the credential partitions, for listings across integrations without a Scan.
+//! The due index is the credentials' part of `gsi2`: each credential under its next moment of
+//! interest (`<due-ms>`), 0 when written and not yet looked at, no entry once nothing lies
+//! ahead; the expiry scan queries each integration's partition for sort keys up to now, and the
+//! scan fingerprint item (`fingerprint`, S) says what the moments were computed from. Items
+//! written before the index have no entry, and a table without the fingerprint gets a full pass,
+//! which indexes them all.
 //! `<created-ms>` and `<at-ms>` are milliseconds since 1970, zero-padded to 15 digits so that text
 //! order is time order. Besides `doc`, an execution has `version` (N, the condition of every
 //! update), a claim `execution` (S, the holder's id), alerts and marks `at` (N, milliseconds).
@@ -78,8 +85,8 @@ use entra_rotator::domain::execution::{Execution, StepRecord};
 use entra_rotator::domain::ids::{AgentId, AppObjectId, CredentialId, ExecutionId, IntegrationId, OwnerKind};
 use entra_rotator::domain::inventory::{Application, Credential, ServicePrincipal};
 use entra_rotator::ports::{
-    AgentRecord, AlertKey, AuditEvent, AuditQuery, Claim, Clock, OwnerSnapshot, SealedRecord, Store, SyncCounts,
-    SyncState,
+    AgentRecord, AlertKey, AuditEvent, AuditQuery, Claim, Clock, DueCredential, DuePosition, OwnerSnapshot,
+    SealedRecord, Store, SyncCounts, SyncState,
 };
 use time::OffsetDateTime;
 
@@ -179,6 +186,29 @@ impl Store for DynamoStore {
     async fn credentials_page(&self, after: Option<&CredentialId>, limit: usize) -> Result<Vec<Credential>> {
         self.ready().await?;
         inventory::credentials_page(self, after, limit).await
+    }
+
+    async fn due_credentials(
+        &self,
+        now: OffsetDateTime,
+        after: Option<&DuePosition>,
+        limit: usize,
+    ) -> Result<Vec<DueCredential>> {
+        self.ready().await?;
+        inventory::due_credentials(self, now, after, limit).await
+    }
+
+    async fn set_next_moments(&self, moments: &[(Credential, Option<OffsetDateTime>)]) -> Result<()> {
+        self.ready().await?;
+        inventory::set_next_moments(self, moments).await
+    }
+
+    async fn scan_fingerprint(&self) -> Result<Option<String>> {
+        records::scan_fingerprint(self).await
+    }
+
+    async fn put_scan_fingerprint(&self, fingerprint: &str) -> Result<()> {
+        records::put_scan_fingerprint(self, fingerprint).await
     }
 
     async fn create_execution(&self, execution: &Execution) -> Result<Claim> {

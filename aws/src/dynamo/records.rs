@@ -9,10 +9,10 @@ use entra_rotator::ports::{AgentRecord, AlertKey, AuditEvent, AuditQuery, Sealed
 use time::OffsetDateTime;
 
 use super::DynamoStore;
-use super::items::{Item, doc_item, from_items, n, s};
+use super::items::{Item, doc_item, from_items, n, s, text_attribute};
 use super::keys::{
-    AGENTS, AUDIT_ALL, GSI1_PK, GSI1_SK, PK, SK, alert_key, mark_key, millis, sealed_by_execution, sealed_key,
-    sync_key, time_key,
+    AGENTS, AUDIT_ALL, GSI1_PK, GSI1_SK, PK, SK, alert_key, mark_key, millis, scan_key, sealed_by_execution,
+    sealed_key, sync_key, time_key,
 };
 use crate::error;
 
@@ -120,6 +120,21 @@ pub(super) async fn put_sync_state(store: &DynamoStore, state: &SyncState) -> Re
     let (pk, sk) = sync_key(&state.integration);
     store.put("put sync state", doc_item(pk, sk, state)?).await
 }
+
+pub(super) async fn scan_fingerprint(store: &DynamoStore) -> Result<Option<String>> {
+    let item = store.get("get scan fingerprint", scan_key()).await?;
+    Ok(item.as_ref().and_then(|i| text_attribute(i, FINGERPRINT)).map(str::to_owned))
+}
+
+pub(super) async fn put_scan_fingerprint(store: &DynamoStore, fingerprint: &str) -> Result<()> {
+    let (pk, sk) = scan_key();
+    let item =
+        HashMap::from([(PK.to_owned(), s(pk)), (SK.to_owned(), s(sk)), (FINGERPRINT.to_owned(), s(fingerprint))]);
+    store.put("put scan fingerprint", item).await
+}
+
+/// The attribute of the scan fingerprint item.
+const FINGERPRINT: &str = "fingerprint";
 
 /// An alert or mark: its key and when it was recorded (milliseconds).
 fn marker_item((pk, sk): (String, String), at: OffsetDateTime) -> Item {

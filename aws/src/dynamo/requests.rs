@@ -18,7 +18,7 @@ use serde::de::DeserializeOwned;
 
 use super::DynamoStore;
 use super::items::{Item, from_item, key_of, n, s};
-use super::keys::{GSI1, GSI1_PK, GSI2, GSI2_PK, Index, PK, SK, VERSION};
+use super::keys::{DOC, GSI1, GSI1_PK, GSI2, GSI2_PK, GSI2_SK, Index, PK, SK, VERSION};
 use crate::error;
 
 /// DynamoDB's limits per BatchWriteItem and BatchGetItem request.
@@ -88,11 +88,21 @@ impl DynamoStore {
         q: QueryFluentBuilder,
         max: Option<usize>,
     ) -> Result<Vec<Item>> {
+        self.collect_from(context, q, None, max).await
+    }
+
+    /// As [`DynamoStore::collect`], starting after the item whose key is `start`.
+    pub(super) async fn collect_from(
+        &self,
+        context: &'static str,
+        q: QueryFluentBuilder,
+        mut start: Option<Item>,
+        max: Option<usize>,
+    ) -> Result<Vec<Item>> {
         let mut items = Vec::new();
         if max == Some(0) {
             return Ok(items);
         }
-        let mut start: Option<Item> = None;
         loop {
             let mut page = q.clone().set_exclusive_start_key(start.take());
             let remaining = max.map(|m| i32::try_from(m - items.len()).unwrap_or(i32::MAX));
@@ -304,11 +314,22 @@ impl DynamoStore {
         context: &'static str,
         keys: &[(String, String)],
     ) -> Result<HashSet<(String, String)>> {
+        Ok(self.get_many(context, keys, Some("pk, sk")).await?.into_keys().collect())
+    }
+
+    /// The items of `keys` that exist, by key, read in batches of 100 (strongly consistent),
+    /// trying unprocessed keys again; only the `projection` attributes when given.
+    pub(super) async fn get_many(
+        &self,
+        context: &'static str,
+        keys: &[(String, String)],
+        projection: Option<&str>,
+    ) -> Result<HashMap<(String, String), Item>> {
         let unique: Vec<&(String, String)> = {
             let mut seen = HashSet::new();
             keys.iter().filter(|k| seen.insert(*k)).collect()
         };
-        let mut found = HashSet::new();
+        let mut found = HashMap::new();
         for chunk in unique.chunks(BATCH_GET_MAX) {
             let keys: Vec<Item> =
                 chunk.iter().map(|(pk, sk)| HashMap::from([(PK.to_owned(), s(pk)), (SK.to_owned(), s(sk))])).collect();
@@ -316,7 +337,7 @@ impl DynamoStore {
                 KeysAndAttributes::builder()
                     .set_keys(Some(keys))
                     .consistent_read(true)
-                    .projection_expression("pk, sk")
+                    .set_projection_expression(projection.map(str::to_owned))
                     .build()
                     .map_err(request)?,
             );
@@ -330,7 +351,7 @@ impl DynamoStore {
                     .await
                     .map_err(|e| error::store(context, e))?;
                 let items = out.responses.and_then(|mut r| r.remove(&self.table)).unwrap_or_default();
-                found.extend(items.iter().filter_map(key_of));
+                found.extend(items.into_iter().filter_map(|i| Some((key_of(&i)?, i))));
                 pending = out.unprocessed_keys.and_then(|mut u| u.remove(&self.table)).filter(|k| !k.keys().is_empty());
                 if pending.is_some() {
                     attempt += 1;
@@ -346,6 +367,40 @@ impl DynamoStore {
             }
         }
         Ok(found)
+    }
+
+    /// Sets (or, with `None`, removes) a credential's entry in the due index, only if the stored
+    /// item's document is still `doc`. False when it is not (written since, or gone).
+    pub(super) async fn set_due_if_unchanged(
+        &self,
+        context: &'static str,
+        (pk, sk): (String, String),
+        doc: String,
+        due: Option<(String, String)>,
+    ) -> Result<bool> {
+        let update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(PK, s(pk))
+            .key(SK, s(sk))
+            .condition_expression("#doc = :doc")
+            .expression_attribute_names("#doc", DOC)
+            .expression_attribute_names("#gpk", GSI2_PK)
+            .expression_attribute_names("#gsk", GSI2_SK)
+            .expression_attribute_values(":doc", s(doc));
+        let update = match due {
+            Some((gpk, gsk)) => update
+                .update_expression("SET #gpk = :gpk, #gsk = :gsk")
+                .expression_attribute_values(":gpk", s(gpk))
+                .expression_attribute_values(":gsk", s(gsk)),
+            None => update.update_expression("REMOVE #gpk, #gsk"),
+        };
+        match update.send().await {
+            Ok(_) => Ok(true),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => Ok(false),
+            Err(e) => Err(error::store(context, e)),
+        }
     }
 }
 

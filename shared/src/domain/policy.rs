@@ -137,6 +137,27 @@ impl PolicySet {
     pub fn thresholds_for(&self, client: &ClientId) -> &[u32] {
         self.for_client(client).map(|p| p.alert_thresholds.as_slice()).unwrap_or(&DEFAULT_ALERT_THRESHOLDS)
     }
+
+    /// Everything of the set that decides when a credential next needs the expiry scan, as text
+    /// in a stable order: each policy's thresholds and automatic rotation, which clients it has,
+    /// which is the default.
+    pub fn moments_inputs(&self) -> String {
+        let mut out = String::new();
+        for (i, p) in self.policies.iter().enumerate() {
+            out.push_str(&format!(
+                "policy {i} {} auto={} days={} thresholds={:?} default={}\n",
+                p.id,
+                p.auto_rotate,
+                p.days_before_expiry,
+                p.alert_thresholds,
+                self.default == Some(i)
+            ));
+        }
+        let mut clients: Vec<String> = self.by_client.iter().map(|(c, i)| format!("client {c} {i}\n")).collect();
+        clients.sort();
+        out.extend(clients);
+        out
+    }
 }
 
 #[cfg(test)]

@@ -22,6 +22,6 @@ pub use queue::{
 };
 pub use step_runner::{StepContext, StepFailure, StepRunner};
 pub use store::{
-    AgentRecord, AlertKey, AuditEvent, AuditQuery, Claim, Owner, OwnerSnapshot, SealedRecord, Store, SyncCounts,
-    SyncState,
+    AgentRecord, AlertKey, AuditEvent, AuditQuery, Claim, DueCredential, DuePosition, Owner, OwnerSnapshot,
+    SealedRecord, Store, SyncCounts, SyncState,
 };

@@ -124,6 +124,7 @@ pub struct OwnerSnapshot {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct SyncCounts {
     pub owners: usize,
+    /// Credentials new or changed, so written; one stored exactly as listed is left alone.
     pub credentials_written: usize,
     /// Credentials no longer in the directory, removed with their rotation entries.
     pub credentials_removed: usize,
@@ -134,6 +135,27 @@ impl std::ops::AddAssign for SyncCounts {
         self.owners += o.owners;
         self.credentials_written += o.credentials_written;
         self.credentials_removed += o.credentials_removed;
+    }
+}
+
+/// Where a listing of due credentials continues: after this moment and credential.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DuePosition {
+    pub due: OffsetDateTime,
+    pub id: CredentialId,
+}
+
+/// A credential whose next moment of interest has come, as the due index has it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DueCredential {
+    pub credential: Credential,
+    /// The moment it was indexed under; the Unix epoch for one written and not yet looked at.
+    pub due: OffsetDateTime,
+}
+
+impl DueCredential {
+    pub fn position(&self) -> DuePosition {
+        DuePosition { due: self.due, id: self.credential.id.clone() }
     }
 }
 
@@ -191,6 +213,27 @@ pub trait Store: Send + Sync {
     /// Up to `limit` credentials ordered by id, after `after`: for scans that must not hold the
     /// whole inventory in memory.
     async fn credentials_page(&self, after: Option<&CredentialId>, limit: usize) -> Result<Vec<Credential>>;
+
+    // The due index: each credential's next moment of interest, so the expiry scan reads only
+    // what has come due. Every write of a new or changed credential (`put_credential`,
+    // `sync_owners`) indexes it as due at once (the Unix epoch): the scan looks at it and stores
+    // its real next moment, so a changed end date is never missed.
+    /// Up to `limit` credentials due at `now` (indexed at or before it), in the store's order of
+    /// (moment, id) positions, after `after`. Credentials indexed as never due are not listed.
+    async fn due_credentials(
+        &self,
+        now: OffsetDateTime,
+        after: Option<&DuePosition>,
+        limit: usize,
+    ) -> Result<Vec<DueCredential>>;
+    /// Indexes each credential under its next moment of interest (`None`: never due again), but
+    /// only where the stored credential is still exactly the one given: one written since it was
+    /// read keeps its "due at once" and is looked at again.
+    async fn set_next_moments(&self, moments: &[(Credential, Option<OffsetDateTime>)]) -> Result<()>;
+    /// What the stored moments were computed from (policies, thresholds, disabled integrations),
+    /// as the scan last recorded it; `None` before any complete pass.
+    async fn scan_fingerprint(&self) -> Result<Option<String>>;
+    async fn put_scan_fingerprint(&self, fingerprint: &str) -> Result<()>;
 
     // Executions
     /// Writes a new execution unless a non-terminal one already holds the same credential.

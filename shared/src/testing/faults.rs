@@ -14,8 +14,9 @@ use crate::domain::execution::{Execution, StepRecord};
 use crate::domain::ids::{AgentId, AppObjectId, CredentialId, ExecutionId, IntegrationId, OwnerKind};
 use crate::domain::inventory::{Application, Credential, ServicePrincipal};
 use crate::ports::{
-    AgentRecord, AlertKey, AuditEvent, AuditQuery, Claim, DeadLetter, MessageId, OutgoingMessage, OwnerSnapshot, Queue,
-    QueueDepth, QueueName, ReceiptHandle, ReceivedMessage, SealedRecord, Store, SyncCounts, SyncState,
+    AgentRecord, AlertKey, AuditEvent, AuditQuery, Claim, DeadLetter, DueCredential, DuePosition, MessageId,
+    OutgoingMessage, OwnerSnapshot, Queue, QueueDepth, QueueName, ReceiptHandle, ReceivedMessage, SealedRecord, Store,
+    SyncCounts, SyncState,
 };
 use crate::{Error, Result};
 
@@ -81,7 +82,7 @@ impl Crash {
 
 /// Whether a store method writes (so a crash may come right after it).
 fn writes(method: &str) -> bool {
-    ["put_", "create_", "update_", "remove_", "sync_", "record_", "mark", "append_", "delete_"]
+    ["put_", "set_", "create_", "update_", "remove_", "sync_", "record_", "mark", "append_", "delete_"]
         .iter()
         .any(|p| method.starts_with(p) && method != "marked")
 }
@@ -180,6 +181,9 @@ flaky_store! {
     remove_owner(integration: &IntegrationId, kind: OwnerKind, id: uuid::Uuid) -> usize;
     owner_ids(integration: &IntegrationId, kind: OwnerKind) -> Vec<uuid::Uuid>;
     credentials_page(after: Option<&CredentialId>, limit: usize) -> Vec<Credential>;
+    due_credentials(now: OffsetDateTime, after: Option<&DuePosition>, limit: usize) -> Vec<DueCredential>;
+    set_next_moments(moments: &[(Credential, Option<OffsetDateTime>)]) -> ();
+    put_scan_fingerprint(fingerprint: &str) -> ();
     create_execution(execution: &Execution) -> Claim;
     get_execution(id: &ExecutionId) -> Option<Execution>;
     update_execution(execution: &Execution) -> u64;
@@ -202,6 +206,7 @@ flaky_store! {
     put_sync_state(state: &SyncState) -> ();
     @noargs list_open_executions() -> Vec<Execution>;
     @noargs list_agents() -> Vec<AgentRecord>;
+    @noargs scan_fingerprint() -> Option<String>;
 }
 
 /// Wraps a key ring; its next `fail_seals` seals fail, standing for a crash right after Graph

@@ -33,7 +33,11 @@ const DEAD_LETTERS: usize = 100;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct ScanReport {
+    /// Credentials looked at: what had come due and those of open executions, or all of them in
+    /// a full pass.
     pub credentials: usize,
+    /// Every credential was read (the stored moments were not current), not only what was due.
+    pub full_pass: bool,
     /// Expiry alerts raised: written to the log and queued for every other sink.
     pub alerts_sent: usize,
     /// Problem alerts raised (rotation failed, needs attention, dead letter waiting).
@@ -49,6 +53,53 @@ pub struct Scanner<'a> {
     pub sinks: &'a [Arc<dyn AlertSink>],
     /// Integrations disabled in the configuration: no alerts, no rotations.
     pub disabled: &'a BTreeSet<IntegrationId>,
+}
+
+/// What one scan carries from page to page.
+struct Pass<'p> {
+    integration: Option<&'p IntegrationId>,
+    open: &'p HashMap<CredentialId, Vec<Execution>>,
+    names: &'p mut HashMap<IntegrationId, HashMap<uuid::Uuid, String>>,
+    now: OffsetDateTime,
+    report: &'p mut ScanReport,
+}
+
+/// Bumped whenever what [`next_moment`] computes changes, so stored moments are computed anew.
+const MOMENTS_VERSION: u32 = 1;
+
+/// The next instant after `now` at which the scan's decision about `c` can change while no
+/// execution touches it: the next alert threshold it crosses, the day its policy makes it due for
+/// rotation, its end. `None` when nothing lies ahead (removed, no end date, every moment passed:
+/// what was due then was alerted or requested once, and stays so).
+pub fn next_moment(c: &Credential, policies: &PolicySet, now: OffsetDateTime) -> Option<OffsetDateTime> {
+    if c.removed_at.is_some() {
+        return None;
+    }
+    let end = c.end?;
+    let days = |d: u32| time::Duration::days(i64::from(d));
+    let mut moments: Vec<OffsetDateTime> =
+        policies.thresholds_for(&c.client_id).iter().map(|d| end - days(*d)).collect();
+    moments.push(end);
+    if let Some(policy) = policies.for_client(&c.client_id)
+        && policy.auto_rotate
+        && c.kind == CredentialKind::Password
+        && c.app.is_some()
+    {
+        moments.push(end - days(policy.days_before_expiry));
+    }
+    moments.into_iter().filter(|m| *m > now).min()
+}
+
+/// What the stored moments depend on besides each credential: the policies (which client has
+/// which, their thresholds, automatic rotation and its lead), the disabled integrations, and how
+/// moments are computed. A stable hash (FNV-1a) of their text.
+pub fn moments_fingerprint(policies: &PolicySet, disabled: &BTreeSet<IntegrationId>) -> String {
+    let mut text = format!("moments v{MOMENTS_VERSION}\n{}", policies.moments_inputs());
+    for i in disabled {
+        text.push_str(&format!("disabled {i}\n"));
+    }
+    let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    format!("{hash:016x}")
 }
 
 /// The once-only key of an automatic rotation request.
@@ -118,144 +169,209 @@ pub async fn raise_problem(app: &App, credential: &CredentialId, problem: Proble
 }
 
 impl Scanner<'_> {
+    /// Looks at what has come due: the credentials the due index lists at `now`, and those of
+    /// open executions (whose state can change without a date passing). A full pass over every
+    /// credential instead when the stored moments were computed from other policies, thresholds
+    /// or disabled integrations than these (or never): then each one's moment is computed anew.
     #[tracing::instrument(skip_all, fields(integration = ?integration.map(|i| i.to_string())))]
     pub async fn scan(&self, integration: Option<&IntegrationId>) -> Result<ScanReport> {
+        let fingerprint = moments_fingerprint(self.policies, self.disabled);
+        let current = self.store.scan_fingerprint().await?.is_some_and(|f| f == fingerprint);
+        self.run(integration, !current, &fingerprint).await
+    }
+
+    /// Reads every credential, whatever the due index says: what `scan` falls back to, and the
+    /// reference the due index is tested against.
+    pub async fn scan_everything(&self, integration: Option<&IntegrationId>) -> Result<ScanReport> {
+        let fingerprint = moments_fingerprint(self.policies, self.disabled);
+        self.run(integration, true, &fingerprint).await
+    }
+
+    async fn run(&self, integration: Option<&IntegrationId>, full: bool, fingerprint: &str) -> Result<ScanReport> {
         let now = self.clock.now();
         let mut open: HashMap<CredentialId, Vec<Execution>> = HashMap::new();
         for e in self.store.list_open_executions().await? {
             open.entry(e.credential.clone()).or_default().push(e);
         }
         let mut names: HashMap<IntegrationId, HashMap<uuid::Uuid, String>> = HashMap::new();
-        let mut report = ScanReport::default();
-        let mut after: Option<CredentialId> = None;
-        loop {
-            let page = self.store.credentials_page(after.as_ref(), PAGE).await?;
-            let Some(last) = page.last() else { break };
-            after = Some(last.id.clone());
-            let page: Vec<Credential> = page
-                .into_iter()
-                .filter(|c| integration.is_none_or(|i| &c.id.integration == i))
-                .filter(|c| !self.disabled.contains(&c.id.integration))
-                .collect();
-            report.credentials += page.len();
-
-            let mut alerts = Vec::new();
-            let mut problems = Vec::new();
-            let mut rotations = Vec::new();
-            for c in &page {
-                let thresholds = self.policies.thresholds_for(&c.client_id);
-                let within = thresholds.iter().copied().max().unwrap_or(30);
-                let execs = open.get(&c.id).map(Vec::as_slice).unwrap_or(&[]);
-                let state = lifecycle_state(&LifecycleFacts::of(c, execs, within), now);
-                // A failed rotation left the old secret in use: it is watched as if none had run.
-                let watched = matches!(
-                    state,
-                    LifecycleState::Active
-                        | LifecycleState::ExpiringSoon
-                        | LifecycleState::Expired
-                        | LifecycleState::RotationFailed
-                );
-                if c.removed_at.is_none() {
-                    for e in execs.iter().filter(|e| e.credential == c.id) {
-                        let problem = match e.status {
-                            ExecutionStatus::Failed => Problem::RotationFailed {
-                                execution: e.id,
-                                reason: e.error.clone().unwrap_or_else(|| "no reason was recorded".into()),
-                            },
-                            ExecutionStatus::NeedsAttention => Problem::NeedsAttention { execution: e.id },
-                            _ => continue,
-                        };
-                        problems.push((problem, c));
-                    }
-                }
-                if let (true, Some(end)) = (watched, c.end) {
-                    if let Some(threshold) = crossed_threshold(end, now, thresholds) {
-                        alerts.push((AlertKey { credential: c.id.clone(), end, threshold }, c));
-                    }
-                    let policy = self.policies.for_client(&c.client_id);
-                    // Only an application's own client secrets are rotated; a service principal's
-                    // passwords are watched. A failed rotation waits for its operator.
-                    if let (Some(policy), Some(app)) = (policy, c.app)
-                        && state != LifecycleState::RotationFailed
-                        && c.kind == CredentialKind::Password
-                        && policy.rotation_due(c, now)
-                    {
-                        rotations.push((rotation_request_key(&c.id, end), c, app, policy.days_before_expiry));
-                    }
-                }
+        let mut report = ScanReport { full_pass: full, ..ScanReport::default() };
+        let mut pass = Pass { integration, open: &open, names: &mut names, now, report: &mut report };
+        if full {
+            let mut after: Option<CredentialId> = None;
+            loop {
+                let page = self.store.credentials_page(after.as_ref(), PAGE).await?;
+                let Some(last) = page.last() else { break };
+                after = Some(last.id.clone());
+                self.decide(&mut pass, page).await?;
             }
-
-            if !alerts.is_empty() {
-                let keys: Vec<AlertKey> = alerts.iter().map(|(k, _)| k.clone()).collect();
-                let recorded = self.store.alerts_recorded(&keys).await?;
-                let mut raised = Vec::new();
-                for ((key, c), done) in alerts.into_iter().zip(recorded) {
-                    if !done {
-                        let alert = self.alert(&mut names, c, Some(key.threshold), None, now).await?;
-                        raised.push((alert, Once::Expiry(key)));
-                    }
-                }
-                report.alerts_sent += self.raise(raised, None, now).await?;
+            // Only a pass that computed every credential's moment makes the stored ones current.
+            if integration.is_none() {
+                self.store.put_scan_fingerprint(fingerprint).await?;
             }
-
-            if !problems.is_empty() {
-                let keys: Vec<String> = problems.iter().map(|(p, _)| p.marker()).collect();
-                let marked = self.store.marked(&keys).await?;
-                let mut raised = Vec::new();
-                for ((problem, c), done) in problems.into_iter().zip(marked) {
-                    if !done {
-                        let threshold = c
-                            .end
-                            .and_then(|end| crossed_threshold(end, now, self.policies.thresholds_for(&c.client_id)));
-                        let marker = problem.marker();
-                        let alert = self.alert(&mut names, c, threshold, Some(problem), now).await?;
-                        raised.push((alert, Once::Marker(marker)));
-                    }
+        } else {
+            // Credentials with open executions first (there are few), then what the index lists.
+            let mut held: Vec<&CredentialId> = open.keys().collect();
+            held.sort();
+            for ids in held.chunks(PAGE) {
+                let mut page = Vec::with_capacity(ids.len());
+                for id in ids {
+                    page.extend(self.store.get_credential(id).await?);
                 }
-                report.problems_alerted += self.raise(raised, None, now).await?;
+                self.decide(&mut pass, page).await?;
             }
-
-            if !rotations.is_empty() {
-                let keys: Vec<String> = rotations.iter().map(|(k, ..)| k.clone()).collect();
-                let marked = self.store.marked(&keys).await?;
-                let mut sent = Vec::new();
-                for ((key, c, app, days), done) in rotations.into_iter().zip(marked) {
-                    if done {
-                        continue;
-                    }
-                    let message = Message::RotateRequested {
-                        credential: c.id.clone(),
-                        app,
-                        trigger: Trigger::Automatic {
-                            reason: format!(
-                                "expires {} (rotation {days} days before expiry)",
-                                c.end.map(|e| e.date().to_string()).unwrap_or_default()
-                            ),
-                        },
-                        dry_run: false,
-                        execution: None,
-                    };
-                    // The key is also the queue's deduplication id; sent before marked, so a crash in
-                    // between asks twice, which the rotate handler's claim absorbs.
-                    let envelope = message.envelope(key.clone());
-                    self.queue.send(&envelope.message.queue(), envelope.to_outgoing(Duration::ZERO)?).await?;
-                    sent.push(key);
-                }
-                if !sent.is_empty() {
-                    self.store.mark(&sent, now).await?;
-                    report.rotations_requested += sent.len();
-                }
+            let mut after = None;
+            loop {
+                let due = self.store.due_credentials(now, after.as_ref(), PAGE).await?;
+                let Some(last) = due.last() else { break };
+                after = Some(last.position());
+                let page = due.into_iter().map(|d| d.credential).filter(|c| !open.contains_key(&c.id)).collect();
+                self.decide(&mut pass, page).await?;
             }
         }
         report.problems_alerted += self.dead_letters(&mut names, now).await?;
         tracing::info!(
             credentials = report.credentials,
+            full_pass = report.full_pass,
             alerts = report.alerts_sent,
             problems = report.problems_alerted,
             rotations = report.rotations_requested,
             "expiry scan done"
         );
         Ok(report)
+    }
+
+    /// Decides about one page of credentials: alerts, problems, rotation requests; then stores
+    /// each one's next moment of interest, once what it called for is queued and recorded (a crash
+    /// before leaves it due, so it is looked at again, never skipped).
+    async fn decide(&self, pass: &mut Pass<'_>, page: Vec<Credential>) -> Result<()> {
+        let (open, now) = (pass.open, pass.now);
+        let page: Vec<Credential> =
+            page.into_iter().filter(|c| pass.integration.is_none_or(|i| &c.id.integration == i)).collect();
+        let mut moments = Vec::with_capacity(page.len());
+        // A disabled integration is neither alerted nor rotated; its credentials wait unindexed,
+        // since enabling it again changes the fingerprint and so brings a full pass.
+        let (disabled, page): (Vec<Credential>, Vec<Credential>) =
+            page.into_iter().partition(|c| self.disabled.contains(&c.id.integration));
+        moments.extend(disabled.into_iter().filter(|c| !open.contains_key(&c.id)).map(|c| (c, None)));
+        pass.report.credentials += page.len();
+        let names = &mut *pass.names;
+        let report = &mut *pass.report;
+        let mut alerts = Vec::new();
+        let mut problems = Vec::new();
+        let mut rotations = Vec::new();
+        for c in &page {
+            let thresholds = self.policies.thresholds_for(&c.client_id);
+            let within = thresholds.iter().copied().max().unwrap_or(30);
+            let execs = open.get(&c.id).map(Vec::as_slice).unwrap_or(&[]);
+            let state = lifecycle_state(&LifecycleFacts::of(c, execs, within), now);
+            // A failed rotation left the old secret in use: it is watched as if none had run.
+            let watched = matches!(
+                state,
+                LifecycleState::Active
+                    | LifecycleState::ExpiringSoon
+                    | LifecycleState::Expired
+                    | LifecycleState::RotationFailed
+            );
+            if c.removed_at.is_none() {
+                for e in execs.iter().filter(|e| e.credential == c.id) {
+                    let problem = match e.status {
+                        ExecutionStatus::Failed => Problem::RotationFailed {
+                            execution: e.id,
+                            reason: e.error.clone().unwrap_or_else(|| "no reason was recorded".into()),
+                        },
+                        ExecutionStatus::NeedsAttention => Problem::NeedsAttention { execution: e.id },
+                        _ => continue,
+                    };
+                    problems.push((problem, c));
+                }
+            }
+            if let (true, Some(end)) = (watched, c.end) {
+                if let Some(threshold) = crossed_threshold(end, now, thresholds) {
+                    alerts.push((AlertKey { credential: c.id.clone(), end, threshold }, c));
+                }
+                let policy = self.policies.for_client(&c.client_id);
+                // Only an application's own client secrets are rotated; a service principal's
+                // passwords are watched. A failed rotation waits for its operator.
+                if let (Some(policy), Some(app)) = (policy, c.app)
+                    && state != LifecycleState::RotationFailed
+                    && c.kind == CredentialKind::Password
+                    && policy.rotation_due(c, now)
+                {
+                    rotations.push((rotation_request_key(&c.id, end), c, app, policy.days_before_expiry));
+                }
+            }
+        }
+
+        if !alerts.is_empty() {
+            let keys: Vec<AlertKey> = alerts.iter().map(|(k, _)| k.clone()).collect();
+            let recorded = self.store.alerts_recorded(&keys).await?;
+            let mut raised = Vec::new();
+            for ((key, c), done) in alerts.into_iter().zip(recorded) {
+                if !done {
+                    let alert = self.alert(names, c, Some(key.threshold), None, now).await?;
+                    raised.push((alert, Once::Expiry(key)));
+                }
+            }
+            report.alerts_sent += self.raise(raised, None, now).await?;
+        }
+
+        if !problems.is_empty() {
+            let keys: Vec<String> = problems.iter().map(|(p, _)| p.marker()).collect();
+            let marked = self.store.marked(&keys).await?;
+            let mut raised = Vec::new();
+            for ((problem, c), done) in problems.into_iter().zip(marked) {
+                if !done {
+                    let threshold =
+                        c.end.and_then(|end| crossed_threshold(end, now, self.policies.thresholds_for(&c.client_id)));
+                    let marker = problem.marker();
+                    let alert = self.alert(names, c, threshold, Some(problem), now).await?;
+                    raised.push((alert, Once::Marker(marker)));
+                }
+            }
+            report.problems_alerted += self.raise(raised, None, now).await?;
+        }
+
+        if !rotations.is_empty() {
+            let keys: Vec<String> = rotations.iter().map(|(k, ..)| k.clone()).collect();
+            let marked = self.store.marked(&keys).await?;
+            let mut sent = Vec::new();
+            for ((key, c, app, days), done) in rotations.into_iter().zip(marked) {
+                if done {
+                    continue;
+                }
+                let message = Message::RotateRequested {
+                    credential: c.id.clone(),
+                    app,
+                    trigger: Trigger::Automatic {
+                        reason: format!(
+                            "expires {} (rotation {days} days before expiry)",
+                            c.end.map(|e| e.date().to_string()).unwrap_or_default()
+                        ),
+                    },
+                    dry_run: false,
+                    execution: None,
+                };
+                // The key is also the queue's deduplication id; sent before marked, so a crash in
+                // between asks twice, which the rotate handler's claim absorbs.
+                let envelope = message.envelope(key.clone());
+                self.queue.send(&envelope.message.queue(), envelope.to_outgoing(Duration::ZERO)?).await?;
+                sent.push(key);
+            }
+            if !sent.is_empty() {
+                self.store.mark(&sent, now).await?;
+                report.rotations_requested += sent.len();
+            }
+        }
+
+        // A credential an open execution touches is looked at every scan anyway, and its state
+        // can change (a cancel, a failure) without a date passing: its moment stays as it is.
+        moments.extend(
+            page.iter().filter(|c| !open.contains_key(&c.id)).map(|c| (c.clone(), next_moment(c, self.policies, now))),
+        );
+        if !moments.is_empty() {
+            self.store.set_next_moments(&moments).await?;
+        }
+        Ok(())
     }
 
     /// The alert of `c`, with its application's name.

@@ -213,33 +213,39 @@ impl Syncer<'_> {
         Ok(report)
     }
 
-    /// Reads every page from `cursor` on, writing each page before reading the next; owners a
-    /// delta page reports removed are removed with their credentials.
+    /// Reads every page from `cursor` on; owners a delta page reports removed are removed with
+    /// their credentials. The next page is fetched while the current one is stored, and no
+    /// further ahead, so the sync runs at the pace of the slower of the two and holds at most two
+    /// pages in memory.
     async fn walk<L: Listing>(
         &self,
         integration: &IntegrationId,
-        mut cursor: Cursor,
+        cursor: Cursor,
         report: &mut SyncReport,
     ) -> Result<Walked> {
         let mut walked = Walked { seen: HashSet::new(), delta_link: None };
         let mut objects = 0;
+        let mut page = L::page(self.directory, cursor).await?;
         loop {
-            let page = L::page(self.directory, cursor).await?;
             report.pages += 1;
             let (next, delta_link) = (page.next_link.clone(), page.delta_link.clone());
-            let (snapshots, removed) = L::snapshots(self, integration, page).await?;
-            objects += snapshots.len() + removed.len();
-            walked.seen.extend(snapshots.iter().map(|s| s.owner.id()));
-            report.counts += self.store.sync_owners(integration, &snapshots).await?;
-            for id in removed {
-                report.counts.credentials_removed += self.store.remove_owner(integration, L::KIND, id).await?;
-                report.owners_removed += 1;
-            }
+            let fetch = async {
+                match &next {
+                    Some(link) => L::page(self.directory, Cursor::Link(link.clone())).await.map(Some),
+                    None => Ok(None),
+                }
+            };
+            let (stored, fetched) = tokio::join!(self.store_page::<L>(integration, page), fetch);
+            let (counts, ids, removed) = stored?;
+            objects += ids.len() + removed;
+            walked.seen.extend(ids);
+            report.counts += counts;
+            report.owners_removed += removed;
             (self.progress)(SyncProgress { kind: report.kind, owner: L::KIND, pages: report.pages, objects });
-            match (next, delta_link) {
-                (Some(link), _) => cursor = Cursor::Link(link),
-                (None, link) => {
-                    walked.delta_link = link;
+            match fetched? {
+                Some(p) => page = p,
+                None => {
+                    walked.delta_link = delta_link;
                     break;
                 }
             }
@@ -249,6 +255,22 @@ impl Syncer<'_> {
             OwnerKind::ServicePrincipal => report.service_principals_seen += objects,
         }
         Ok(walked)
+    }
+
+    /// Writes one page: its owners in one store call, then the removals it reports. Returns what
+    /// changed, the ids of the owners listed, and how many owners were removed.
+    async fn store_page<L: Listing>(
+        &self,
+        integration: &IntegrationId,
+        page: Page<DirectoryObject<L>>,
+    ) -> Result<(SyncCounts, Vec<Uuid>, usize)> {
+        let (snapshots, removed) = L::snapshots(self, integration, page).await?;
+        let ids = snapshots.iter().map(|s| s.owner.id()).collect();
+        let mut counts = self.store.sync_owners(integration, &snapshots).await?;
+        for id in &removed {
+            counts.credentials_removed += self.store.remove_owner(integration, L::KIND, *id).await?;
+        }
+        Ok((counts, ids, removed.len()))
     }
 
     async fn remove_unseen(&self, integration: &IntegrationId, kind: OwnerKind, seen: &HashSet<Uuid>) -> Result<usize> {

@@ -12,8 +12,9 @@ use crate::ports::SyncState;
 use crate::{Error, Result};
 
 /// The layout this code reads and writes. 1: a certificate's id says it is a certificate
-/// (`…/cert/<key-id>`), apart from a password with the same key id.
-pub(super) const SCHEMA_VERSION: i64 = 1;
+/// (`…/cert/<key-id>`), apart from a password with the same key id. 2: each credential's next
+/// moment of interest is indexed (`due_at`, milliseconds; NULL never), for the expiry scan.
+pub(super) const SCHEMA_VERSION: i64 = 2;
 
 /// Brings the database to [`SCHEMA_VERSION`]. The version is read inside the transaction, so two
 /// processes opening one file at once migrate it once. A file of a newer version is refused, so
@@ -35,6 +36,9 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<()> {
     let mut moved = 0;
     if version < 1 {
         moved += certificates_get_their_own_ids(&tx)?;
+    }
+    if version < 2 {
+        credentials_get_a_due_index(&tx)?;
     }
     tx.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(s("recording the schema version"))?;
     tx.commit().map_err(s("migrating the store"))?;
@@ -85,6 +89,17 @@ fn certificates_get_their_own_ids(tx: &rusqlite::Transaction<'_>) -> Result<usiz
         }
     }
     Ok(moved)
+}
+
+/// Version 1 to 2: the due index. Every credential starts due, so the first scan looks at each
+/// one and stores its real next moment (it would anyway: no scan fingerprint is recorded yet).
+fn credentials_get_a_due_index(tx: &rusqlite::Transaction<'_>) -> Result<()> {
+    tx.execute_batch(
+        "ALTER TABLE credentials ADD COLUMN due_at INTEGER;
+         UPDATE credentials SET due_at = 0;
+         CREATE INDEX credentials_due ON credentials (due_at, id);",
+    )
+    .map_err(s("adding the due index"))
 }
 
 #[cfg(test)]

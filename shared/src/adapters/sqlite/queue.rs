@@ -44,6 +44,9 @@ CREATE TABLE IF NOT EXISTS queue_dedup (
     expires_at INTEGER NOT NULL,
     PRIMARY KEY (queue, dedup_id)
 );
+-- Every send with a deduplication id first drops the expired entries: by this index, not by
+-- reading every entry, so a send costs the same with 10 or 100,000 entries in the window.
+CREATE INDEX IF NOT EXISTS queue_dedup_expiry ON queue_dedup (expires_at);
 ";
 
 /// The embedded queue. Cheap to clone.

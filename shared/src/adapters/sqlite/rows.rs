@@ -90,31 +90,35 @@ pub(super) fn alert_row(key: &AlertKey) -> (String, String, String) {
     (key.credential.to_string(), key.end.unix_timestamp().to_string(), key.threshold.key())
 }
 
-pub(super) fn upsert_credential(conn: &Connection, c: &Credential) -> Result<()> {
+/// Writes the credential unless it is stored exactly so already; a new or changed one is indexed
+/// as due at once (`due_at` 0), for the next scan to look at. Whether it was written.
+pub(super) fn upsert_credential(conn: &Connection, c: &Credential) -> Result<bool> {
     let kind = match c.kind {
         CredentialKind::Password => "password",
         CredentialKind::Certificate => "certificate",
     };
-    conn.prepare_cached(
-        "INSERT INTO credentials (id, integration, owner_kind, owner, kind, removed, app, end_at, doc)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-         ON CONFLICT (id) DO UPDATE SET removed = excluded.removed, app = excluded.app, end_at = excluded.end_at,
-             doc = excluded.doc",
-    )
-    .map_err(s("put credential"))?
-    .execute(params![
-        c.id.to_string(),
-        c.id.integration.to_string(),
-        owner_kind_text(c.id.owner_kind),
-        c.id.owner.hyphenated().to_string(),
-        kind,
-        c.removed_at.is_some(),
-        c.app.map(|a| a.to_string()),
-        c.end.map(millis),
-        to_doc(c)?
-    ])
-    .map_err(s("put credential"))?;
-    Ok(())
+    let changed = conn
+        .prepare_cached(
+            "INSERT INTO credentials (id, integration, owner_kind, owner, kind, removed, app, end_at, due_at, doc)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 0, ?9)
+             ON CONFLICT (id) DO UPDATE SET removed = excluded.removed, app = excluded.app, end_at = excluded.end_at,
+                 due_at = 0, doc = excluded.doc
+             WHERE credentials.doc IS NOT excluded.doc",
+        )
+        .map_err(s("put credential"))?
+        .execute(params![
+            c.id.to_string(),
+            c.id.integration.to_string(),
+            owner_kind_text(c.id.owner_kind),
+            c.id.owner.hyphenated().to_string(),
+            kind,
+            c.removed_at.is_some(),
+            c.app.map(|a| a.to_string()),
+            c.end.map(millis),
+            to_doc(c)?
+        ])
+        .map_err(s("put credential"))?;
+    Ok(changed > 0)
 }
 
 pub(super) fn text(v: impl ToString) -> Value {

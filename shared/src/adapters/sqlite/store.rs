@@ -5,20 +5,21 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use rusqlite::types::Value;
-use rusqlite::{TransactionBehavior, params, params_from_iter};
+use rusqlite::{OptionalExtension, TransactionBehavior, params, params_from_iter};
 use serde::de::DeserializeOwned;
 use time::OffsetDateTime;
 
 use super::rows::{
-    alert_row, opt_text, owner_kind_text, query_doc, query_docs, remove_credentials, s, text, to_doc, upsert_credential,
+    alert_row, from_doc, opt_text, owner_kind_text, query_doc, query_docs, remove_credentials, s, text, to_doc,
+    upsert_credential,
 };
-use super::{Db, Kind, millis, to_error};
+use super::{Db, Kind, from_millis, millis, to_error};
 use crate::domain::execution::{Execution, StepRecord};
 use crate::domain::ids::{AgentId, AppObjectId, CredentialId, ExecutionId, IntegrationId, OwnerKind};
 use crate::domain::inventory::{Application, Credential, ServicePrincipal};
 use crate::ports::{
-    AgentRecord, AlertKey, AuditEvent, AuditQuery, Claim, Clock, Owner, OwnerSnapshot, SealedRecord, Store, SyncCounts,
-    SyncState,
+    AgentRecord, AlertKey, AuditEvent, AuditQuery, Claim, Clock, DueCredential, DuePosition, Owner, OwnerSnapshot,
+    SealedRecord, Store, SyncCounts, SyncState,
 };
 use crate::{Error, Result};
 
@@ -54,7 +55,17 @@ CREATE INDEX IF NOT EXISTS audit_by_execution ON audit (execution, seq);
 CREATE TABLE IF NOT EXISTS sealed (record_id TEXT PRIMARY KEY, execution TEXT, doc TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS agents (id TEXT PRIMARY KEY, doc TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS sync_state (integration TEXT PRIMARY KEY, doc TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS scan_state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 ";
+
+/// An owner as listed: written only when it differs from what is stored, so a sync of an
+/// unchanged tenant writes nothing.
+const UPSERT_APPLICATION: &str = "INSERT INTO applications (integration, object_id, doc) VALUES (?1, ?2, ?3)
+    ON CONFLICT (integration, object_id) DO UPDATE SET doc = excluded.doc WHERE applications.doc IS NOT excluded.doc";
+const UPSERT_SERVICE_PRINCIPAL: &str =
+    "INSERT INTO service_principals (integration, object_id, doc) VALUES (?1, ?2, ?3)
+    ON CONFLICT (integration, object_id) DO UPDATE SET doc = excluded.doc
+    WHERE service_principals.doc IS NOT excluded.doc";
 
 /// The embedded store. Cheap to clone.
 #[derive(Clone)]
@@ -189,38 +200,45 @@ impl Store for SqliteStore {
                 let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(s("sync owners"))?;
                 let mut counts = SyncCounts::default();
                 for snap in &owners {
-                    let (table, owner_id, doc) = match &snap.owner {
-                        Owner::Application(a) => ("applications", a.object_id.to_string(), to_doc(a)?),
-                        Owner::ServicePrincipal(p) => ("service_principals", p.object_id.to_string(), to_doc(p)?),
+                    let (sql, owner_id, doc) = match &snap.owner {
+                        Owner::Application(a) => (UPSERT_APPLICATION, a.object_id.to_string(), to_doc(a)?),
+                        Owner::ServicePrincipal(p) => (UPSERT_SERVICE_PRINCIPAL, p.object_id.to_string(), to_doc(p)?),
                     };
-                    let sql = format!(
-                        "INSERT INTO {table} (integration, object_id, doc) VALUES (?1, ?2, ?3)
-                         ON CONFLICT (integration, object_id) DO UPDATE SET doc = excluded.doc"
-                    );
-                    tx.execute(&sql, params![integration, owner_id, doc]).map_err(s("sync owners"))?;
+                    tx.prepare_cached(sql)
+                        .and_then(|mut q| q.execute(params![integration, owner_id, doc]))
+                        .map_err(s("sync owners"))?;
                     counts.owners += 1;
                     let kind = owner_kind_text(snap.owner.kind());
+                    if snap.passwords.is_none() && snap.certificates.is_none() {
+                        continue;
+                    }
+                    // One read of what the owner has, both kinds, before anything of it is written.
+                    let stored: Vec<(String, String)> = {
+                        let mut stmt = tx
+                            .prepare_cached(
+                                "SELECT id, kind FROM credentials WHERE integration = ?1 AND owner_kind = ?2
+                                 AND owner = ?3 AND removed = 0",
+                            )
+                            .map_err(s("sync owners"))?;
+                        stmt.query_map(params![integration, kind, owner_id], |r| Ok((r.get(0)?, r.get(1)?)))
+                            .map_err(s("sync owners"))?
+                            .collect::<rusqlite::Result<_>>()
+                            .map_err(s("sync owners"))?
+                    };
                     for (cred_kind, list) in [("password", &snap.passwords), ("certificate", &snap.certificates)] {
                         let Some(list) = list else { continue };
                         let keep: std::collections::HashSet<String> = list.iter().map(|c| c.id.to_string()).collect();
-                        let stored: Vec<String> = {
-                            let mut stmt = tx
-                                .prepare_cached(
-                                    "SELECT id FROM credentials WHERE integration = ?1 AND owner_kind = ?2 AND owner = ?3
-                                     AND kind = ?4 AND removed = 0",
-                                )
-                                .map_err(s("sync owners"))?;
-                            stmt.query_map(params![integration, kind, owner_id, cred_kind], |r| r.get(0))
-                                .map_err(s("sync owners"))?
-                                .collect::<rusqlite::Result<_>>()
-                                .map_err(s("sync owners"))?
-                        };
-                        let gone: Vec<String> = stored.into_iter().filter(|id| !keep.contains(id)).collect();
+                        let gone: Vec<String> = stored
+                            .iter()
+                            .filter(|(id, k)| k == cred_kind && !keep.contains(id))
+                            .map(|(id, _)| id.clone())
+                            .collect();
                         counts.credentials_removed += gone.len();
                         remove_credentials(&tx, &gone, now)?;
                         for cred in list {
-                            upsert_credential(&tx, cred)?;
-                            counts.credentials_written += 1;
+                            if upsert_credential(&tx, cred)? {
+                                counts.credentials_written += 1;
+                            }
                         }
                     }
                 }
@@ -295,6 +313,73 @@ impl Store for SqliteStore {
             }
             None => self.many("SELECT doc FROM credentials ORDER BY id LIMIT ?1", vec![limit]).await,
         }
+    }
+
+    async fn due_credentials(
+        &self,
+        now: OffsetDateTime,
+        after: Option<&DuePosition>,
+        limit: usize,
+    ) -> Result<Vec<DueCredential>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let now = millis(now);
+        // Before any position: due at -1 sorts before every moment stored (the epoch is 0).
+        let (after_due, after_id) = after.map_or((-1, String::new()), |a| (millis(a.due), a.id.to_string()));
+        self.db
+            .call(move |c| {
+                let mut stmt = c
+                    .prepare_cached(
+                        "SELECT due_at, doc FROM credentials WHERE due_at <= ?1 AND (due_at, id) > (?2, ?3)
+                         ORDER BY due_at, id LIMIT ?4",
+                    )
+                    .map_err(s("due credentials"))?;
+                let rows: Vec<(i64, String)> = stmt
+                    .query_map(params![now, after_due, after_id, limit], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .map_err(s("due credentials"))?
+                    .collect::<rusqlite::Result<_>>()
+                    .map_err(s("due credentials"))?;
+                rows.iter()
+                    .map(|(due, doc)| Ok(DueCredential { credential: from_doc(doc)?, due: from_millis(*due) }))
+                    .collect()
+            })
+            .await
+    }
+
+    async fn set_next_moments(&self, moments: &[(Credential, Option<OffsetDateTime>)]) -> Result<()> {
+        let rows = moments
+            .iter()
+            .map(|(c, due)| Ok((c.id.to_string(), to_doc(c)?, due.map(millis))))
+            .collect::<Result<Vec<_>>>()?;
+        self.db
+            .call(move |c| {
+                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(s("set next moments"))?;
+                {
+                    let mut stmt = tx
+                        .prepare_cached("UPDATE credentials SET due_at = ?3 WHERE id = ?1 AND doc = ?2")
+                        .map_err(s("set next moments"))?;
+                    for (id, doc, due) in &rows {
+                        stmt.execute(params![id, doc, due]).map_err(s("set next moments"))?;
+                    }
+                }
+                tx.commit().map_err(s("set next moments"))
+            })
+            .await
+    }
+
+    async fn scan_fingerprint(&self) -> Result<Option<String>> {
+        self.db
+            .call(|c| {
+                c.query_row("SELECT value FROM scan_state WHERE key = 'fingerprint'", [], |r| r.get(0))
+                    .optional()
+                    .map_err(s("scan fingerprint"))
+            })
+            .await
+    }
+
+    async fn put_scan_fingerprint(&self, fingerprint: &str) -> Result<()> {
+        let sql = "INSERT INTO scan_state (key, value) VALUES ('fingerprint', ?1)
+                   ON CONFLICT (key) DO UPDATE SET value = excluded.value";
+        self.execute("put scan fingerprint", sql, vec![text(fingerprint)]).await.map(drop)
     }
 
     async fn create_execution(&self, execution: &Execution) -> Result<Claim> {

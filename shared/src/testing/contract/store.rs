@@ -13,10 +13,16 @@ use crate::domain::ids::{
 };
 use crate::domain::inventory::{Application, Credential, CredentialKind, ServicePrincipal};
 use crate::domain::lifecycle::AlertThreshold;
+use crate::domain::policy::{PolicySet, RotationPolicy};
+use crate::messages::{Envelope, Message};
+use crate::ports::alerts::{Alert, AlertSink};
 use crate::ports::key_ring::SealedValue;
 use crate::ports::{
-    AgentRecord, AlertKey, AuditEvent, AuditQuery, Claim, Owner, OwnerSnapshot, SealedRecord, Store, SyncState,
+    AgentRecord, AlertKey, AuditEvent, AuditQuery, Claim, Clock, DueCredential, Owner, OwnerSnapshot, Queue, QueueName,
+    SealedRecord, Store, SyncState,
 };
+use crate::testing::fakes::ManualClock;
+use crate::usecases::scan::{ScanReport, Scanner};
 
 /// The time the contract's records are made at.
 pub const NOW: OffsetDateTime = datetime!(2026-11-22 12:00 UTC);
@@ -497,10 +503,11 @@ pub async fn a_password_and_a_certificate_sharing_a_key_id_are_two_credentials(s
         passwords: Some(vec![secret.clone()]),
         certificates: Some(vec![certificate.clone()]),
     };
-    // Twice: the second sync compares against what the first one stored.
-    for _ in 0..2 {
+    // Twice: the second sync compares against what the first one stored, finds both as they
+    // are, and writes nothing.
+    for written in [2, 0] {
         let counts = s.sync_owners(&i, std::slice::from_ref(&snapshot)).await.unwrap();
-        assert_eq!((counts.credentials_written, counts.credentials_removed), (2, 0));
+        assert_eq!((counts.credentials_written, counts.credentials_removed), (written, 0));
     }
     let mut listed = s.list_credentials(Some(&i)).await.unwrap();
     listed.sort_by_key(|c| c.kind == CredentialKind::Certificate);
@@ -558,6 +565,303 @@ pub async fn removing_an_integration_takes_its_whole_inventory_and_keeps_its_his
     assert_eq!(s.get_execution(&kept_exec.id).await.unwrap().unwrap().status, ExecutionStatus::Pending);
 }
 
+// The due index.
+
+/// Every due credential, page by page of `limit`, checking each page is in position order.
+async fn all_due(s: &dyn Store, now: OffsetDateTime, limit: usize) -> Vec<DueCredential> {
+    let mut out: Vec<DueCredential> = Vec::new();
+    let mut after = None;
+    loop {
+        let page = s.due_credentials(now, after.as_ref(), limit).await.unwrap();
+        assert!(page.len() <= limit);
+        let Some(last) = page.last() else { break };
+        after = Some(last.position());
+        out.extend(page);
+    }
+    out
+}
+
+fn due_ids(due: &[DueCredential]) -> Vec<CredentialId> {
+    let mut ids: Vec<CredentialId> = due.iter().map(|d| d.credential.id.clone()).collect();
+    ids.sort_by_key(ToString::to_string);
+    ids
+}
+
+pub async fn a_written_credential_is_due_until_its_next_moment_is_set(s: Arc<dyn Store>) {
+    let c = password(&app("contoso"), 40);
+    s.put_credential(&c).await.unwrap();
+    let due = all_due(s.as_ref(), NOW, 10).await;
+    assert_eq!(due.len(), 1);
+    assert_eq!((&due[0].credential, due[0].due), (&c, OffsetDateTime::UNIX_EPOCH), "due at once, as written");
+
+    let moment = NOW + time::Duration::days(10);
+    s.set_next_moments(&[(c.clone(), Some(moment))]).await.unwrap();
+    assert!(all_due(s.as_ref(), NOW, 10).await.is_empty());
+    assert!(all_due(s.as_ref(), moment - time::Duration::milliseconds(1), 10).await.is_empty());
+    let due = all_due(s.as_ref(), moment, 10).await;
+    assert_eq!(due_ids(&due), vec![c.id.clone()], "due at its moment exactly");
+    assert_eq!(due[0].due, moment);
+
+    s.set_next_moments(&[(c.clone(), None)]).await.unwrap();
+    assert!(all_due(s.as_ref(), NOW + time::Duration::days(10_000), 10).await.is_empty(), "never due again");
+    assert_eq!(s.get_credential(&c.id).await.unwrap(), Some(c), "the moment is no part of the credential");
+}
+
+pub async fn a_credential_written_after_it_was_read_stays_due(s: Arc<dyn Store>) {
+    let c = password(&app("contoso"), 40);
+    s.put_credential(&c).await.unwrap();
+    let seen = all_due(s.as_ref(), NOW, 10).await.remove(0).credential;
+    // Renewed by hand while the scan was deciding about the old end date.
+    let mut renewed = c.clone();
+    renewed.end = Some(NOW + time::Duration::days(3));
+    s.put_credential(&renewed).await.unwrap();
+    s.set_next_moments(&[(seen, Some(NOW + time::Duration::days(10)))]).await.unwrap();
+    let due = all_due(s.as_ref(), NOW, 10).await;
+    assert_eq!(due.iter().map(|d| &d.credential).collect::<Vec<_>>(), vec![&renewed], "looked at again, as renewed");
+
+    // A moment for a credential that is gone creates nothing.
+    s.remove_credential(&c.id).await.unwrap();
+    s.set_next_moments(&[(renewed, Some(NOW))]).await.unwrap();
+    assert!(all_due(s.as_ref(), NOW, 10).await.is_empty());
+    assert_eq!(s.get_credential(&c.id).await.unwrap(), None);
+}
+
+pub async fn a_sync_of_unchanged_credentials_writes_nothing_and_keeps_their_moments(s: Arc<dyn Store>) {
+    let i = integration("contoso");
+    let a = app("contoso");
+    let (c1, c2) = (password(&a, 40), password(&a, 80));
+    let counts = s.sync_owners(&i, &[snapshot(&a, Some(vec![c1.clone(), c2.clone()]))]).await.unwrap();
+    assert_eq!(counts.credentials_written, 2);
+    let moment = NOW + time::Duration::days(10);
+    s.set_next_moments(&[(c1.clone(), Some(moment)), (c2.clone(), Some(moment))]).await.unwrap();
+
+    let counts = s.sync_owners(&i, &[snapshot(&a, Some(vec![c1.clone(), c2.clone()]))]).await.unwrap();
+    assert_eq!((counts.owners, counts.credentials_written, counts.credentials_removed), (1, 0, 0));
+    assert!(all_due(s.as_ref(), NOW, 10).await.is_empty(), "moments kept");
+
+    // An end date that changed in the directory is written, and due at once.
+    let mut moved = c2.clone();
+    moved.end = Some(NOW + time::Duration::days(5));
+    let counts = s.sync_owners(&i, &[snapshot(&a, Some(vec![c1.clone(), moved.clone()]))]).await.unwrap();
+    assert_eq!(counts.credentials_written, 1);
+    assert_eq!(due_ids(&all_due(s.as_ref(), NOW, 10).await), vec![moved.id.clone()]);
+    assert_eq!(s.get_credential(&moved.id).await.unwrap(), Some(moved));
+}
+
+pub async fn due_credentials_are_listed_page_by_page_across_integrations(s: Arc<dyn Store>) {
+    let mut want = Vec::new();
+    let mut moments = Vec::new();
+    for (n, name) in ["contoso", "contoso-eu", "fabrikam"].into_iter().enumerate() {
+        let a = app(name);
+        for d in 0..5_i64 {
+            let c = password(&a, d);
+            s.put_credential(&c).await.unwrap();
+            // Some due before now (by a few hours, or at once), some later, one never.
+            let moment = match d {
+                0 => None,
+                1 | 2 => Some(NOW - time::Duration::hours(d + n as i64)),
+                3 => Some(NOW + time::Duration::hours(1)),
+                _ => Some(NOW),
+            };
+            if moment.is_some_and(|m| m <= NOW) {
+                want.push(c.id.clone());
+            }
+            moments.push((c, moment));
+        }
+    }
+    // One written and not looked at: due at once.
+    let fresh = password(&app("contoso"), 9);
+    s.put_credential(&fresh).await.unwrap();
+    want.push(fresh.id.clone());
+    s.set_next_moments(&moments).await.unwrap();
+    want.sort_by_key(ToString::to_string);
+    for limit in [1, 2, 3, 100] {
+        let due = all_due(s.as_ref(), NOW, limit).await;
+        assert_eq!(due_ids(&due), want, "pages of {limit}: each due credential once");
+        assert_eq!(due.len(), want.len());
+        assert!(due.iter().all(|d| d.due <= NOW));
+    }
+}
+
+pub async fn the_scan_fingerprint_is_kept(s: Arc<dyn Store>) {
+    assert_eq!(s.scan_fingerprint().await.unwrap(), None);
+    s.put_scan_fingerprint("a1").await.unwrap();
+    s.put_scan_fingerprint("b2").await.unwrap();
+    assert_eq!(s.scan_fingerprint().await.unwrap().as_deref(), Some("b2"));
+}
+
+/// An alert sink the scan writes at once, so a test sees what it raised without a queue.
+#[derive(Default)]
+struct Raised(std::sync::Mutex<Vec<(CredentialId, Option<AlertThreshold>)>>);
+
+#[async_trait::async_trait]
+impl AlertSink for Raised {
+    fn name(&self) -> &str {
+        "raised"
+    }
+    async fn send(&self, alerts: &[Alert]) -> crate::Result<()> {
+        self.0.lock().unwrap().extend(alerts.iter().map(|a| (a.credential.clone(), a.threshold)));
+        Ok(())
+    }
+    fn in_place(&self) -> bool {
+        true
+    }
+}
+
+/// One store and what its scans raised and asked for.
+struct Scanned {
+    store: Arc<dyn Store>,
+    queue: crate::adapters::sqlite::SqliteQueue,
+    sink: Arc<Raised>,
+    rotations: Vec<CredentialId>,
+}
+
+impl Scanned {
+    fn new(store: Arc<dyn Store>, clock: &ManualClock) -> Self {
+        let queue = crate::adapters::sqlite::SqliteQueue::in_memory(
+            crate::messages::default_queue_specs(),
+            Arc::new(clock.clone()),
+        )
+        .unwrap();
+        Self { store, queue, sink: Arc::new(Raised::default()), rotations: Vec::new() }
+    }
+
+    async fn scan(&mut self, clock: &ManualClock, policies: &PolicySet, everything: bool) -> ScanReport {
+        let sinks: Vec<Arc<dyn AlertSink>> = vec![self.sink.clone()];
+        let disabled = std::collections::BTreeSet::new();
+        let scanner = Scanner {
+            store: self.store.as_ref(),
+            queue: &self.queue,
+            clock,
+            policies,
+            sinks: &sinks,
+            disabled: &disabled,
+        };
+        let report = if everything { scanner.scan_everything(None).await } else { scanner.scan(None).await }.unwrap();
+        let q = QueueName::new(crate::messages::queues::ROTATE);
+        loop {
+            let got = self.queue.receive(&q, 10, None).await.unwrap();
+            if got.is_empty() {
+                break;
+            }
+            for m in got {
+                if let Message::RotateRequested { credential, .. } = Envelope::parse(&m.body).unwrap().message {
+                    self.rotations.push(credential);
+                }
+                self.queue.delete(&q, &m.receipt).await.unwrap();
+            }
+        }
+        report
+    }
+
+    /// Everything raised and requested so far, in a comparable order.
+    fn outcome(&self) -> (Vec<String>, Vec<String>) {
+        let mut alerts: Vec<String> = self
+            .sink
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(c, t)| format!("{c} {}", t.map(|t| t.key()).unwrap_or_default()))
+            .collect();
+        alerts.sort();
+        let mut rotations: Vec<String> = self.rotations.iter().map(ToString::to_string).collect();
+        rotations.sort();
+        (alerts, rotations)
+    }
+}
+
+fn policies(auto_rotate: bool, thresholds: Vec<u32>) -> PolicySet {
+    let policy = RotationPolicy {
+        auto_rotate,
+        alert_thresholds: thresholds,
+        ..RotationPolicy::with_defaults(PolicyId::parse("default").expect("valid"))
+    };
+    PolicySet::new(vec![(policy, vec![])])
+}
+
+/// The store under test scans by its due index; an embedded store fed the same writes reads every
+/// credential at every scan. Whatever happens to the dates, the thresholds and the policy, both
+/// raise the same alerts and ask for the same rotations, scan after scan, while the indexed scan
+/// looks only at what has come due.
+pub async fn the_indexed_scan_finds_exactly_what_a_full_read_finds(s: Arc<dyn Store>) {
+    let clock = ManualClock::new(NOW);
+    let reference: Arc<dyn Store> =
+        Arc::new(crate::adapters::sqlite::SqliteStore::in_memory(Arc::new(clock.clone())).unwrap());
+    let mut indexed = Scanned::new(s, &clock);
+    let mut full = Scanned::new(reference, &clock);
+    let i = integration("contoso");
+    let (a, b) = (app("contoso"), app("contoso"));
+    let sp = service_principal(&b);
+    // End dates from expired to far ahead, a certificate, a service principal's password, one
+    // without an end date.
+    let mut owned: Vec<Credential> =
+        [-3, 0, 1, 6, 7, 8, 20, 29, 31, 45, 61, 95, 200].iter().map(|d| password(&a, *d)).collect();
+    let mut cert = password(&b, 25);
+    cert.id = cert.id.with_kind(CredentialKind::Certificate);
+    cert.kind = CredentialKind::Certificate;
+    cert.thumbprint = Some("3q2+7w==".into());
+    let mut sp_secret = password(&b, 12);
+    sp_secret.id = CredentialId::for_service_principal(i.clone(), sp.object_id, KeyId::from_uuid(Uuid::new_v4()));
+    sp_secret.app = None;
+    let mut endless = password(&b, 0);
+    endless.end = None;
+    let write = |owned: &[Credential], b_passwords: Vec<Credential>| {
+        vec![
+            snapshot(&a, Some(owned.to_vec())),
+            OwnerSnapshot {
+                owner: Owner::Application(b.clone()),
+                passwords: Some(b_passwords),
+                certificates: Some(vec![cert.clone()]),
+            },
+            OwnerSnapshot {
+                owner: Owner::ServicePrincipal(sp.clone()),
+                passwords: Some(vec![sp_secret.clone()]),
+                certificates: Some(vec![]),
+            },
+        ]
+    };
+    let total = owned.len() + 3;
+    let mut policy = policies(true, vec![30, 7]);
+    let mut looked_at = Vec::new();
+    for step in 0..16 {
+        match step {
+            // Renewed by hand: one further out, one brought in close.
+            4 => {
+                owned[7].end = owned[7].end.map(|e| e + time::Duration::days(90));
+                owned[11].end = Some(clock.now() + time::Duration::days(2));
+            }
+            // The thresholds change, and then automatic rotation is switched off.
+            7 => policy = policies(true, vec![60, 30, 14, 1]),
+            10 => policy = policies(false, vec![60, 30, 14, 1]),
+            // A new credential appears, one goes.
+            12 => {
+                owned.push(password(&a, 100));
+                owned.remove(0);
+            }
+            _ => {}
+        }
+        let snapshots = write(&owned, vec![endless.clone()]);
+        for store in [&indexed.store, &full.store] {
+            store.sync_owners(&i, &snapshots).await.unwrap();
+        }
+        let report = indexed.scan(&clock, &policy, false).await;
+        full.scan(&clock, &policy, true).await;
+        assert_eq!(indexed.outcome(), full.outcome(), "step {step} at {}", clock.now());
+        looked_at.push((report.full_pass, report.credentials));
+        // Again at once: nothing has come due.
+        let again = indexed.scan(&clock, &policy, false).await;
+        assert_eq!((again.full_pass, again.credentials), (false, 0), "step {step}: a second scan reads nothing");
+        clock.advance(std::time::Duration::from_secs(86_400 * [1, 3, 5, 7][step % 4]));
+    }
+    let (alerts, rotations) = full.outcome();
+    assert!(alerts.len() > 20 && !rotations.is_empty(), "the scenario alerts and rotates: {alerts:?} {rotations:?}");
+    // A full pass at the first scan and when the policy changed; otherwise only what was due.
+    let passes: Vec<usize> = looked_at.iter().enumerate().filter(|(_, (f, _))| *f).map(|(n, _)| n).collect();
+    assert_eq!(passes, vec![0, 7, 10]);
+    assert!(looked_at.iter().filter(|(f, _)| !f).all(|(_, n)| *n < total), "{looked_at:?}");
+}
+
 /// Expands to one `#[tokio::test]` per contract case. `$make` is an async expression giving an
 /// `Arc<dyn Store>` that starts empty.
 #[macro_export]
@@ -584,6 +888,12 @@ macro_rules! store_contract_tests {
             alerts_and_marks_are_recorded_in_batches,
             a_password_and_a_certificate_sharing_a_key_id_are_two_credentials,
             removing_an_integration_takes_its_whole_inventory_and_keeps_its_history,
+            a_written_credential_is_due_until_its_next_moment_is_set,
+            a_credential_written_after_it_was_read_stays_due,
+            a_sync_of_unchanged_credentials_writes_nothing_and_keeps_their_moments,
+            due_credentials_are_listed_page_by_page_across_integrations,
+            the_scan_fingerprint_is_kept,
+            the_indexed_scan_finds_exactly_what_a_full_read_finds,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
