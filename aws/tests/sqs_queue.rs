@@ -106,6 +106,7 @@ mod contract {
         fifo_send_without_a_group_is_refused,
         change_visibility_to_zero_makes_a_message_visible_at_once,
         receive_returns_at_most_the_batch_size_in_send_order,
+        a_batch_is_sent_in_order_and_its_duplicates_are_dropped,
         unknown_queue_is_an_error,
     );
 }

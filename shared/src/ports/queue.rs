@@ -97,6 +97,16 @@ pub struct DeadLetter {
 #[async_trait]
 pub trait Queue: Send + Sync {
     async fn send(&self, queue: &QueueName, message: OutgoingMessage) -> Result<MessageId>;
+    /// Sends each of `messages` as [`Queue::send`] does, in order, in as few round trips as the
+    /// queue allows (the embedded queue: one transaction). On an error some may have been sent,
+    /// as with `send` one by one. The default sends them one by one.
+    async fn send_batch(&self, queue: &QueueName, messages: Vec<OutgoingMessage>) -> Result<Vec<MessageId>> {
+        let mut ids = Vec::with_capacity(messages.len());
+        for message in messages {
+            ids.push(self.send(queue, message).await?);
+        }
+        Ok(ids)
+    }
     /// Up to `max` visible messages, hidden for `visibility` (the queue's default when `None`).
     /// Messages past their maximum receive count go to the dead-letter queue instead.
     async fn receive(

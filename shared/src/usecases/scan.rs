@@ -418,10 +418,16 @@ impl Scanner<'_> {
             }
         }
         for sink in self.sinks.iter().filter(|s| !s.in_place() && Some(s.name()) != skip) {
+            // One batch per sink and page: on the embedded queue one transaction, not one each.
+            let mut batch = Vec::with_capacity(raised.len());
             for (alert, once) in &raised {
                 let message = Message::AlertRequested { alert: Box::new(alert.clone()), sink: sink.name().to_owned() };
-                let envelope = message.envelope(outbox_key(sink.name(), once));
-                self.queue.send(&envelope.message.queue(), envelope.to_outgoing(Duration::ZERO)?).await?;
+                batch.push(message.envelope(outbox_key(sink.name(), once)));
+            }
+            if let Some(first) = batch.first() {
+                let queue = first.message.queue();
+                let outgoing = batch.iter().map(|e| e.to_outgoing(Duration::ZERO)).collect::<Result<Vec<_>>>()?;
+                self.queue.send_batch(&queue, outgoing).await?;
             }
         }
         let mut expiry = Vec::new();

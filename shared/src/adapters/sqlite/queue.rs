@@ -97,45 +97,33 @@ fn ms(d: Duration) -> i64 {
 #[async_trait]
 impl Queue for SqliteQueue {
     async fn send(&self, queue: &QueueName, message: OutgoingMessage) -> Result<MessageId> {
+        let mut ids = self.send_batch(queue, vec![message]).await?;
+        ids.pop().ok_or_else(|| Error::invalid("message", "the queue accepted no message"))
+    }
+
+    async fn send_batch(&self, queue: &QueueName, messages: Vec<OutgoingMessage>) -> Result<Vec<MessageId>> {
         let spec = self.spec(queue)?;
-        if spec.fifo && message.group.is_none() {
+        if spec.fifo && messages.iter().any(|m| m.group.is_none()) {
             return Err(Error::invalid("message", format!("queue {queue} is FIFO: a message group is required")));
+        }
+        if messages.is_empty() {
+            return Ok(Vec::new());
         }
         let now = millis(self.clock.now());
         let queue = queue.clone();
         self.db
             .call(move |conn| {
+                // One transaction, so one synchronous write to disk, for the whole batch.
                 let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(q("send"))?;
-                if let Some(dedup) = &message.dedup_id {
+                if messages.iter().any(|m| m.dedup_id.is_some()) {
                     tx.execute("DELETE FROM queue_dedup WHERE expires_at <= ?1", params![now]).map_err(q("send"))?;
-                    let existing: Option<String> = tx
-                        .query_row(
-                            "SELECT message_id FROM queue_dedup WHERE queue = ?1 AND dedup_id = ?2",
-                            params![queue.as_str(), dedup],
-                            |r| r.get(0),
-                        )
-                        .optional()
-                        .map_err(q("send"))?;
-                    if let Some(id) = existing {
-                        // Accepted and dropped, as SQS does within the deduplication window.
-                        return Ok(MessageId(id));
-                    }
                 }
-                let id = uuid::Uuid::new_v4().to_string();
-                tx.execute(
-                    "INSERT INTO queue_messages (id, queue, body, grp, sent_at, visible_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                    params![id, queue.as_str(), message.body, message.group, now, now + ms(message.delay)],
-                )
-                .map_err(q("send"))?;
-                if let Some(dedup) = &message.dedup_id {
-                    tx.execute(
-                        "INSERT INTO queue_dedup (queue, dedup_id, message_id, expires_at) VALUES (?1, ?2, ?3, ?4)",
-                        params![queue.as_str(), dedup, id, now + DEDUP_WINDOW_MS],
-                    )
-                    .map_err(q("send"))?;
+                let mut ids = Vec::with_capacity(messages.len());
+                for message in &messages {
+                    ids.push(insert_message(&tx, &queue, message, now)?);
                 }
                 tx.commit().map_err(q("send"))?;
-                Ok(MessageId(id))
+                Ok(ids)
             })
             .await
     }
@@ -388,4 +376,41 @@ fn dead_letter_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeadLetter> {
         sent_at: from_millis(r.get(6)?),
         dead_at: from_millis(r.get(7)?),
     })
+}
+
+/// One message into the queue within `tx`, or the id of the message its deduplication id already
+/// names (accepted and dropped, as SQS does within the deduplication window).
+fn insert_message(
+    tx: &rusqlite::Transaction<'_>,
+    queue: &QueueName,
+    message: &OutgoingMessage,
+    now: i64,
+) -> Result<MessageId> {
+    if let Some(dedup) = &message.dedup_id {
+        let existing: Option<String> = tx
+            .query_row(
+                "SELECT message_id FROM queue_dedup WHERE queue = ?1 AND dedup_id = ?2",
+                params![queue.as_str(), dedup],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(q("send"))?;
+        if let Some(id) = existing {
+            return Ok(MessageId(id));
+        }
+    }
+    let id = uuid::Uuid::new_v4().to_string();
+    tx.execute(
+        "INSERT INTO queue_messages (id, queue, body, grp, sent_at, visible_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![id, queue.as_str(), message.body, message.group, now, now + ms(message.delay)],
+    )
+    .map_err(q("send"))?;
+    if let Some(dedup) = &message.dedup_id {
+        tx.execute(
+            "INSERT INTO queue_dedup (queue, dedup_id, message_id, expires_at) VALUES (?1, ?2, ?3, ?4)",
+            params![queue.as_str(), dedup, id, now + DEDUP_WINDOW_MS],
+        )
+        .map_err(q("send"))?;
+    }
+    Ok(MessageId(id))
 }

@@ -253,6 +253,30 @@ pub async fn receive_returns_at_most_the_batch_size_in_send_order(f: &dyn QueueF
     assert_eq!((depth.visible, depth.in_flight), (0, 5));
 }
 
+pub async fn a_batch_is_sent_in_order_and_its_duplicates_are_dropped(f: &dyn QueueFixture) {
+    let q = f.queue();
+    let earlier = OutgoingMessage { dedup_id: Some("alert:a".into()), ..grouped("a", "g1") };
+    let first = q.send(&fifo_q(), earlier.clone()).await.unwrap();
+    let batch = vec![
+        earlier,
+        OutgoingMessage { dedup_id: Some("alert:b".into()), ..grouped("b", "g2") },
+        OutgoingMessage { dedup_id: Some("alert:c".into()), ..grouped("c", "g3") },
+        OutgoingMessage { dedup_id: Some("alert:b".into()), ..grouped("b", "g2") },
+    ];
+    let ids = q.send_batch(&fifo_q(), batch).await.unwrap();
+    assert_eq!(ids.len(), 4);
+    assert_eq!(ids[0], first, "a message sent before with the same deduplication id is dropped");
+    assert_eq!(ids[1], ids[3], "and so is a duplicate within the batch");
+    let mut bodies = Vec::new();
+    for _ in 0..5 {
+        bodies.extend(q.receive(&fifo_q(), 10, None).await.unwrap().into_iter().map(|m| m.body));
+    }
+    bodies.sort();
+    assert_eq!(bodies, vec!["a", "b", "c"], "each message once");
+    assert!(q.send_batch(&fifo_q(), Vec::new()).await.unwrap().is_empty());
+    assert!(matches!(q.send_batch(&fifo_q(), vec![msg("no group")]).await, Err(crate::Error::Invalid { .. })));
+}
+
 pub async fn unknown_queue_is_an_error(f: &dyn QueueFixture) {
     let q = f.queue();
     assert!(q.send(&QueueName::new("no-such-queue"), msg("x")).await.is_err());
@@ -279,6 +303,7 @@ macro_rules! queue_contract_tests {
             fifo_send_without_a_group_is_refused,
             change_visibility_to_zero_makes_a_message_visible_at_once,
             receive_returns_at_most_the_batch_size_in_send_order,
+            a_batch_is_sent_in_order_and_its_duplicates_are_dropped,
             unknown_queue_is_an_error,
         );
     };
