@@ -114,14 +114,14 @@ async fn start_with(args: &[&str], secret: &str) -> (KillOnDrop, String, serde_j
             .spawn()
             .expect("the binary starts"),
     );
-    let stdout = child.0.stdout.take().unwrap();
+    let stdout = child.0.stdout.take().expect("its stdout is piped");
     let line = tokio::task::spawn_blocking(move || {
         let mut line = String::new();
         BufReader::new(stdout).read_line(&mut line).map(|_| line)
     })
     .await
-    .unwrap()
-    .unwrap();
+    .expect("the reader ran")
+    .expect("a line was read");
     let info: serde_json::Value = serde_json::from_str(line.trim()).expect("one JSON line");
     (child, line, info)
 }
