@@ -667,8 +667,13 @@ async fn a_client_certificate_the_tenant_does_not_hold_or_a_key_that_is_not_its_
     let unknown = refused(test_certificate_pem()).await;
     assert!(unknown.contains("AADSTS700027"), "{unknown}");
     // The registered certificate, signed with another key.
-    let cert = &registered[..registered.find("-----BEGIN PRIVATE KEY-----").unwrap()];
-    let other_key = &test_certificate_pem()[test_certificate_pem().find("-----BEGIN PRIVATE KEY-----").unwrap()..];
+    // Each PEM is the certificate, then its key: split after the certificate's end line.
+    let split = |pem: &str| {
+        let at = pem.find("-----END CERTIFICATE-----\n").unwrap() + "-----END CERTIFICATE-----\n".len();
+        (pem[..at].to_owned(), pem[at..].to_owned())
+    };
+    let (cert, _) = split(&registered);
+    let (_, other_key) = split(&test_certificate_pem());
     let forged = refused(format!("{cert}{other_key}")).await;
     assert!(forged.contains("AADSTS7000274"), "{forged}");
 }
