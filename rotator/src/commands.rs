@@ -220,6 +220,55 @@ pub fn steps_check(file: &Path, out: Output) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// `rotator integrations check [NAME]`: each probe's verdict, with what to grant when it is not ok.
+pub async fn integrations_check(config_path: &Path, only: Option<&str>, out: Output) -> anyhow::Result<ExitCode> {
+    use entra_rotator::usecases::integration_check::{Verdict, check_integration};
+    let config = load_config(config_path)?;
+    let directories = entra_rotator::wiring::directories(&config)?;
+    let mut names: Vec<_> = directories.keys().cloned().collect();
+    names.sort();
+    if let Some(only) = only {
+        names.retain(|n| n.as_str() == only);
+        if names.is_empty() {
+            let known = config.integrations.iter().find(|i| i.id.as_str() == only);
+            match known {
+                Some(_) => bail!("integration {only:?} is disabled in {} (enabled = false)", config_path.display()),
+                None => bail!("no integration named {only:?} in {}", config_path.display()),
+            }
+        }
+    }
+    if names.is_empty() {
+        bail!("no enabled integrations in {}", config_path.display());
+    }
+    // The inventory, when there is one, says which applications the policies rotate.
+    let data = open_data(&config)?;
+    let store = data.as_ref().map(|d| &d.store as &dyn Store);
+    let policies = config.policy_set();
+    let mut checks = Vec::new();
+    for name in &names {
+        let directory = directories.get(name).context("integration vanished")?;
+        checks.push(check_integration(name, directory.as_ref(), store, &policies).await);
+    }
+    let failed = checks.iter().any(|c| c.verdict == Verdict::Failed);
+    if out.json {
+        out.print_json(&json!({ "ok": !failed, "integrations": checks }))?;
+    } else {
+        for c in &checks {
+            println!("{}: {} (signs in by {})", c.integration, c.verdict.as_str(), c.sign_in);
+            let mut t = table(&["check", "result", "detail"]);
+            for p in &c.probes {
+                let detail = match &p.fix {
+                    Some(fix) => format!("{}\nfix: {fix}", p.detail),
+                    None => p.detail.clone(),
+                };
+                t.add_row(vec![p.check.to_string(), p.verdict.as_str().to_string(), detail]);
+            }
+            println!("{t}");
+        }
+    }
+    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
 pub async fn status(config_path: &Path, out: Output) -> anyhow::Result<ExitCode> {
     let config = load_config(config_path)?;
     let Some(data) = open_data(&config)? else { return no_data(&config, out) };

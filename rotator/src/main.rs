@@ -81,6 +81,20 @@ enum Command {
     /// The sealing keys of this machine (key ids only, never key material).
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// The configured Entra integrations.
+    #[command(subcommand)]
+    Integrations(IntegrationsCommand),
+}
+
+#[derive(Subcommand)]
+enum IntegrationsCommand {
+    /// Sign in as the background jobs do and ask Entra what they need: listing applications,
+    /// reading their credentials, and adding passwords to the applications the policies rotate.
+    /// Changes nothing; exits non-zero when a check fails.
+    Check {
+        /// Only this integration (default: every enabled one).
+        name: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -155,6 +169,9 @@ fn main() -> ExitCode {
             Command::History(a) => commands::history(&cli.config, &a.credential, a.limit, out).await,
             Command::Dlq(DlqCommand::List { queue }) => commands::dlq_list(&cli.config, queue.as_deref(), out).await,
             Command::Dlq(DlqCommand::Show { id }) => commands::dlq_show(&cli.config, &id, out).await,
+            Command::Integrations(IntegrationsCommand::Check { name }) => {
+                commands::integrations_check(&cli.config, name.as_deref(), out).await
+            }
             Command::Keys(KeysCommand::List) => commands::keys(&cli.config, false, out),
             Command::Keys(KeysCommand::Rotate) => commands::keys(&cli.config, true, out),
             Command::Dlq(DlqCommand::Redrive { queue, ids }) => {

@@ -36,6 +36,9 @@ pub async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
     let store: Arc<dyn Store> = Arc::new(data.store.clone());
     let queue: Arc<dyn Queue> = Arc::new(data.queue.clone());
     let services = wiring::services(&config, store, queue.clone(), clock.clone(), Arc::new(keys))?;
+    // Once at start, beside the work: what each integration may do, in the log.
+    let checked = services.clone();
+    tokio::spawn(async move { entra_rotator::usecases::integration_check::log_checks(&checked).await });
     // One worker per link of the chain, with the handler the chain's table gives it.
     let mut runtime = EmbeddedRuntime::new();
     for (link, handler) in chain_handlers(&services) {

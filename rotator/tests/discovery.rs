@@ -319,3 +319,87 @@ config = {{ kubeconfig = {:?}, namespace = "orders", secret_name = "orders-api-e
     assert_eq!(k8s.restarts(entra_sim::WorkloadKind::Deployment, "orders", "orders-api"), 0, "nothing restarted");
     assert_eq!(sim.tenant().app_passwords(app.object_id).unwrap().len(), 1, "no secret was created");
 }
+
+/// The verdict of each probe of the first integration in `rotator --json integrations check`.
+fn verdicts(out: &Output) -> std::collections::BTreeMap<String, (String, String)> {
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    v["integrations"][0]["probes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            let said = format!("{} {}", p["detail"].as_str().unwrap(), p["fix"].as_str().unwrap_or(""));
+            (p["check"].as_str().unwrap().to_owned(), (p["verdict"].as_str().unwrap().to_owned(), said))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn integrations_check_names_the_missing_permission_until_the_identity_may_rotate() {
+    use entra_sim::{GraphRole, NewApp};
+    let sim = Sim::start(SimOptions { apps: 6, seed: 5, ..Default::default() }).await.unwrap();
+    let tenant = sim.tenant();
+    // The rotator's own app registration: a new one, holding no Graph permission yet.
+    let identity = tenant.add_app(NewApp::named("entra-rotator-prod").with_service_principal());
+    let end = sim.now() + time::Duration::days(180);
+    let secret = tenant.add_password_to(identity.object_id, end).unwrap().secret_text;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &sim);
+    let text =
+        std::fs::read_to_string(&config).unwrap().replace(&sim.management_client_id(), &identity.app_id.to_string());
+    std::fs::write(&config, format!("{text}\n[policies.default]\ndelivery = \"manual\"\n")).unwrap();
+    let check = || rotator(&config, &secret, &["--json", "integrations", "check", "contoso"]);
+
+    // Signed in, but Graph refuses to list: the fix names Application.Read.All.
+    let out = check();
+    assert!(!out.status.success(), "a failed check exits non-zero");
+    let v = verdicts(&out);
+    assert_eq!(v["sign-in"].0, "ok", "{v:?}");
+    assert_eq!(v["list applications"].0, "failed", "{v:?}");
+    assert!(v["list applications"].1.contains("Application.Read.All"), "{v:?}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains(&secret), "the secret is never printed");
+
+    // Reading is granted: writing is what is missing now.
+    let permissions = sim.permissions();
+    permissions.grant(identity.app_id, &[GraphRole::ApplicationReadAll]);
+    let v = verdicts(&check());
+    assert_eq!((v["list applications"].0.as_str(), v["read credentials"].0.as_str()), ("ok", "ok"), "{v:?}");
+    assert_eq!(v["add passwords"].0, "failed", "{v:?}");
+    assert!(v["add passwords"].1.contains("Application.ReadWrite.All"), "{v:?}");
+    assert!(v["add passwords"].1.contains("Application.Read.All"), "it says what it holds: {v:?}");
+
+    // OwnedBy, owner of one application the default policy rotates: the others are named.
+    permissions.grant(identity.app_id, &[GraphRole::ApplicationReadWriteOwnedBy]);
+    json(&rotator(&config, &secret, &["--json", "sync"]));
+    let with_secrets: Vec<_> =
+        tenant.apps().into_iter().filter(|a| a.passwords > 0 && a.object_id != identity.object_id).collect();
+    assert!(with_secrets.len() >= 2, "the generated tenant has applications with secrets");
+    permissions.add_owner(with_secrets[0].object_id, identity.app_id);
+    let v = verdicts(&check());
+    assert_eq!(v["add passwords"].0, "warning", "{v:?}");
+    let rotated = with_secrets.len() + 1; // and its own
+    let counted = format!("but not an owner of {} of the {rotated} application(s)", rotated - 1);
+    assert!(v["add passwords"].1.contains(&counted), "{v:?}");
+    assert!(v["add passwords"].1.contains("az ad app owner add"), "{v:?}");
+    assert!(!v["add passwords"].1.contains(&with_secrets[0].display_name), "not the owned one: {v:?}");
+
+    // Preflight asks the same question per rotation: an application it does not own fails it.
+    let not_owned = &with_secrets[1];
+    let key = tenant.app_passwords(not_owned.object_id).unwrap()[0].key_id;
+    let credential = format!("contoso/app/{}/{key}", not_owned.object_id);
+    let out = rotator(&config, &secret, &["--json", "rotate", &credential, "--dry-run"]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    let checks = report.to_string();
+    assert!(checks.contains("write permission"), "{checks}");
+    assert!(checks.contains("not an owner of this application"), "{checks}");
+
+    // Application.ReadWrite.All: every check passes.
+    permissions.grant(identity.app_id, &[GraphRole::ApplicationReadWriteAll]);
+    let out = check();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(verdicts(&out).values().all(|(verdict, _)| verdict == "ok"), "{:?}", verdicts(&out));
+    // And for a person, a table naming each check.
+    let out = rotator(&config, &secret, &["integrations", "check"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("contoso: ok") && text.contains("add passwords"), "{text}");
+}

@@ -122,6 +122,13 @@ impl Deployment {
         Ok((Self { config, settings, services, queue }, timings))
     }
 
+    /// Once per cold start, in the background: each integration's sign-in and Graph permissions,
+    /// logged (`rotator integrations check` on the deployment's own identity).
+    pub fn log_integration_checks(&self) {
+        let services = self.services.clone();
+        tokio::spawn(async move { entra_rotator::usecases::integration_check::log_checks(&services).await });
+    }
+
     /// The function of one queue of the chain, with the handler the chain's table gives it
     /// ([`entra_rotator::inbound::handlers::batch_handler`]).
     pub fn chain_function(&self, queue: &str) -> Result<QueueFunction> {

@@ -8,5 +8,6 @@ use entra_rotator_aws::lambda::{Deployment, init_tracing, run_queue_function};
 async fn main() -> Result<(), lambda_runtime::Error> {
     init_tracing();
     let deployment = Deployment::from_env().await.map_err(|e| e.chain())?;
+    deployment.log_integration_checks();
     run_queue_function(deployment.chain_function(queues::SYNC).map_err(|e| e.chain())?).await
 }

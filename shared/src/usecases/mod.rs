@@ -7,6 +7,7 @@ pub mod app;
 pub mod cleanup;
 pub mod dashboard;
 pub mod dead_letters;
+pub mod integration_check;
 pub mod intervention;
 pub mod preflight;
 pub mod recovery;

@@ -4,11 +4,11 @@
 use serde::Serialize;
 
 use crate::Result;
-use crate::domain::ids::{AppObjectId, CredentialId, KeyId};
+use crate::domain::ids::{AppObjectId, ClientId, CredentialId, KeyId};
 use crate::domain::inventory::{Credential, room_for_password};
 use crate::domain::policy::RotationPolicy;
 use crate::domain::steps::{AgentTarget, Phase};
-use crate::ports::directory::DirectoryApplication;
+use crate::ports::directory::{Directory, DirectoryApplication};
 use crate::ports::step_runner::{ProbeContext, ProbeOutcome};
 use crate::usecases::app::App;
 
@@ -60,6 +60,7 @@ pub async fn preflight(
                     "the background sign-in of the integration works and reads the application",
                 ));
                 checks.extend(application_checks(&found, credential.id.key_id));
+                checks.push(write_permission_check(directory.as_ref(), credential.client_id).await);
             }
             Ok(None) => checks.push(check("Entra authentication", Failed, "the application no longer exists")),
             Err(e) => checks.push(check("Entra authentication", Failed, e.chain())),
@@ -89,15 +90,20 @@ pub fn application_checks(found: &DirectoryApplication, key_id: KeyId) -> Vec<Ch
     checks
 }
 
+/// May the integration add a password to the application? What its Graph permissions and the
+/// application's owners say; when that cannot be read, it is left for review (Graph itself refuses
+/// at rotation time, before anything else is written).
+pub async fn write_permission_check(directory: &dyn Directory, client_id: ClientId) -> Check {
+    match crate::usecases::integration_check::may_rotate(directory, client_id).await {
+        (Some(true), reason) => check("write permission", CheckOutcome::Ok, reason),
+        (Some(false), reason) => check("write permission", Failed, reason),
+        (None, reason) => check("write permission", ManualReview, reason),
+    }
+}
+
 /// What the policy and its steps say, without asking anyone: delivery, order, support, targets.
 pub fn plan_checks(s: &App, policy: &RotationPolicy) -> Vec<Check> {
     let mut checks = Vec::new();
-    checks.push(check(
-        "write permission",
-        ManualReview,
-        "Graph cannot say whether a write would succeed without writing: the integration needs \
-         Application.ReadWrite.All, or to own the application",
-    ));
     checks.push(check(
         "secret lifetime",
         CheckOutcome::Ok,

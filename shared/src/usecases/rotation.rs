@@ -29,7 +29,7 @@ use crate::ports::key_ring::SealContext;
 use crate::ports::{AuditEvent, Claim, SealedRecord};
 use crate::usecases::app::App;
 use crate::usecases::preflight::{
-    CheckOutcome, PreflightReport, application_checks, plan_checks, preflight, target_checks,
+    CheckOutcome, PreflightReport, application_checks, plan_checks, preflight, target_checks, write_permission_check,
 };
 use crate::usecases::scan::raise_problem;
 use crate::{Error, Result};
@@ -367,6 +367,9 @@ async fn create_secret(s: &App, e: &mut Execution) -> std::result::Result<(), Re
     policy.steps = e.plan.iter().filter_map(|p| p.definition.clone()).collect();
     policy.manual_delivery = e.manual_delivery;
     let mut checks = application_checks(&app, e.credential.key_id);
+    if let Some(client_id) = app.client_id {
+        checks.push(write_permission_check(directory.as_ref(), client_id).await);
+    }
     checks.extend(plan_checks(s, &policy));
     checks.extend(target_checks(s, &policy, &e.credential).await);
     let failed: Vec<String> = checks

@@ -91,10 +91,8 @@ async fn get_service_principal(
     respond(get_one(&s, Collection::ServicePrincipals, &headers, &id, q.as_deref()))
 }
 
-/// Graph requires a bearer token issued to an application allowed to read and write applications —
-/// here, the management application. Tokens of other applications are valid tokens without the
-/// permission, which Graph answers with 403.
-fn authorize(shared: &Shared, headers: &HeaderMap) -> Result<(), GraphError> {
+/// The client id of a request's valid Graph token; 401 without one, as Graph answers.
+pub(crate) fn authenticate(shared: &Shared, headers: &HeaderMap) -> Result<Uuid, GraphError> {
     let token = bearer(headers).ok_or_else(|| GraphError::unauthenticated("Access token is empty."))?;
     let issued = lock(&shared.tokens).get(token).cloned();
     let issued =
@@ -106,7 +104,27 @@ fn authorize(shared: &Shared, headers: &HeaderMap) -> Result<(), GraphError> {
     if issued.audience != Audience::Graph {
         return Err(GraphError::unauthenticated("Access token validation failure. Invalid audience."));
     }
-    if issued.client_id != shared.management_client_id {
+    Ok(issued.client_id)
+}
+
+/// Graph requires a bearer token issued to an application allowed to read applications (see
+/// `permissions.rs`); a valid token without the permission is answered 403.
+fn authorize(shared: &Shared, headers: &HeaderMap) -> Result<Uuid, GraphError> {
+    let client_id = authenticate(shared, headers)?;
+    if !crate::permissions::may_read(shared, client_id) {
+        return Err(GraphError::forbidden());
+    }
+    Ok(client_id)
+}
+
+/// As [`authorize`], for a write to the application `id`: `Application.ReadWrite.All`, or
+/// `Application.ReadWrite.OwnedBy` and an owner. An unknown application is left for the handler
+/// to answer 404.
+fn authorize_write(shared: &Shared, headers: &HeaderMap, id: &str) -> Result<(), GraphError> {
+    let client_id = authorize(shared, headers)?;
+    let Ok(object_id) = Uuid::parse_str(id) else { return Ok(()) };
+    let exists = lock(&shared.directory).get(Collection::Applications, object_id).is_some();
+    if exists && !crate::permissions::may_write(shared, client_id, object_id) {
         return Err(GraphError::forbidden());
     }
     Ok(())
@@ -455,7 +473,7 @@ struct NewPasswordCredential {
 /// idempotent); the answer carries `secretText`, the only time Graph ever shows it.
 async fn add_password(State(s): State<AppState>, headers: HeaderMap, Path(id): Path<String>, body: Bytes) -> Response {
     let result: Result<Response, GraphError> = async {
-        authorize(&s, &headers)?;
+        authorize_write(&s, &headers, &id)?;
         let request: AddPasswordBody = parse_body(&body)?;
         let request = request.password_credential.unwrap_or_default();
         let start = parse_time("startDateTime", request.start_date_time.as_deref())?;
@@ -533,7 +551,7 @@ async fn remove_password(
     body: Bytes,
 ) -> Response {
     let result: Result<Response, GraphError> = async {
-        authorize(&s, &headers)?;
+        authorize_write(&s, &headers, &id)?;
         let request: RemovePasswordBody = parse_body(&body)?;
         let raw_key = request.key_id.ok_or_else(|| GraphError::bad_request("The 'keyId' parameter is required."))?;
         let key_id = Uuid::parse_str(&raw_key).map_err(|_| {

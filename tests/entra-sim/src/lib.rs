@@ -73,6 +73,7 @@ mod graph;
 mod keyvault;
 mod kubernetes;
 mod odata;
+mod permissions;
 mod records;
 mod server;
 mod state;
@@ -105,6 +106,7 @@ pub use error::{Error, TenantError};
 pub use faults::{Fault, FaultKind, Faults, Match};
 pub use federation::{ENTRA_TOKEN_EXCHANGE_AUDIENCE, Federation};
 pub use kubernetes::{Kubernetes, NewWorkload, ROLLOUT_STEP, SecretUse, WorkloadKind};
+pub use permissions::{GraphRole, Permissions};
 pub use records::{Endpoint, RequestRecord};
 pub use targets::{HealthScript, ReceivedWebhook, SPRING_REFRESHED_KEYS, Targets, webhook_signature};
 pub use tenant::{AddedPassword, AppSummary, NewApp, PasswordSummary, TenantHandle};
@@ -246,6 +248,7 @@ impl Sim {
             kubernetes: Mutex::default(),
             federation: Mutex::default(),
             client_certificates: Mutex::default(),
+            permissions: Mutex::new(permissions::PermissionState::new(management_client_id)),
             base_url: base_url.clone(),
             azure: Mutex::default(),
         });
@@ -340,6 +343,11 @@ impl Sim {
         let id =
             uuid::Uuid::parse_str(client_id).map_err(|_| Error::InvalidOption(format!("{client_id} is not a GUID")))?;
         crate::client_certs::issue(&self.shared, id, common_name)
+    }
+
+    /// The Graph application permissions of identities, and the owners of applications.
+    pub fn permissions(&self) -> Permissions {
+        Permissions { shared: self.shared.clone() }
     }
 
     /// AWS STS's `GetWebIdentityToken` and Entra's federated identity credentials.

@@ -102,6 +102,8 @@ pub(crate) struct Shared {
     pub(crate) federation: Mutex<crate::federation::FederationState>,
     /// Client certificates whose public half Entra holds (see `client_certs.rs`).
     pub(crate) client_certificates: Mutex<Vec<crate::client_certs::RegisteredCertificate>>,
+    /// Graph application permissions and application owners (see `permissions.rs`).
+    pub(crate) permissions: Mutex<crate::permissions::PermissionState>,
 }
 
 pub(crate) type AppState = Arc<Shared>;
@@ -119,6 +121,7 @@ pub(crate) fn router(shared: AppState, control_api: bool) -> Router {
         .route("/{tenant}/oauth2/v2.0/token", post(token::token))
         .route("/{tenant}/v2.0/.well-known/openid-configuration", get(token::openid_configuration))
         .merge(graph::routes())
+        .merge(crate::permissions::routes())
         .merge(targets::routes())
         .merge(crate::kubernetes::routes())
         .merge(keyvault::routes())

@@ -17,6 +17,7 @@
 //! refusal, `odata` writes the URLs, `reads` and `passwords` are the port's calls, `auth` gets the
 //! tokens, `retry` decides the waits and `wire` holds Graph's JSON shapes.
 
+mod access;
 mod auth;
 mod failure;
 mod odata;
@@ -47,7 +48,7 @@ use crate::domain::integration::IntegrationConfig;
 use crate::domain::secret::SecretValue;
 use crate::ports::Clock;
 use crate::ports::directory::{
-    Cursor, Directory, DirectoryApplication, DirectoryServicePrincipal, NewPassword, Page, Removal,
+    Cursor, Directory, DirectoryAccess, DirectoryApplication, DirectoryServicePrincipal, NewPassword, Page, Removal,
 };
 use crate::{Error, Result};
 use failure::error_chain;
@@ -77,6 +78,10 @@ pub struct GraphClient {
     retry: RetryPolicy,
     request_timeout: Duration,
     clock: Arc<dyn Clock>,
+    /// The client id it signs in as, when configured.
+    identity: Option<ClientId>,
+    /// The last known answer about the identity's permissions, and when it was read.
+    access_cache: std::sync::Mutex<Option<(std::time::Instant, DirectoryAccess)>>,
 }
 
 impl fmt::Debug for GraphClient {
@@ -173,6 +178,7 @@ impl GraphClient {
         }
         let http = http_client(extra_ca_pem, addresses)?;
         let token_method = token_source.method();
+        let identity = token_source.client_id();
         // STS, for a federated sign-in, is trusted by the same extra CA as the token endpoint.
         let mut token_source = token_source;
         if let TokenSource::AwsFederation { extra_ca_pem: ca @ None, .. } = &mut token_source {
@@ -191,6 +197,8 @@ impl GraphClient {
             retry,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             clock: Arc::new(SystemClock),
+            identity,
+            access_cache: std::sync::Mutex::new(None),
         })
     }
 
@@ -242,6 +250,27 @@ impl Directory for GraphClient {
 
     async fn secret_signs_in(&self, client_id: ClientId, secret: &SecretValue) -> Result<bool> {
         self.try_sign_in(client_id, secret).await
+    }
+
+    fn sign_in_method(&self) -> &'static str {
+        self.token_method
+    }
+
+    fn identity(&self) -> Option<ClientId> {
+        self.identity
+    }
+
+    async fn sign_in(&self) -> Result<()> {
+        self.get_token_now().await
+    }
+
+    async fn first_application(&self) -> Result<Option<DirectoryApplication>> {
+        self.list_first_application().await
+    }
+
+    /// Remembered for [`access::ACCESS_TTL`] unless `fresh`; see `access.rs`.
+    async fn access(&self, fresh: bool) -> Result<DirectoryAccess> {
+        self.identity_access(fresh).await
     }
 }
 

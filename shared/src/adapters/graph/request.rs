@@ -17,7 +17,7 @@ use crate::Result;
 impl GraphClient {
     /// An access token for Graph. `azure_identity` caches it and retries its own transient failures,
     /// so a failure here is reported as it is.
-    async fn token(&self) -> Result<Secret, Failure> {
+    pub(super) async fn token(&self) -> Result<Secret, Failure> {
         match self.credential.get_token(&[self.scope.as_str()], None).await {
             Ok(token) => Ok(token.token),
             Err(e) => Err(Failure::plain(token_error(&e, self.token_method))),
