@@ -403,3 +403,82 @@ async fn integrations_check_names_the_missing_permission_until_the_identity_may_
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("contoso: ok") && text.contains("add passwords"), "{text}");
 }
+
+/// `rotator --json integrations check` with only `envs` added to the environment (no client secret).
+fn check_with_env(config: &Path, envs: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_rotator"));
+    command.arg("--config").arg(config).args(["--json", "integrations", "check"]);
+    for var in ["IDENTITY_ENDPOINT", "IDENTITY_HEADER", "HTTP_PROXY", "http_proxy", "NO_PROXY", "no_proxy"] {
+        command.env_remove(var);
+    }
+    command.envs(envs.iter().copied()).output().expect("rotator runs")
+}
+
+fn managed_identity_config(dir: &Path, sim: &Sim, client_id: uuid::Uuid, user_assigned: bool) -> std::path::PathBuf {
+    let config = write_config(dir, sim);
+    let method = if user_assigned {
+        format!("auth = \"managed_identity\"\nmanaged_identity_client_id = \"{client_id}\"")
+    } else {
+        "auth = \"managed_identity\"".to_owned()
+    };
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace(&sim.management_client_id(), &client_id.to_string())
+        .replace("auth = \"client_secret\"", &method);
+    std::fs::write(&config, text).unwrap();
+    config
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_assigned_managed_identity_signs_in_through_the_app_service_endpoint() {
+    let sim = Sim::start(SimOptions { apps: 3, seed: 6, ..Default::default() }).await.unwrap();
+    let identities = sim.managed_identities();
+    let identity = identities.assign_user_assigned();
+    sim.permissions().grant(identity, &[entra_sim::GraphRole::ApplicationReadWriteAll]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = managed_identity_config(dir.path(), &sim, identity, true);
+    let endpoint = identities.app_service_endpoint().to_string();
+    let header = identities.app_service_header();
+
+    let out = check_with_env(&config, &[("IDENTITY_ENDPOINT", &endpoint), ("IDENTITY_HEADER", &header)]);
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let v = verdicts(&out);
+    assert!(v["sign-in"].1.contains("managed identity"), "{v:?}");
+    assert!(v.values().all(|(verdict, _)| verdict == "ok"), "{v:?}");
+    assert!(identities.requests() >= 1, "the token came from the App Service endpoint");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains(&header), "the identity header is never printed");
+
+    // Another host's header is refused, and the sign-in fails with it.
+    let out = check_with_env(&config, &[("IDENTITY_ENDPOINT", &endpoint), ("IDENTITY_HEADER", "not-this-hosts")]);
+    assert!(!out.status.success());
+    assert_eq!(verdicts(&out)["sign-in"].0, "failed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_system_assigned_managed_identity_signs_in_through_imds_at_its_real_address() {
+    let sim = Sim::start(SimOptions { apps: 3, seed: 7, ..Default::default() }).await.unwrap();
+    let identities = sim.managed_identities();
+    let identity = identities.enable_system_assigned();
+    let dir = tempfile::tempdir().unwrap();
+    let config = managed_identity_config(dir.path(), &sim, identity, false);
+    // 169.254.169.254 is reached through an HTTP proxy that answers as IMDS does.
+    let proxy = identities.imds_proxy_url().to_string();
+
+    // The identity holds no Graph permission yet: signed in, refused the listing.
+    let out = check_with_env(&config, &[("HTTP_PROXY", &proxy)]);
+    let v = verdicts(&out);
+    assert_eq!(v["sign-in"].0, "ok", "{v:?}");
+    assert_eq!(v["list applications"].0, "failed", "{v:?}");
+    assert!(identities.requests() >= 1, "the token came from IMDS, through the proxy");
+
+    sim.permissions().grant(identity, &[entra_sim::GraphRole::ApplicationReadWriteAll]);
+    let out = check_with_env(&config, &[("HTTP_PROXY", &proxy)]);
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(verdicts(&out).values().all(|(verdict, _)| verdict == "ok"), "{:?}", verdicts(&out));
+
+    // A host without a managed identity: IMDS says so and the sign-in fails.
+    let stranger = managed_identity_config(dir.path(), &sim, uuid::Uuid::new_v4(), true);
+    let out = check_with_env(&stranger, &[("HTTP_PROXY", &proxy)]);
+    assert!(!out.status.success());
+    assert_eq!(verdicts(&out)["sign-in"].0, "failed");
+}

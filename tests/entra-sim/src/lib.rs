@@ -72,6 +72,7 @@ mod generator;
 mod graph;
 mod keyvault;
 mod kubernetes;
+mod managed_identity;
 mod odata;
 mod permissions;
 mod records;
@@ -106,6 +107,7 @@ pub use error::{Error, TenantError};
 pub use faults::{Fault, FaultKind, Faults, Match};
 pub use federation::{ENTRA_TOKEN_EXCHANGE_AUDIENCE, Federation};
 pub use kubernetes::{Kubernetes, NewWorkload, ROLLOUT_STEP, SecretUse, WorkloadKind};
+pub use managed_identity::ManagedIdentities;
 pub use permissions::{GraphRole, Permissions};
 pub use records::{Endpoint, RequestRecord};
 pub use targets::{HealthScript, ReceivedWebhook, SPRING_REFRESHED_KEYS, Targets, webhook_signature};
@@ -249,11 +251,13 @@ impl Sim {
             federation: Mutex::default(),
             client_certificates: Mutex::default(),
             permissions: Mutex::new(permissions::PermissionState::new(management_client_id)),
+            managed_identities: Mutex::default(),
             base_url: base_url.clone(),
             azure: Mutex::default(),
         });
 
         let (stop, stopped) = watch::channel(false);
+        managed_identity::start(shared.clone(), stopped.clone()).await?;
         let router = server::router(shared.clone(), options.control_api);
         let acceptor = TlsAcceptor::from(identity.server_config);
         let server = tokio::spawn(server::serve(listener, acceptor, router, stopped));
@@ -348,6 +352,11 @@ impl Sim {
     /// The Graph application permissions of identities, and the owners of applications.
     pub fn permissions(&self) -> Permissions {
         Permissions { shared: self.shared.clone() }
+    }
+
+    /// The host's Azure managed identities: IMDS and the App Service endpoint, over plain HTTP.
+    pub fn managed_identities(&self) -> ManagedIdentities {
+        ManagedIdentities { shared: self.shared.clone() }
     }
 
     /// AWS STS's `GetWebIdentityToken` and Entra's federated identity credentials.

@@ -104,6 +104,8 @@ pub(crate) struct Shared {
     pub(crate) client_certificates: Mutex<Vec<crate::client_certs::RegisteredCertificate>>,
     /// Graph application permissions and application owners (see `permissions.rs`).
     pub(crate) permissions: Mutex<crate::permissions::PermissionState>,
+    /// The host's managed identities (see `managed_identity.rs`).
+    pub(crate) managed_identities: Mutex<crate::managed_identity::ManagedIdentityState>,
 }
 
 pub(crate) type AppState = Arc<Shared>;

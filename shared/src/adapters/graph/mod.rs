@@ -124,7 +124,9 @@ impl GraphClient {
             None => None,
         };
         let source = TokenSource::from_credentials(config.client_id, &config.credentials)?.with_aws_identity(aws);
-        Self::with_addresses(
+        // A system-assigned managed identity's client id is the integration's `client_id`.
+        let identity = source.client_id().unwrap_or(config.client_id);
+        let client = Self::with_addresses(
             config.graph_base_url.clone(),
             config.authority_host.clone(),
             config.tenant,
@@ -132,7 +134,8 @@ impl GraphClient {
             ca.as_deref(),
             retry,
             addresses,
-        )
+        )?;
+        Ok(Self { identity: Some(identity), ..client })
     }
 
     /// The adapter from its parts. `extra_ca_pem` (one or more PEM certificates) is trusted besides
