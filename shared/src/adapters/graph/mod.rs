@@ -77,6 +77,9 @@ pub struct GraphClient {
     retry: RetryPolicy,
     request_timeout: Duration,
     clock: Arc<dyn Clock>,
+    /// Until when Graph asked this integration's writes to wait (the last throttled write's
+    /// `Retry-After`): writes that hand refusals back are not sent before it (see `request.rs`).
+    writes_paused_until: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl fmt::Debug for GraphClient {
@@ -191,6 +194,7 @@ impl GraphClient {
             retry,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             clock: Arc::new(SystemClock),
+            writes_paused_until: std::sync::Mutex::new(None),
         })
     }
 
