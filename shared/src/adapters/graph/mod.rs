@@ -77,9 +77,9 @@ pub struct GraphClient {
     retry: RetryPolicy,
     request_timeout: Duration,
     clock: Arc<dyn Clock>,
-    /// Until when Graph asked this integration's writes to wait (the last throttled write's
-    /// `Retry-After`): writes that hand refusals back are not sent before it (see `request.rs`).
-    writes_paused_until: std::sync::Mutex<Option<std::time::Instant>>,
+    /// Until when (on the adapter's clock, as the queue's delays are) Graph asked this integration's
+    /// writes to wait (the last throttled write's `Retry-After`): writes that hand refusals back are not sent before it (see `request.rs`).
+    writes_paused_until: std::sync::Mutex<Option<OffsetDateTime>>,
 }
 
 impl fmt::Debug for GraphClient {

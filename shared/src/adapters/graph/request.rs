@@ -80,7 +80,8 @@ impl GraphClient {
     /// The time left before writes may be sent again, if Graph asked them to wait.
     fn write_pause_remaining(&self) -> Option<Duration> {
         let paused = self.writes_paused_until.lock().unwrap_or_else(|p| p.into_inner());
-        paused.and_then(|until| until.checked_duration_since(Instant::now())).filter(|d| !d.is_zero())
+        let left = (*paused)? - self.clock.now();
+        Duration::try_from(left).ok().filter(|d| !d.is_zero())
     }
 
     /// A throttling or concurrency refusal of a write that hands them back: a 429 pauses this
@@ -89,7 +90,7 @@ impl GraphClient {
     fn hand_back(&self, op: &Op, mut failure: Failure) -> Failure {
         if failure.status == 429 {
             let pause = failure.retry_after.unwrap_or(self.retry.base_delay);
-            let until = Instant::now() + pause;
+            let until = self.clock.now() + pause;
             let mut paused = self.writes_paused_until.lock().unwrap_or_else(|p| p.into_inner());
             *paused = Some(paused.map_or(until, |p| p.max(until)));
         }
