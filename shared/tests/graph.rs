@@ -295,31 +295,51 @@ async fn a_429_without_retry_after_is_retried_with_backoff() {
 }
 
 #[tokio::test]
-async fn a_409_concurrency_violation_on_add_password_is_retried_and_creates_one_secret() {
+async fn a_409_concurrency_violation_on_add_password_is_handed_back_with_a_wait_and_creates_nothing() {
     let sim = sim(SimOptions { apps: 0, ..Default::default() }).await;
     let client = client(&sim);
     let app = sim.tenant().add_app(NewApp::named("payroll"));
     sim.faults().push(Fault::new(Match::path("addPassword"), FaultKind::Concurrency));
 
-    let added = client.add_password(app_id(app.object_id), "rotator:abc", in_a_year(&sim)).await.unwrap();
+    let error = client.add_password(app_id(app.object_id), "rotator:abc", in_a_year(&sim)).await.err().unwrap();
 
-    assert_eq!(statuses(&requests_to(&sim, "POST", "/addPassword")), vec![409, 200]);
-    let passwords = sim.tenant().app_passwords(app.object_id).unwrap();
-    assert_eq!(passwords.len(), 1);
-    assert_eq!(KeyId::from_uuid(passwords[0].key_id), added.key_id);
+    assert!(
+        matches!(&error, Error::Directory { status: 409, transient: true, retry_after: Some(w), .. } if !w.is_zero()),
+        "{error:?}"
+    );
+    assert_eq!(statuses(&requests_to(&sim, "POST", "/addPassword")), vec![409], "not waited out here");
+    assert!(sim.tenant().app_passwords(app.object_id).unwrap().is_empty());
+    // A concurrency refusal pauses nothing: the next write goes at once.
+    client.add_password(app_id(app.object_id), "rotator:abc", in_a_year(&sim)).await.unwrap();
+    assert_eq!(sim.tenant().app_passwords(app.object_id).unwrap().len(), 1);
 }
 
 #[tokio::test]
-async fn a_429_on_add_password_is_retried_because_nothing_was_created() {
+async fn a_429_on_add_password_is_handed_back_with_its_retry_after_and_pauses_the_next_writes() {
     let sim = sim(SimOptions { apps: 0, ..Default::default() }).await;
     let client = client(&sim);
     let app = sim.tenant().add_app(NewApp::named("payroll"));
-    sim.faults().push(Fault::new(Match::path("addPassword"), FaultKind::TooManyRequests { retry_after: None }));
+    let other = sim.tenant().add_app(NewApp::named("billing"));
+    sim.faults().push(Fault::new(
+        Match::path("addPassword"),
+        FaultKind::TooManyRequests { retry_after: Some(Duration::from_secs(30)) },
+    ));
 
-    client.add_password(app_id(app.object_id), "rotator:abc", in_a_year(&sim)).await.unwrap();
-
-    assert_eq!(statuses(&requests_to(&sim, "POST", "/addPassword")), vec![429, 200]);
-    assert_eq!(sim.tenant().app_passwords(app.object_id).unwrap().len(), 1);
+    let error = client.add_password(app_id(app.object_id), "rotator:abc", in_a_year(&sim)).await.err().unwrap();
+    let Error::Directory { status: 429, transient: true, retry_after: Some(wait), .. } = &error else {
+        panic!("a throttled write with its wait: {error:?}");
+    };
+    assert!((Duration::from_secs(30)..=Duration::from_secs(45)).contains(wait), "Retry-After and jitter: {wait:?}");
+    // While Graph's wait lasts, another write of this integration is not even sent.
+    let paused = client.add_password(app_id(other.object_id), "rotator:def", in_a_year(&sim)).await.err().unwrap();
+    assert!(
+        matches!(&paused, Error::Directory { status: 429, retry_after: Some(w), .. } if !w.is_zero()),
+        "{paused:?}"
+    );
+    assert_eq!(statuses(&requests_to(&sim, "POST", "/addPassword")), vec![429]);
+    assert!(sim.tenant().app_passwords(app.object_id).unwrap().is_empty());
+    // Reads are not paused.
+    assert!(client.application(app_id(app.object_id)).await.unwrap().is_some());
 }
 
 #[tokio::test]

@@ -184,6 +184,7 @@ macro_rules! chain_scenarios {
             a_crash_after_the_old_secret_was_removed_but_before_it_was_recorded_completes_on_the_next_run(0),
             a_plan_that_delivers_to_nobody_or_cannot_run_fails_before_any_secret_and_frees_the_credential(0),
             a_permanent_refusal_by_graph_fails_the_rotation_at_once_with_its_reason(0),
+            a_throttled_add_password_is_queued_again_after_retry_after_and_completes_without_a_dead_letter(0),
             a_rotate_message_dead_lettered_fails_its_execution_and_a_redrive_resumes_it(0),
             a_crash_between_recording_an_execution_and_queueing_it_is_resumed_by_the_sweep(0),
             a_crash_between_recording_a_retry_and_queueing_it_still_retries(2),
@@ -542,6 +543,28 @@ pub async fn a_permanent_refusal_by_graph_fails_the_rotation_at_once_with_its_re
     w.sim().faults().clear();
     let again = w.request().await;
     w.run_until_status(&again, ExecutionStatus::Completed).await;
+}
+
+/// Graph throttles `addPassword` more often than a message may be received: each refusal is handed
+/// back with its `Retry-After` and the rotation re-queued with that delay as a new message, so it
+/// is neither retried blind nor dead-lettered, and completes once Graph lets it.
+pub async fn a_throttled_add_password_is_queued_again_after_retry_after_and_completes_without_a_dead_letter<
+    W: World,
+>(
+    w: &mut W,
+) {
+    with_rollout(w, "abort").await;
+    let throttled = FaultKind::TooManyRequests { retry_after: Some(std::time::Duration::from_secs(1)) };
+    w.sim().faults().push(Fault::new(Match::path("addPassword"), throttled).times(6));
+    let e = w.request().await;
+    let done = w.run_until_status(&e, ExecutionStatus::Completed).await;
+    let adds: Vec<u16> =
+        w.sim().requests().iter().filter(|r| r.path.contains("addPassword")).map(|r| r.status).collect();
+    assert_eq!(adds, vec![429, 429, 429, 429, 429, 429, 200], "one request per delivery, none while told to wait");
+    let rotate_q = QueueName::new(queues::ROTATE);
+    assert!(w.app().queue.dead_letters(&rotate_q, 10).await.unwrap().is_empty(), "never dead-lettered");
+    assert!(done.new_key_id.is_some() && done.error.is_none(), "{done:?}");
+    assert_eq!(w.sim().tenant().app_passwords(w.application()).unwrap().len(), 2, "one new secret beside the old");
 }
 
 pub async fn a_rotate_message_dead_lettered_fails_its_execution_and_a_redrive_resumes_it<W: World>(w: &mut W) {

@@ -6,6 +6,7 @@
 //! dead-lettered, with "internal error" as the note): it neither ends the embedded worker nor
 //! aborts a Lambda invocation whose other messages succeeded.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
@@ -55,41 +56,69 @@ pub fn retry_after(error: &Error) -> Option<Duration> {
 
 #[async_trait]
 impl<H: MessageHandler> BatchHandler for EnvelopeHandler<H> {
+    /// The messages of one group are handled one after the other, in order; groups (on the chain's
+    /// queues, applications and integrations) are handled concurrently, so a batch of rotations
+    /// of ten applications takes as long as the slowest, not as the ten together.
     async fn handle(&self, batch: &[ReceivedMessage]) -> Vec<MessageFailure> {
-        let mut failures = Vec::new();
-        for received in batch {
-            let result = match Envelope::parse(&received.body) {
-                Ok(envelope) => match CatchUnwind(self.0.handle(envelope, received)).await {
-                    Ok(result) => result,
-                    Err(()) => {
-                        // The payload may quote anything (a value being formatted): never logged.
-                        let error = format!("{}: internal error (the handler panicked)", self.0.name());
-                        tracing::error!(
-                            handler = self.0.name(),
-                            message = %received.id,
-                            receive_count = received.receive_count,
-                            "handler panicked; the message fails and will be retried or dead-lettered"
-                        );
-                        failures.push(MessageFailure { id: received.id.clone(), error, retry_after: None });
-                        continue;
-                    }
-                },
-                Err(e) => Err(e),
-            };
-            if let Err(e) = result {
-                let error = format!("{}: {}", self.0.name(), e.chain());
-                tracing::warn!(
-                    handler = self.0.name(),
-                    message = %received.id,
-                    receive_count = received.receive_count,
-                    transient = e.is_transient(),
-                    error = %error,
-                    "message failed"
-                );
-                failures.push(MessageFailure { id: received.id.clone(), error, retry_after: retry_after(&e) });
+        let mut groups: Vec<Vec<(usize, &ReceivedMessage)>> = Vec::new();
+        let mut group_of: HashMap<&str, usize> = HashMap::new();
+        for (index, received) in batch.iter().enumerate() {
+            match received.group.as_deref() {
+                Some(g) if group_of.contains_key(g) => groups[group_of[g]].push((index, received)),
+                Some(g) => {
+                    group_of.insert(g, groups.len());
+                    groups.push(vec![(index, received)]);
+                }
+                None => groups.push(vec![(index, received)]),
             }
         }
-        failures
+        let per_group = groups.into_iter().map(|members| async move {
+            let mut failed = Vec::new();
+            for (index, received) in members {
+                if let Some(failure) = self.handle_one(received).await {
+                    failed.push((index, failure));
+                }
+            }
+            failed
+        });
+        let mut failures: Vec<(usize, MessageFailure)> =
+            futures::future::join_all(per_group).await.into_iter().flatten().collect();
+        failures.sort_by_key(|(index, _)| *index);
+        failures.into_iter().map(|(_, failure)| failure).collect()
+    }
+}
+
+impl<H: MessageHandler> EnvelopeHandler<H> {
+    /// One message: `None` when it was handled, else how it failed.
+    async fn handle_one(&self, received: &ReceivedMessage) -> Option<MessageFailure> {
+        let result = match Envelope::parse(&received.body) {
+            Ok(envelope) => match CatchUnwind(self.0.handle(envelope, received)).await {
+                Ok(result) => result,
+                Err(()) => {
+                    // The payload may quote anything (a value being formatted): never logged.
+                    let error = format!("{}: internal error (the handler panicked)", self.0.name());
+                    tracing::error!(
+                        handler = self.0.name(),
+                        message = %received.id,
+                        receive_count = received.receive_count,
+                        "handler panicked; the message fails and will be retried or dead-lettered"
+                    );
+                    return Some(MessageFailure { id: received.id.clone(), error, retry_after: None });
+                }
+            },
+            Err(e) => Err(e),
+        };
+        let e = result.err()?;
+        let error = format!("{}: {}", self.0.name(), e.chain());
+        tracing::warn!(
+            handler = self.0.name(),
+            message = %received.id,
+            receive_count = received.receive_count,
+            transient = e.is_transient(),
+            error = %error,
+            "message failed"
+        );
+        Some(MessageFailure { id: received.id.clone(), error, retry_after: retry_after(&e) })
     }
 }
 
@@ -173,6 +202,45 @@ mod tests {
         assert!(failures[1].error.starts_with("recorder: invalid message"));
         assert!(failures[2].error.contains("Authorization_RequestDenied"));
         assert_eq!(*h.0.0.lock().unwrap(), vec!["ok", "busy", "denied", "ok-too"]);
+    }
+
+    /// Two messages that can only finish together (a barrier of two), and one that must wait for
+    /// the first of its group.
+    struct Meeting {
+        barrier: tokio::sync::Barrier,
+        order: Mutex<Vec<String>>,
+    }
+
+    #[async_trait]
+    impl MessageHandler for Meeting {
+        fn name(&self) -> &'static str {
+            "meeting"
+        }
+        async fn handle(&self, envelope: Envelope, _: &ReceivedMessage) -> crate::Result<()> {
+            let key = envelope.idempotency_key.clone();
+            if key.starts_with("meet") {
+                tokio::time::timeout(Duration::from_secs(30), self.barrier.wait())
+                    .await
+                    .map_err(|_| Error::invalid("request", "the other group never ran alongside"))?;
+            }
+            self.order.lock().unwrap().push(key);
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn groups_of_a_batch_run_side_by_side_and_each_group_in_its_order() {
+        let h = EnvelopeHandler(Meeting { barrier: tokio::sync::Barrier::new(2), order: Mutex::new(vec![]) });
+        let in_group =
+            |id: &str, key: &str, group: &str| ReceivedMessage { group: Some(group.into()), ..received(id, body(key)) };
+        let batch =
+            vec![in_group("1", "meet-a", "app:a"), in_group("2", "after-a", "app:a"), in_group("3", "meet-b", "app:b")];
+        let failures = BatchHandler::handle(&h, &batch).await;
+        assert!(failures.is_empty(), "{failures:?}");
+        let order = h.0.order.lock().unwrap().clone();
+        let at = |k: &str| order.iter().position(|o| o == k).unwrap();
+        assert!(at("meet-a") < at("after-a"), "one group's messages keep their order: {order:?}");
+        assert_eq!(order.len(), 3);
     }
 
     #[tokio::test]

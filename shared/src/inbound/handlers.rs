@@ -100,7 +100,9 @@ impl MessageHandler for RotateHandler {
             // Dry runs are answered where they are asked; one that reaches the queue changes nothing.
             return Ok(());
         }
-        let result = rotation::rotate(&self.0, &credential, trigger.clone(), execution, received.receive_count).await;
+        let result =
+            rotation::rotate(&self.0, &credential, trigger.clone(), execution, received.receive_count, &received.id.0)
+                .await;
         if let Err(err) = &result
             && recovery::last_delivery(received.receive_count)
         {

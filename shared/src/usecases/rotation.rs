@@ -233,13 +233,20 @@ pub(super) async fn send_step(s: &App, e: &Execution, step: u32, attempt: u32, d
 
 /// rotate: claims (when the requester did not), runs preflight against the plan, creates the new
 /// secret, seals and stores it, and starts the steps. `receive_count` tells a redrive (a fresh
-/// delivery of a failed execution's message) from a redelivery.
+/// delivery of a failed execution's message) from a redelivery; `delivery` names the message being
+/// handled, so a deferral it sends is sent once however often that message is delivered.
+///
+/// When Graph refuses the write for now (throttled, or another write to the application in
+/// flight) and says how long to wait, the rotation is deferred: a new message for the same
+/// execution is queued with that delay and this one is done, so no worker waits and the refusal
+/// uses up none of the message's receives (a long wave of 429s never dead-letters a rotation).
 pub async fn rotate(
     s: &App,
     credential: &CredentialId,
     trigger: Trigger,
     execution: Option<ExecutionId>,
     receive_count: u32,
+    delivery: &str,
 ) -> Result<()> {
     let mut e = match execution {
         Some(id) => s.store.get_execution(&id).await?.ok_or_else(|| Error::not_found("execution", id))?,
@@ -292,8 +299,40 @@ pub async fn rotate(
     match create_secret(s, &mut e).await {
         Ok(()) => Ok(()),
         Err(Refusal::Final(reason)) => fail_before_secret(s, e, reason).await,
-        Err(Refusal::Again(err)) => Err(err),
+        Err(Refusal::Again(err)) => match refused_for_now(&err) {
+            Some(wait) => defer(s, &e, wait, delivery, &err).await,
+            None => Err(err),
+        },
     }
+}
+
+/// How long Graph asked to wait, when `err` is a refusal that only time cures: throttling (429) or
+/// a concurrent write to the same application (409, or 400 naming it), with a wait attached.
+fn refused_for_now(err: &Error) -> Option<Duration> {
+    match err {
+        Error::Directory { status: 429 | 409 | 400, transient: true, retry_after: Some(wait), .. } => Some(*wait),
+        _ => None,
+    }
+}
+
+/// Queues the rotation again after `wait`; the execution stays pending and keeps its claim.
+async fn defer(s: &App, e: &Execution, wait: Duration, delivery: &str, why: &Error) -> Result<()> {
+    let message = Message::RotateRequested {
+        credential: e.credential.clone(),
+        app: e.app,
+        trigger: e.trigger.clone(),
+        dry_run: false,
+        execution: Some(e.id),
+    };
+    send(s, message, format!("rotate:{}:deferred:{delivery}", e.id), wait).await?;
+    tracing::info!(
+        execution = %e.id,
+        app = %e.app,
+        wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+        reason = %why,
+        "Graph asked the rotation to wait; queued again"
+    );
+    Ok(())
 }
 
 /// Why `create_secret` stopped: for good (the execution fails with the reason) or for now (the

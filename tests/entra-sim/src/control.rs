@@ -27,6 +27,11 @@
 //!   `reference_status`, `process_version` (what the running process started with); 404 if unknown
 //! - `GET /_sim/azure/secret?vault=portal-kv&name=AzureAdClientSecret` — a secret's versions, oldest
 //!   first, without their values (`version`, `enabled`, `created`, `tags`)
+//! - `POST /_sim/graph-limits` — Graph's latency and write budgets on (`{"latency_ms": 30,
+//!   "app_tenant_writes": 3000, "app_tenant_window_ms": 150000, "tenant_writes": 18000,
+//!   "tenant_window_ms": 300000, "refuse_concurrent_writes": true}`, each optional, `{}` the
+//!   documented ones) or off (`null`); `GET /_sim/graph-pace` — what they met (`requests`, `writes`,
+//!   `throttled`, `concurrency_refusals`, `max_concurrent_writers`)
 //! - the fault kind `"answer"` with `status`, `headers` (`[["name","value"],…]`) and `body` answers
 //!   exactly that
 
@@ -63,6 +68,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/_sim/azure/site", get(azure_site))
         .route("/_sim/azure/secret", get(azure_secret))
         .route("/_sim/kubernetes/workload", get(kubernetes_workload))
+        .merge(crate::throttle::routes())
 }
 
 #[derive(Debug, Deserialize)]

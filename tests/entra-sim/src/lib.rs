@@ -20,6 +20,9 @@
 //! - **Faults** on demand ([`Faults`]): 429 with or without `Retry-After`, 409, the concurrency error
 //!   as 400, 5xx, slowness, 403 — each in the shape of the service it hits — and
 //!   [`FaultKind::Answer`], any status, headers and body verbatim.
+//! - **Graph's pace** on demand ([`GraphLimits`], `throttle.rs`): a latency per Graph request, the
+//!   documented write budgets (429 `TooManyRequests` with `Retry-After` over them), overlapping
+//!   writes to one application refused, and counters ([`Sim::graph_pace`]) of what the product met.
 //! - **Rollout targets** ([`Sim::targets`], URLs from [`Sim::target_url`]): a Spring Actuator
 //!   (`/apps/{name}/actuator/refresh`), a health check (`/apps/{name}/health`) that can be scripted to
 //!   fail, and a webhook receiver (`/hooks/{name}`) that checks Standard Webhooks signatures and keeps
@@ -80,6 +83,7 @@ mod server;
 mod state;
 mod targets;
 mod tenant;
+mod throttle;
 mod tls;
 mod token;
 mod truth;
@@ -112,6 +116,7 @@ pub use permissions::{GraphRole, Permissions};
 pub use records::{Endpoint, RequestRecord};
 pub use targets::{HealthScript, ReceivedWebhook, SPRING_REFRESHED_KEYS, Targets, webhook_signature};
 pub use tenant::{AddedPassword, AppSummary, NewApp, PasswordSummary, TenantHandle};
+pub use throttle::{GraphLimits, GraphPace, WriteBudget};
 pub use truth::Truth;
 
 use crate::clock::{SimClock, wall_clock_now};
@@ -151,6 +156,9 @@ pub struct SimOptions {
     /// Serve the unauthenticated control API under `/_sim/` (see [`Sim::control_url`]), for a sim
     /// run as a separate process. Default off.
     pub control_api: bool,
+    /// Graph's pace: a latency on every Graph request and Graph's write budgets (429 with
+    /// `Retry-After` over them), counted in [`Sim::graph_pace`]. Default off.
+    pub graph_limits: Option<GraphLimits>,
 }
 
 impl Default for SimOptions {
@@ -165,6 +173,7 @@ impl Default for SimOptions {
             management_secret: DEFAULT_MANAGEMENT_SECRET.to_owned(),
             write_latency: Duration::from_millis(20),
             control_api: false,
+            graph_limits: None,
         }
     }
 }
@@ -254,6 +263,7 @@ impl Sim {
             managed_identities: Mutex::default(),
             base_url: base_url.clone(),
             azure: Mutex::default(),
+            pace: throttle::Pace::new(options.graph_limits),
         });
 
         let (stop, stopped) = watch::channel(false);
@@ -412,6 +422,22 @@ impl Sim {
             Some(slot) => self.target_url(&format!("sites/{name}/slots/{slot}/health")),
             None => self.target_url(&format!("sites/{name}/health")),
         }
+    }
+
+    /// Switch Graph's pace on (or off with `None`); its counters start afresh.
+    pub fn set_graph_limits(&self, limits: Option<GraphLimits>) {
+        self.shared.pace.set(limits);
+    }
+
+    /// What Graph's limits met since they were set: 429s, refused overlapping writes, the most
+    /// writers in flight on one application.
+    pub fn graph_pace(&self) -> GraphPace {
+        self.shared.pace.snapshot()
+    }
+
+    /// Start [`Sim::graph_pace`]'s counters afresh, keeping the limits and their windows.
+    pub fn reset_graph_pace(&self) {
+        self.shared.pace.reset_counters();
     }
 
     /// The fault queue.

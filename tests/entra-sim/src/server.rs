@@ -106,6 +106,8 @@ pub(crate) struct Shared {
     pub(crate) permissions: Mutex<crate::permissions::PermissionState>,
     /// The host's managed identities (see `managed_identity.rs`).
     pub(crate) managed_identities: Mutex<crate::managed_identity::ManagedIdentityState>,
+    /// Graph's latency and write limits when switched on (see `throttle.rs`).
+    pub(crate) pace: crate::throttle::Pace,
 }
 
 pub(crate) type AppState = Arc<Shared>;
@@ -184,6 +186,7 @@ async fn observe(State(shared): State<AppState>, request: Request, next: Next) -
     // The control API is the tester's own channel: faults meant for the product never block it.
     let fault = if path.starts_with(CONTROL_PREFIX) { None } else { shared.faults.take(&method, &path) };
     let fault_path = path.as_str();
+    let (paced, paced_method) = (shared.clone(), method.as_str());
     let mut response = REQUEST_IDS
         .scope(ids, async move {
             if let Some(kind) = fault {
@@ -193,7 +196,8 @@ async fn observe(State(shared): State<AppState>, request: Request, next: Next) -
                     return response;
                 }
             }
-            next.run(request).await
+            let headers = request.headers().clone();
+            crate::throttle::pace(&paced, paced_method, fault_path, &headers, next.run(request)).await
         })
         .await;
 

@@ -82,6 +82,9 @@ pub struct GraphClient {
     identity: Option<ClientId>,
     /// The last known answer about the identity's permissions, and when it was read.
     access_cache: std::sync::Mutex<Option<(std::time::Instant, DirectoryAccess)>>,
+    /// Until when (on the adapter's clock, as the queue's delays are) Graph asked this integration's
+    /// writes to wait (the last throttled write's `Retry-After`): writes that hand refusals back are not sent before it (see `request.rs`).
+    writes_paused_until: std::sync::Mutex<Option<OffsetDateTime>>,
 }
 
 impl fmt::Debug for GraphClient {
@@ -202,6 +205,7 @@ impl GraphClient {
             clock: Arc::new(SystemClock),
             identity,
             access_cache: std::sync::Mutex::new(None),
+            writes_paused_until: std::sync::Mutex::new(None),
         })
     }
 

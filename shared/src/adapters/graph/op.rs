@@ -21,14 +21,34 @@ pub(super) struct Op {
     pub(super) listing: bool,
     /// Its answer may hold a secret: nothing from it, not even an error text, is repeated.
     pub(super) sensitive: bool,
+    /// A throttling or concurrency refusal is handed back at once, with how long to wait, instead
+    /// of being waited out here: the caller re-queues the work with that delay, so no worker is
+    /// held while Graph asks for patience.
+    pub(super) hand_back_refusals: bool,
 }
 
 impl Op {
     pub(super) fn read(what: String, object: String) -> Self {
-        Self { what, object, access: Access::Read, replayable: true, listing: false, sensitive: false }
+        Self {
+            what,
+            object,
+            access: Access::Read,
+            replayable: true,
+            listing: false,
+            sensitive: false,
+            hand_back_refusals: false,
+        }
     }
     pub(super) fn write(what: String, object: String) -> Self {
-        Self { what, object, access: Access::Write, replayable: true, listing: false, sensitive: false }
+        Self {
+            what,
+            object,
+            access: Access::Write,
+            replayable: true,
+            listing: false,
+            sensitive: false,
+            hand_back_refusals: false,
+        }
     }
     pub(super) fn not_replayable(mut self) -> Self {
         self.replayable = false;
@@ -36,6 +56,10 @@ impl Op {
     }
     pub(super) fn sensitive(mut self) -> Self {
         self.sensitive = true;
+        self
+    }
+    pub(super) fn hand_back_refusals(mut self) -> Self {
+        self.hand_back_refusals = true;
         self
     }
     pub(super) fn listing(mut self) -> Self {

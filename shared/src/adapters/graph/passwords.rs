@@ -43,7 +43,8 @@ impl GraphClient {
         let body = serde_json::json!({ "passwordCredential": { "displayName": display_name, "endDateTime": end } });
         let op = Op::write(format!("addPassword on application {app}"), format!("application {app}"))
             .not_replayable()
-            .sensitive();
+            .sensitive()
+            .hand_back_refusals();
         let mut answer = self.call(&op, Method::POST, &url, Some(&body)).await?;
         let parsed: std::result::Result<wire::AddedPasswordJson, _> = serde_json::from_slice(&answer);
         answer.zeroize();

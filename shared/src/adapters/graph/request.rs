@@ -9,10 +9,10 @@ use reqwest::{Method, header};
 use serde::de::DeserializeOwned;
 
 use super::GraphClient;
-use super::failure::{Failure, classify, network_failure, token_error, unreadable};
+use super::failure::{Failure, GRAPH, classify, network_failure, token_error, unreadable};
 use super::op::Op;
 use super::retry::parse_retry_after;
-use crate::Result;
+use crate::{Error, Result};
 
 impl GraphClient {
     /// An access token for Graph. `azure_identity` caches it and retries its own transient failures,
@@ -33,6 +33,19 @@ impl GraphClient {
         body: Option<&serde_json::Value>,
     ) -> Result<Vec<u8>, Failure> {
         let started = Instant::now();
+        if op.hand_back_refusals
+            && let Some(wait) = self.write_pause_remaining()
+        {
+            // Graph asked this integration's writes to wait: no request until then.
+            return Err(Failure::plain(Error::Directory {
+                service: GRAPH,
+                status: 429,
+                code: "TooManyRequests".into(),
+                message: format!("{} waits: Graph throttled this integration's writes moments ago", op.what),
+                transient: true,
+                retry_after: Some(self.retry.hand_back_delay(Some(wait))),
+            }));
+        }
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -42,6 +55,10 @@ impl GraphClient {
             };
             if !failure.retry {
                 return Err(failure);
+            }
+            let refused_for_now = failure.status == 429 || matches!(failure.status, 400 | 409);
+            if op.hand_back_refusals && refused_for_now {
+                return Err(self.hand_back(op, failure));
             }
             let wait = failure.retry_after.unwrap_or_else(|| self.retry.backoff(attempt));
             if attempt >= self.retry.max_attempts || started.elapsed() + wait > self.retry.budget {
@@ -58,6 +75,38 @@ impl GraphClient {
             );
             tokio::time::sleep(wait).await;
         }
+    }
+
+    /// The time left before writes may be sent again, if Graph asked them to wait.
+    fn write_pause_remaining(&self) -> Option<Duration> {
+        let paused = self.writes_paused_until.lock().unwrap_or_else(|p| p.into_inner());
+        let left = (*paused)? - self.clock.now();
+        Duration::try_from(left).ok().filter(|d| !d.is_zero())
+    }
+
+    /// A throttling or concurrency refusal of a write that hands them back: a 429 pauses this
+    /// integration's other such writes for its `Retry-After` (so one refusal does not become a storm
+    /// of them), and the failure says how long the caller should wait, jittered.
+    fn hand_back(&self, op: &Op, mut failure: Failure) -> Failure {
+        if failure.status == 429 {
+            let pause = failure.retry_after.unwrap_or(self.retry.base_delay);
+            let until = self.clock.now() + pause;
+            let mut paused = self.writes_paused_until.lock().unwrap_or_else(|p| p.into_inner());
+            *paused = Some(paused.map_or(until, |p| p.max(until)));
+        }
+        let wait = self.retry.hand_back_delay(failure.retry_after);
+        tracing::info!(
+            operation = %op.what,
+            status = failure.status,
+            code = %failure.code,
+            wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+            "Graph refused a write for now; handing it back to be queued again"
+        );
+        failure.retry_after = Some(wait);
+        if let Error::Directory { retry_after, .. } = &mut failure.error {
+            *retry_after = Some(wait);
+        }
+        failure
     }
 
     /// One try: token, request, answer.

@@ -47,6 +47,16 @@ impl RetryPolicy {
     }
 }
 
+impl RetryPolicy {
+    /// How long a refusal handed back to the caller asks it to wait: Graph's `Retry-After` (or, when
+    /// absent, the first backoff ceiling) and up to half as much again, drawn at random, so that
+    /// writers refused together do not all come back in the same instant.
+    pub fn hand_back_delay(&self, retry_after: Option<Duration>) -> Duration {
+        let floor = retry_after.unwrap_or(self.base_delay);
+        floor + floor.mul_f64(random_unit() * 0.5)
+    }
+}
+
 /// A random number in `[0, 1]`, from the system's random source (aws-lc-rs, already linked for TLS).
 fn random_unit() -> f64 {
     let mut bytes = [0u8; 8];
@@ -100,6 +110,17 @@ mod tests {
             assert!(policy.backoff(3) <= Duration::from_millis(400));
             assert!(policy.backoff(9) <= Duration::from_millis(500));
             assert!(policy.backoff(40) <= Duration::from_millis(500));
+        }
+    }
+
+    #[test]
+    fn a_handed_back_refusal_waits_at_least_what_graph_asked_and_at_most_half_as_long_again() {
+        let policy = RetryPolicy::default();
+        for _ in 0..100 {
+            let wait = policy.hand_back_delay(Some(Duration::from_secs(2)));
+            assert!((Duration::from_secs(2)..=Duration::from_secs(3)).contains(&wait), "{wait:?}");
+            let wait = policy.hand_back_delay(None);
+            assert!((policy.base_delay..=policy.base_delay.mul_f64(1.5)).contains(&wait), "{wait:?}");
         }
     }
 

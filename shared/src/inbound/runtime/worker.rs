@@ -16,11 +16,16 @@ pub struct WorkerOptions {
     pub idle_poll: Duration,
     /// Visibility for received messages; the queue's default when `None`.
     pub visibility: Option<Duration>,
+    /// Batches in hand at once. With the handlers running a batch's groups side by side, up to
+    /// `concurrency × batch_size` messages of distinct groups (applications) are worked on together,
+    /// as Lambda runs several invocations of one function; a FIFO queue still never hands out two
+    /// messages of one group, so one application's work stays one at a time.
+    pub concurrency: usize,
 }
 
 impl Default for WorkerOptions {
     fn default() -> Self {
-        Self { batch_size: 10, idle_poll: Duration::from_millis(250), visibility: None }
+        Self { batch_size: 10, idle_poll: Duration::from_millis(250), visibility: None, concurrency: 4 }
     }
 }
 
@@ -84,7 +89,14 @@ impl Worker {
 
     /// As [`Worker::run`], borrowing the worker, so that a supervisor can start it again.
     pub async fn serve(&self, shutdown: &CancellationToken) {
-        tracing::info!(queue = %self.name, "worker started");
+        tracing::info!(queue = %self.name, concurrency = self.options.concurrency, "worker started");
+        let loops = (0..self.options.concurrency.max(1)).map(|_| self.poll(shutdown));
+        futures::future::join_all(loops).await;
+        tracing::info!(queue = %self.name, "worker stopped");
+    }
+
+    /// One receive loop: a batch at a time until `shutdown`.
+    async fn poll(&self, shutdown: &CancellationToken) {
         let mut backoff = self.options.idle_poll;
         while !shutdown.is_cancelled() {
             let wait = match self.run_once().await {
@@ -104,7 +116,6 @@ impl Worker {
                 _ = tokio::time::sleep(wait) => {}
             }
         }
-        tracing::info!(queue = %self.name, "worker stopped");
     }
 }
 
