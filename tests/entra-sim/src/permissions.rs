@@ -179,7 +179,12 @@ async fn by_alternate_key(
 ) -> Response {
     let result = (|| {
         let Some(raw) = entity.strip_prefix("servicePrincipals(appId='").and_then(|r| r.strip_suffix("')")) else {
-            return Err(GraphError::bad_request(format!("Resource not found for the segment '{entity}'.")));
+            // What Graph answers for a segment it cannot route (as the router's fallback does).
+            return Err(GraphError::new(
+                axum::http::StatusCode::BAD_REQUEST,
+                "BadRequest",
+                format!("Resource not found for the segment '{entity}'."),
+            ));
         };
         reader(&s, &headers)?;
         let not_found = || {
