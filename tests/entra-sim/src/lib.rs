@@ -156,7 +156,7 @@ pub struct SimOptions {
     /// Serve the unauthenticated control API under `/_sim/` (see [`Sim::control_url`]), for a sim
     /// run as a separate process. Default off.
     pub control_api: bool,
-    /// Graph's pace: a latency on every Graph request and Graph's write budgets (429 with
+    /// Graph's pace: a latency on every request and Graph's write budgets (429 with
     /// `Retry-After` over them), counted in [`Sim::graph_pace`]. Default off.
     pub graph_limits: Option<GraphLimits>,
 }

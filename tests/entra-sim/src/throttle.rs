@@ -1,5 +1,6 @@
 //! Graph's pace, switched on per sim ([`crate::SimOptions::graph_limits`], [`crate::Sim::set_graph_limits`]
-//! or `POST /_sim/graph-limits`): a latency on every Graph request, Graph's write budgets, and the
+//! or `POST /_sim/graph-limits`): a latency on every request the product makes (Graph, the token
+//! endpoint, Key Vault, ARM, Kubernetes and the rollout targets), Graph's write budgets, and the
 //! refusal of overlapping writes to one application, counted so tests and the bench can read what
 //! the product provoked ([`crate::Sim::graph_pace`], `GET /_sim/graph-pace`).
 //!
@@ -56,7 +57,9 @@ impl WriteBudget {
 /// Graph's pace, as the sim imposes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GraphLimits {
-    /// How long every Graph request takes before it is handled (a realistic round trip is 30 ms).
+    /// How long every request takes before it is handled (a realistic round trip is 30 ms): Graph,
+    /// the token endpoint, Key Vault, ARM, Kubernetes and the rollout targets alike; the sim's
+    /// control API answers at once.
     #[serde(with = "millis")]
     pub latency: Duration,
     /// Writes per calling application and tenant. Documented: 3,000 per 150 s.
@@ -247,8 +250,16 @@ where
     let Some(limits) = shared.pace.limits() else {
         return handle.await;
     };
-    if Endpoint::of_path(path) != Endpoint::Graph {
-        return handle.await;
+    match Endpoint::of_path(path) {
+        Endpoint::Graph => {}
+        // The sim's own health and control API answer at once.
+        Endpoint::Other => return handle.await,
+        // The token endpoint, Key Vault, ARM, Kubernetes and the rollout targets are remote too:
+        // the same round trip, no write budget.
+        _ => {
+            tokio::time::sleep(limits.latency).await;
+            return handle.await;
+        }
     }
     shared.pace.count(|p| p.requests += 1);
     let Some(object) = written_object(method, path) else {

@@ -106,3 +106,27 @@ async fn without_limits_nothing_is_paced_and_the_control_api_switches_them_on() 
     assert_eq!(off.status(), StatusCode::NO_CONTENT);
     assert_eq!(post(&http, &token, &url, &add_password_body()).await.0, StatusCode::OK, "off again");
 }
+
+#[tokio::test]
+async fn the_latency_holds_for_every_remote_the_product_calls_and_only_graph_is_counted() {
+    let latency = Duration::from_millis(150);
+    let sim = start(SimOptions {
+        apps: 1,
+        graph_limits: Some(GraphLimits::documented().with_latency(latency)),
+        ..Default::default()
+    })
+    .await;
+    let http = http(&sim);
+    // A sleep is never shorter than asked: these bounds are from below only.
+    let started = std::time::Instant::now();
+    let token = management_token(&http, &sim).await;
+    assert!(started.elapsed() >= latency, "the token endpoint takes the round trip too");
+    let started = std::time::Instant::now();
+    let health = http.get(sim.target_url("/apps/payroll/health")).send().await.expect("the target answers");
+    assert!(health.status().is_success(), "{}", health.status());
+    assert!(started.elapsed() >= latency, "so does a rollout target");
+    let started = std::time::Instant::now();
+    assert_eq!(get(&http, &token, &graph(&sim, "applications")).await.0, StatusCode::OK);
+    assert!(started.elapsed() >= latency);
+    assert_eq!(sim.graph_pace().requests, 1, "only Graph's requests are Graph's pace");
+}
