@@ -27,7 +27,7 @@ use entra_rotator::usecases::app::{App, Directories};
 use entra_rotator::usecases::intervention::{cancel, confirm_cleanup, reveal};
 use entra_rotator::usecases::rotation::{RotationAccepted, request_rotation};
 use entra_rotator::usecases::sync::{SyncMode, Syncer};
-use entra_sim::{Fault, FaultKind, Match, NewApp, PasswordSummary, Sim};
+use entra_sim::{Fault, FaultKind, GraphLimits, Match, NewApp, PasswordSummary, Sim};
 use uuid::Uuid;
 
 /// What a scenario needs of a world, each world doing it its own way.
@@ -198,6 +198,7 @@ macro_rules! chain_scenarios {
             a_failed_rotation_shows_failed_and_keeps_its_expiry_alerts_and_its_own(0),
             a_removed_integration_loses_its_inventory_and_never_breaks_another_cleanup(0),
             a_disabled_integration_is_neither_alerted_nor_rotated(0),
+            a_wave_of_due_rotations_runs_side_by_side_with_one_writer_per_application_and_each_step_once(0),
         );
     };
     (@each $make:expr; $( $name:ident ( $replication_delay_secs:literal ) ),* $(,)?) => {
@@ -972,5 +973,91 @@ pub async fn a_token_in_a_step_url_or_header_is_sealed_at_rest_and_still_sent<W:
     for token in ["hook-token-4711", "header-key-0815"] {
         assert!(!store.contains(token), "{token} is in the store in clear");
         assert!(!serde_json::to_string(&done).unwrap().contains(token));
+    }
+}
+
+/// A wave: many secrets come due together (a tenant onboarded with its secrets expiring this
+/// month). One scan starts them all; they proceed side by side across applications and one at a
+/// time within each — Graph's pace is on and refuses (409) a write that overlaps another on the
+/// same application, and counts the most writers one application ever had — and each step of each
+/// rotation runs once.
+pub async fn a_wave_of_due_rotations_runs_side_by_side_with_one_writer_per_application_and_each_step_once<W: World>(
+    w: &mut W,
+) {
+    const APPS: usize = 12;
+    const SECRETS_PER_APP: usize = 2;
+    with_rollout(w, "abort").await;
+    let tenant = w.sim().tenant();
+    let end = w.sim().now() + time::Duration::days(10);
+    for i in 0..APPS {
+        let app = tenant.add_app(NewApp::named(&format!("Wave API {i}")));
+        for _ in 0..SECRETS_PER_APP {
+            tenant.add_password_to(app.object_id, end).unwrap();
+        }
+    }
+    let integration = w.integration();
+    let app = w.app().clone();
+    Syncer {
+        directory: app.directory(&integration).unwrap().as_ref(),
+        store: app.store.as_ref(),
+        clock: app.clock.as_ref(),
+        progress: &|_| {},
+    }
+    .sync(&integration, SyncMode::Full)
+    .await
+    .unwrap();
+    w.reconfigure(|app| app.policies = auto_rotating(&app.policies)).await;
+    let app = w.app().clone();
+    let policy = app.policies.get(&PolicyId::parse("default").unwrap()).unwrap().clone();
+    let now = app.clock.now();
+    let due: Vec<CredentialId> = app
+        .store
+        .list_credentials(Some(&integration))
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|c| policy.rotation_due(c, now))
+        .map(|c| c.id)
+        .collect();
+    assert!(due.len() > APPS * SECRETS_PER_APP, "the wave and the world's own secret: {}", due.len());
+    w.sim().set_graph_limits(Some(GraphLimits::documented().with_latency(std::time::Duration::from_millis(5))));
+
+    w.scan().await;
+    let app = w.app().clone();
+    let settled = async || {
+        for c in &due {
+            let runs = app.store.list_executions(c).await.unwrap();
+            if !runs.iter().any(|e| e.status == ExecutionStatus::Failed || e.status.is_finalized()) {
+                return false;
+            }
+        }
+        true
+    };
+    w.run_until(settled).await;
+
+    let mut new_keys = std::collections::BTreeSet::new();
+    for c in &due {
+        let runs = app.store.list_executions(c).await.unwrap();
+        assert_eq!(runs.len(), 1, "one rotation per due secret: {runs:?}");
+        let e = &runs[0];
+        assert_eq!(e.status, ExecutionStatus::Completed, "{e:?}");
+        for r in app.store.list_step_records(&e.id).await.unwrap() {
+            assert_eq!(r.attempts, 1, "each step once: {r:?}");
+        }
+        new_keys.insert(e.new_key_id.unwrap().to_string());
+    }
+    let pace = w.sim().graph_pace();
+    assert_eq!(pace.max_concurrent_writers, 1, "never two writers on one application: {pace:?}");
+    assert_eq!((pace.concurrency_refusals, pace.throttled), (0, 0), "{pace:?}");
+    assert_eq!(pace.writes, due.len() as u64, "one addPassword per rotation: {pace:?}");
+    let t = w.sim().targets();
+    assert_eq!(t.spring_refreshes("payroll"), due.len(), "each refresh once");
+    let hooks = t.webhooks("ops");
+    let announced: std::collections::BTreeSet<String> =
+        hooks.iter().map(|h| h.body["new_key_id"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(hooks.len(), due.len(), "each webhook once");
+    assert_eq!(announced, new_keys, "one per new secret");
+    for a in tenant.apps().iter().filter(|a| a.display_name.starts_with("Wave API")) {
+        assert_eq!(a.passwords, SECRETS_PER_APP * 2, "each old secret beside its one new one: {a:?}");
     }
 }
