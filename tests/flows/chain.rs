@@ -990,7 +990,7 @@ pub async fn a_wave_of_due_rotations_runs_side_by_side_with_one_writer_per_appli
     let tenant = w.sim().tenant();
     let end = w.sim().now() + time::Duration::days(10);
     for i in 0..APPS {
-        let app = tenant.add_app(NewApp::named(&format!("Wave API {i}")));
+        let app = tenant.add_app(NewApp::named(format!("Wave API {i}")));
         for _ in 0..SECRETS_PER_APP {
             tenant.add_password_to(app.object_id, end).unwrap();
         }
