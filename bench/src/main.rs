@@ -11,9 +11,16 @@
 //!   nothing due, reads only the due index; the third comes after time moved on so that about 1%
 //!   of the credentials have come due.
 //!
-//! `--json` prints the figures as one JSON object at the end as well.
+//! - a wave of due rotations (500 by default, `--rotations N`) on the embedded runtime against a
+//!   sim with a 30 ms round trip on every call and Graph's write limits on; the same wave under a
+//!   tight write budget; and each step's cost beyond its remote calls (`wave.rs`).
+//!
+//! `--only rotations` runs the rotation benchmarks alone, `--only sync` the sync and scan ones. `--json` prints the figures as one JSON
+//! object at the end as well.
 
 #![allow(clippy::print_stdout)]
+
+mod wave;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -76,11 +83,107 @@ fn ratio_of(a: Duration, b: Duration) -> f64 {
 async fn main() -> anyhow::Result<()> {
     let apps = arg("apps", 20_000);
     let scan_credentials = arg("credentials", 200_000);
+    let rotations = arg("rotations", 500);
     let json = std::env::args().any(|a| a == "--json");
+    let only = {
+        let args: Vec<String> = std::env::args().collect();
+        args.iter().position(|a| a == "--only").and_then(|i| args.get(i + 1)).cloned()
+    };
+    let part = |name: &str| only.as_deref().is_none_or(|o| o == name);
     let mut figures = serde_json::Map::new();
-    let dir = tempfile::tempdir()?;
 
     println!("entra-rotator benchmarks ({} cores)", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    if part("sync") {
+        sync_and_scan(apps, scan_credentials, &mut figures).await?;
+    }
+    if part("rotations") {
+        rotation_waves(rotations, &mut figures).await?;
+    }
+    if json {
+        println!("{}", serde_json::Value::Object(figures));
+    }
+    Ok(())
+}
+
+/// The rotation benchmarks (`wave.rs`): the wave with Graph's documented limits, the same wave
+/// under a tight write budget, and the cost of each message beyond its remote calls.
+async fn rotation_waves(
+    rotations: usize,
+    figures: &mut serde_json::Map<String, serde_json::Value>,
+) -> anyhow::Result<()> {
+    use entra_rotator::inbound::runtime::WorkerOptions;
+    use entra_sim::{GraphLimits, WriteBudget};
+
+    let documented = GraphLimits::documented().with_latency(wave::LATENCY);
+    let (wave, under_load) = wave::run(wave::WaveOptions {
+        rotations,
+        limits: documented,
+        workers: WorkerOptions::default(),
+        one_at_a_time: false,
+    })
+    .await?;
+    wave::print(
+        &format!(
+            "a wave of {rotations} due rotations (one secret on each of {rotations} applications, two rollout steps), \
+             {} ms per call, Graph's documented write limits",
+            wave::LATENCY.as_millis()
+        ),
+        &wave,
+    );
+    // A budget of a quarter of the wave per 5 s window: the wave must wait out three windows.
+    let budget = WriteBudget::new((rotations / 4).max(1) as u32, Duration::from_secs(5));
+    let (tight, _) = wave::run(wave::WaveOptions {
+        rotations,
+        limits: documented.with_app_tenant_writes(budget),
+        workers: WorkerOptions::default(),
+        one_at_a_time: false,
+    })
+    .await?;
+    wave::print(
+        &format!(
+            "the same wave under a write budget of {} per {:?} (Retry-After paces it)",
+            budget.writes, budget.window
+        ),
+        &tight,
+    );
+    // One rotation at a time, one message at a time: each message's calls are its own.
+    let serial_rotations = (rotations / 10).clamp(1, 50);
+    let (serial, log) = wave::run(wave::WaveOptions {
+        rotations: serial_rotations,
+        limits: documented,
+        workers: WorkerOptions { batch_size: 1, concurrency: 1, ..WorkerOptions::default() },
+        one_at_a_time: true,
+    })
+    .await?;
+    println!(
+        "
+per message, {serial_rotations} rotations one at a time ({} ms per call; target beyond the calls ≤ 20 ms)",
+        wave::LATENCY.as_millis()
+    );
+    let mut kinds = serde_json::Map::new();
+    for (what, n, took, calls, beyond) in wave::per_message(&log) {
+        println!("  {what:<10} {n:>5} handled   {took:>9.1?} each   {calls:.1} calls   beyond the calls {beyond:.1?}");
+        kinds.insert(what, serde_json::json!({"handled": n, "ms": took.as_secs_f64() * 1e3, "calls": calls, "beyond_calls_ms": beyond.as_secs_f64() * 1e3}));
+    }
+    println!(
+        "  under the wave's load: {:.1?} per message beyond the calls ({} messages)",
+        wave.overhead_per_message(),
+        under_load.iter().filter(|h| h.queue != entra_rotator::messages::queues::SCAN).count()
+    );
+    figures.insert(
+        "rotation_wave".into(),
+        serde_json::json!({ "documented_limits": wave.json(), "tight_budget": tight.json(), "one_at_a_time": serial.json(), "per_message": kinds }),
+    );
+    Ok(())
+}
+
+/// The sync, delta sync and expiry scan benchmarks.
+async fn sync_and_scan(
+    apps: usize,
+    scan_credentials: usize,
+    figures: &mut serde_json::Map<String, serde_json::Value>,
+) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
     let sim = Sim::start(SimOptions { apps, seed: 42, ..Default::default() }).await?;
     let config_path = dir.path().join("rotator.toml");
     let text = format!(
@@ -299,9 +402,6 @@ async fn main() -> anyhow::Result<()> {
             "some_due": {"seconds": due_time.as_secs_f64(), "ratio": ratio_of(due_time, scan_baseline), "credentials_read": due.credentials, "due_percent": share(due.credentials), "alerts": due.alerts_sent},
         }),
     );
-    if json {
-        println!("{}", serde_json::Value::Object(figures));
-    }
     sim.shutdown().await;
     Ok(())
 }

@@ -450,6 +450,12 @@ impl Sim {
         lock(&self.shared.records).clone()
     }
 
+    /// How many requests were served (and recorded) so far: [`Sim::requests`]'s length, without
+    /// the copy.
+    pub fn request_count(&self) -> usize {
+        lock(&self.shared.records).len()
+    }
+
     pub fn clear_requests(&self) {
         lock(&self.shared.records).clear();
     }
