@@ -281,7 +281,8 @@ impl Directory for GraphClient {
     }
 }
 
-fn graph_scope(graph: &url::Url) -> String {
+/// The OAuth scope of Graph at `graph`: a national cloud's own, else the global one.
+pub fn graph_scope(graph: &url::Url) -> String {
     match graph.host_str() {
         Some(host) if NATIONAL_GRAPH_HOSTS.contains(&host) => format!("https://{host}/.default"),
         _ => GLOBAL_GRAPH_SCOPE.to_owned(),
