@@ -7,8 +7,9 @@ use crate::Result;
 use crate::adapters::alerts::LogSink;
 use crate::adapters::alerts::webhook::{self, WebhookAlertSink};
 use crate::adapters::aws_identity::AwsSigning;
-use crate::adapters::graph::{GraphClient, RetryPolicy, TokenSource};
-use crate::adapters::steps::{AzureSignIn, Rollout};
+use crate::adapters::graph::{GraphClient, RetryPolicy, TokenSource, graph_scope};
+use crate::adapters::steps::{AzureSignIn, OwnSecret, Rollout};
+use crate::adapters::stored_secret::StoredSecret;
 use crate::config::Config;
 use crate::inbound::scheduler::Timer;
 use crate::messages::Message;
@@ -79,6 +80,17 @@ pub fn rollout_with_aws(config: &Config, aws: Option<&AwsSigning>) -> Result<Rol
             resource_manager_url: i.resource_manager_url.clone(),
         };
         rollout = rollout.with_identity(i.id.clone(), sign_in)?;
+        // The stored-secret fallback: `rotator_own_secret` writes where this integration reads.
+        if let Some(place) = i.secret_place() {
+            let own = OwnSecret {
+                client_id: i.client_id,
+                tenant: i.tenant,
+                authority_host: i.authority_host.clone(),
+                scope: graph_scope(&i.graph_base_url),
+                stored: Arc::new(StoredSecret::new(place, aws)),
+            };
+            rollout = rollout.with_own_secret(i.id.clone(), own);
+        }
     }
     if let Some(aws) = aws {
         rollout = rollout.with_aws_credentials(aws.clone());

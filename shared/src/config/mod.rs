@@ -164,6 +164,7 @@ impl Config {
         }
         policy::check_one_policy_per_application(&policies, &mut errors);
         policy::check_step_identities(&policies, &integrations, &mut errors);
+        policy::check_own_secret_steps(&policies, &integrations, &mut errors);
         let webhooks = alerts::webhooks(raw.alerts.webhooks, env, &outbound, &mut errors);
         let step_secrets = policy::step_secrets(&policies, env, &mut errors);
         let api_tokens = http::api_tokens(raw.http.tokens, &mut errors);
