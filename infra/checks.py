@@ -550,6 +550,46 @@ def run(tpl: dict, r: Report) -> None:
             )
         else:
             r.check(not grants, f"{b}: may not get web identity tokens (it does not sign in to Entra)", f"grants {grants}")
+    # The stored-secret fallback: no Entra secret by default; given EntraClientSecretArn, the
+    # functions that sign in to Entra may read that one secret, run-step may also put its new
+    # versions (rotator_own_secret), and no other function may touch it.
+    arn_param = params.get("EntraClientSecretArn") or {}
+    r.check(
+        arn_param.get("Default") == "" and (params.get("EntraClientSecret") or {}).get("Default") == "",
+        "no Entra secret by default: EntraClientSecret and EntraClientSecretArn are empty unless given",
+    )
+    for b, l in by_bin.items():
+        role = of_type("AWS::IAM::Role").get(getatt_target(function_props(tpl, l).get("Role"), "Arn") or "", {})
+        plain = [s for s in statements(role) if any(str(a).startswith("secretsmanager:") for a in listify(s.get("Action")))]
+        conditional = []
+        for pol in (role.get("Properties") or {}).get("Policies") or []:
+            branches = pol.get("Fn::If") if isinstance(pol, dict) else None
+            if not branches:
+                continue
+            condition, given, absent = branches
+            statements_given = listify(((given or {}).get("PolicyDocument") or {}).get("Statement"))
+            conditional.append((condition, statements_given, ref_target(absent)))
+        want = {"secretsmanager:GetSecretValue"} | ({"secretsmanager:PutSecretValue"} if b == "run-step" else set())
+        ok = (
+            not plain
+            and (
+                (b not in ENTRA_SIGN_IN and not conditional)
+                or (
+                    b in ENTRA_SIGN_IN
+                    and len(conditional) == 1
+                    and conditional[0][0] == "HasEntraClientSecretArn"
+                    and conditional[0][2] == "AWS::NoValue"
+                    and len(conditional[0][1]) == 1
+                    and set(listify(conditional[0][1][0].get("Action"))) == want
+                    and [ref_target(x) for x in listify(conditional[0][1][0].get("Resource"))] == ["EntraClientSecretArn"]
+                )
+            )
+        )
+        r.check(
+            ok,
+            f"{b}: " + (f"{sorted(want)} on the EntraClientSecretArn secret only, only when given" if b in ENTRA_SIGN_IN else "no Secrets Manager access"),
+            f"unconditional {plain}, conditional {conditional}",
+        )
     outputs = tpl.get("Outputs") or {}
     r.check(
         getatt_target((outputs.get("RunStepRoleArn") or {}).get("Value"), "Arn") == step_role,

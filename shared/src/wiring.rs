@@ -7,9 +7,11 @@ use crate::Result;
 use crate::adapters::alerts::LogSink;
 use crate::adapters::alerts::webhook::{self, WebhookAlertSink};
 use crate::adapters::aws_identity::AwsSigning;
-use crate::adapters::graph::{GraphClient, RetryPolicy, TokenSource};
-use crate::adapters::steps::{AzureSignIn, Rollout};
-use crate::config::Config;
+use crate::adapters::graph::{GraphClient, RetryPolicy, TokenSource, graph_scope};
+use crate::adapters::steps::{AzureSignIn, OwnSecret, Rollout};
+use crate::adapters::stored_secret::StoredSecret;
+use crate::config::{Config, IntegrationConfig};
+use crate::domain::ids::IntegrationId;
 use crate::inbound::scheduler::Timer;
 use crate::messages::Message;
 use crate::ports::alerts::AlertSink;
@@ -26,13 +28,39 @@ pub fn directories(config: &Config) -> Result<Directories> {
 /// As [`directories`], federated integrations asking STS as `aws` (the deployment's own AWS
 /// identity) when given.
 pub fn directories_with_aws(config: &Config, aws: Option<&AwsSigning>) -> Result<Directories> {
+    directories_sharing(config, aws, &stored_secrets(config, aws))
+}
+
+/// Where each integration with a stored secret keeps it, one reader per place, so the Graph
+/// client and the `rotator_own_secret` step of one process share it: the step's write is what the
+/// next token request reads, at once.
+pub fn stored_secrets(config: &Config, aws: Option<&AwsSigning>) -> StoredSecrets {
+    config
+        .integrations
+        .iter()
+        .filter_map(|i| i.secret_place().map(|place| (i.id.clone(), Arc::new(StoredSecret::new(place, aws)))))
+        .collect()
+}
+
+/// The stored secrets' places, by integration.
+pub type StoredSecrets = HashMap<IntegrationId, Arc<StoredSecret>>;
+
+/// The token source of `i`: its stored secret from `stored` when it has one.
+fn token_source(i: &IntegrationConfig, aws: Option<&AwsSigning>, stored: &StoredSecrets) -> Result<TokenSource> {
+    Ok(match stored.get(&i.id) {
+        Some(place) => TokenSource::StoredClientSecret { client_id: i.client_id, stored: place.clone() },
+        None => TokenSource::from_credentials(i.client_id, &i.credentials)?.with_aws_identity(aws),
+    })
+}
+
+fn directories_sharing(config: &Config, aws: Option<&AwsSigning>, stored: &StoredSecrets) -> Result<Directories> {
     let mut out: Directories = HashMap::new();
     for i in config.integrations.iter().filter(|i| i.enabled) {
-        let client: Arc<dyn Directory> = Arc::new(GraphClient::from_integration_with_aws(
+        let client: Arc<dyn Directory> = Arc::new(GraphClient::from_integration_with_source(
             i,
+            token_source(i, aws, stored)?,
             RetryPolicy::default(),
             Arc::new(config.outbound.clone()),
-            aws,
         )?);
         out.insert(i.id.clone(), client);
     }
@@ -64,6 +92,10 @@ pub fn rollout(config: &Config) -> Result<Rollout> {
 /// As [`rollout`], with `aws` (the deployment's own AWS identity) for EKS tokens and federated
 /// sign-ins, instead of aws-config's default chain.
 pub fn rollout_with_aws(config: &Config, aws: Option<&AwsSigning>) -> Result<Rollout> {
+    rollout_sharing(config, aws, &stored_secrets(config, aws))
+}
+
+fn rollout_sharing(config: &Config, aws: Option<&AwsSigning>, stored: &StoredSecrets) -> Result<Rollout> {
     let builder = reqwest::Client::builder().connect_timeout(std::time::Duration::from_secs(10));
     let builder = with_extra_roots(builder, config)?;
     // The CA files are read now, so a bad one fails at start; the client itself is built when the
@@ -75,10 +107,21 @@ pub fn rollout_with_aws(config: &Config, aws: Option<&AwsSigning>) -> Result<Rol
         let sign_in = AzureSignIn {
             tenant: i.tenant,
             authority_host: i.authority_host.clone(),
-            source: TokenSource::from_credentials(i.client_id, &i.credentials)?.with_aws_identity(aws),
+            source: token_source(i, aws, stored)?,
             resource_manager_url: i.resource_manager_url.clone(),
         };
         rollout = rollout.with_identity(i.id.clone(), sign_in)?;
+        // The stored-secret fallback: `rotator_own_secret` writes where this integration reads.
+        if let Some(place) = stored.get(&i.id) {
+            let own = OwnSecret {
+                client_id: i.client_id,
+                tenant: i.tenant,
+                authority_host: i.authority_host.clone(),
+                scope: graph_scope(&i.graph_base_url),
+                stored: place.clone(),
+            };
+            rollout = rollout.with_own_secret(i.id.clone(), own);
+        }
     }
     if let Some(aws) = aws {
         rollout = rollout.with_aws_credentials(aws.clone());
@@ -152,16 +195,17 @@ pub fn services_with_aws(
     for refused in steps_this_build_cannot_run(config) {
         tracing::warn!("{refused}; preflight refuses every rotation of that policy");
     }
+    let stored = stored_secrets(config, aws.as_ref());
     Ok(App {
         store,
         queue,
         clock,
-        directories: Arc::new(directories_with_aws(config, aws.as_ref())?),
+        directories: Arc::new(directories_sharing(config, aws.as_ref(), &stored)?),
         disabled: Arc::new(config.integrations.iter().filter(|i| !i.enabled).map(|i| i.id.clone()).collect()),
         policies: Arc::new(config.policy_set()),
         sinks: Arc::new(alert_sinks(config)?),
         keys,
-        rollout: Arc::new(rollout_with_aws(config, aws.as_ref())?),
+        rollout: Arc::new(rollout_sharing(config, aws.as_ref(), &stored)?),
         settings: Default::default(),
     })
 }

@@ -112,10 +112,12 @@ impl Deployment {
         ));
         let keys = Arc::new(KmsKeyRing::new(aws_sdk_kms::Client::new(sdk), settings.kms_key.clone()));
         let aws_took = split();
-        // The function's own AWS identity (its role), for federated Entra sign-in and EKS tokens.
+        // The function's own AWS identity (its role), for federated Entra sign-in, EKS tokens and
+        // the stored-secret fallback's Secrets Manager secret (at the deployment's endpoint).
         let aws = sdk.credentials_provider().map(|credentials| entra_rotator::adapters::aws_identity::AwsSigning {
             credentials,
             region: sdk.region().map(ToString::to_string),
+            endpoint_url: settings.endpoint.clone(),
         });
         let services = wiring::services_with_aws(&config, store, queue.clone(), clock, keys, aws)?;
         let timings = BuildTimings { config: config_took, aws: aws_took, services: split() };

@@ -20,6 +20,9 @@ pub(crate) struct AwsCredentialsSource {
 pub struct AwsSigning {
     pub credentials: SharedCredentialsProvider,
     pub region: Option<String>,
+    /// The deployment's endpoint for every AWS service (`ROTATOR_AWS_ENDPOINT`: a local emulator),
+    /// used by the Secrets Manager client of the stored-secret fallback; `None` is AWS itself.
+    pub endpoint_url: Option<String>,
 }
 
 impl AwsSigning {
@@ -33,7 +36,18 @@ impl AwsSigning {
     ) -> Self {
         let credentials =
             Credentials::new(access_key_id, secret_access_key, session_token.map(str::to_owned), None, "given keys");
-        Self { credentials: SharedCredentialsProvider::new(credentials), region: region.map(str::to_owned) }
+        Self {
+            credentials: SharedCredentialsProvider::new(credentials),
+            region: region.map(str::to_owned),
+            endpoint_url: None,
+        }
+    }
+
+    /// As it is, AWS services asked at `endpoint` (a local emulator) instead.
+    #[must_use]
+    pub fn with_endpoint_url(mut self, endpoint: impl Into<String>) -> Self {
+        self.endpoint_url = Some(endpoint.into());
+        self
     }
 }
 
@@ -52,7 +66,7 @@ impl AwsCredentialsSource {
             .get_or_init(|| async {
                 let config = aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await;
                 let region = config.region().map(ToString::to_string);
-                config.credentials_provider().map(|credentials| AwsSigning { credentials, region })
+                config.credentials_provider().map(|credentials| AwsSigning { credentials, region, endpoint_url: None })
             })
             .await;
         signing.clone()

@@ -12,4 +12,5 @@ pub mod sealing;
 #[cfg(feature = "embedded")]
 pub mod sqlite;
 pub mod steps;
+pub mod stored_secret;
 pub mod system_clock;

@@ -8,7 +8,7 @@ use super::Env;
 use super::raw::RawIntegration;
 use crate::domain::address::AddressPolicy;
 use crate::domain::ids::{ClientId, IntegrationId, TenantId};
-use crate::domain::integration::{AuthMethod, Credentials, IntegrationConfig};
+use crate::domain::integration::{AuthMethod, Credentials, IntegrationConfig, SecretArn, SecretPlace};
 use crate::domain::secret::SecretValue;
 
 pub const DEFAULT_AUTHORITY_HOST: &str = "https://login.microsoftonline.com";
@@ -56,9 +56,11 @@ pub(super) fn integration(
         url_field("resource_manager_url", r.resource_manager_url, DEFAULT_RESOURCE_MANAGER_URL, &mut errors);
 
     // Fields that belong to another method are a mistake worth naming.
-    let given: [(&str, bool, AuthMethod); 9] = [
+    let given: [(&str, bool, AuthMethod); 11] = [
         ("client_secret", r.client_secret.is_some(), AuthMethod::ClientSecret),
         ("client_secret_env", r.client_secret_env.is_some(), AuthMethod::ClientSecret),
+        ("client_secret_file", r.client_secret_file.is_some(), AuthMethod::ClientSecret),
+        ("client_secret_arn", r.client_secret_arn.is_some(), AuthMethod::ClientSecret),
         ("certificate_path", r.certificate_path.is_some(), AuthMethod::ClientCertificate),
         ("certificate_password_env", r.certificate_password_env.is_some(), AuthMethod::ClientCertificate),
         ("federated_token_file", r.federated_token_file.is_some(), AuthMethod::WorkloadIdentity),
@@ -79,6 +81,12 @@ pub(super) fn integration(
 
     let env_name = format!("ROTATOR_{}_CLIENT_SECRET", name.to_ascii_uppercase().replace('-', "_"));
     let credentials = match r.auth {
+        AuthMethod::ClientSecret if r.client_secret_file.is_some() || r.client_secret_arn.is_some() => {
+            let inline =
+                [("client_secret", r.client_secret.is_some()), ("client_secret_env", r.client_secret_env.is_some())];
+            let place = (r.client_secret_file.as_deref(), r.client_secret_arn.as_deref());
+            stored_secret(&at, inline, place, env, &env_name, resolve, &mut errors)
+        }
         AuthMethod::ClientSecret => {
             // The environment wins over the file, so a file with a placeholder can be committed.
             let from_named = r.client_secret_env.as_ref().and_then(|v| env.var(v).map(|s| (s, format!("${v}"))));
@@ -170,6 +178,83 @@ pub(super) fn integration(
     }
 }
 
+/// The stored-secret fallback: where the secret is kept (one place, and nothing else giving a
+/// secret, or the rotator would rotate one and sign in with another). A file must be readable by
+/// its owner only and hold a secret now; it is read again at every token request.
+fn stored_secret(
+    at: &str,
+    inline: [(&str, bool); 2],
+    place: (Option<&Path>, Option<&str>),
+    env: &dyn Env,
+    env_name: &str,
+    resolve: &dyn Fn(&Path) -> PathBuf,
+    errors: &mut Vec<String>,
+) -> Option<Credentials> {
+    let before = errors.len();
+    for (field, present) in inline {
+        if present {
+            errors.push(format!(
+                "{at}.{field}: the secret is kept in client_secret_file or client_secret_arn; give only one of them"
+            ));
+        }
+    }
+    if env.var(env_name).is_some() {
+        errors.push(format!(
+            "{at}: ${env_name} is set, but the secret is kept in client_secret_file or client_secret_arn (which \
+             entra-rotator rotates); unset ${env_name}"
+        ));
+    }
+    let place = match place {
+        (Some(_), Some(_)) => {
+            errors.push(format!("{at}: give client_secret_file (one machine) or client_secret_arn (AWS), not both"));
+            None
+        }
+        (Some(file), None) => {
+            let path = resolve(file);
+            match check_secret_file(&path) {
+                Ok(()) => Some(SecretPlace::File(path)),
+                Err(why) => {
+                    errors.push(format!("{at}.client_secret_file: {why}"));
+                    None
+                }
+            }
+        }
+        (None, Some(arn)) => match SecretArn::parse(arn) {
+            Ok(arn) => Some(SecretPlace::SecretsManager(arn)),
+            Err(why) => {
+                errors.push(format!("{at}.client_secret_arn: {why}"));
+                None
+            }
+        },
+        (None, None) => None,
+    };
+    place.filter(|_| errors.len() == before).map(|place| Credentials::StoredClientSecret { place })
+}
+
+/// Why the secret file cannot be used as it is: missing, readable by others, or empty. Never quotes it.
+fn check_secret_file(path: &Path) -> std::result::Result<(), String> {
+    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if !meta.is_file() {
+        return Err(format!("{} is not a file", path.display()));
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(format!(
+                "{} has mode {mode:o}: others on this machine can read the secret; chmod 600 it",
+                path.display()
+            ));
+        }
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if text.trim_end_matches(['\r', '\n']).is_empty() {
+        return Err(format!("{} is empty: write the client secret into it", path.display()));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -213,5 +298,69 @@ mod tests {
         );
         let e = err(&text, &env(&[("ROTATOR_CONTOSO_CLIENT_SECRET", "x")]));
         assert!(e.contains("graph_base_url") && e.contains("https"), "{e}");
+    }
+
+    #[cfg(unix)]
+    fn secret_file(mode: u32) -> (tempfile::TempDir, std::path::PathBuf) {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("entra-secret");
+        std::fs::write(&path, "s3cret-value\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        (dir, path)
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_private_secret_file_is_where_the_secret_is_read_from() {
+        let (_dir, path) = secret_file(0o600);
+        let text = MINIMAL.replace(
+            "auth = \"client_secret\"",
+            &format!("auth = \"client_secret\"\nclient_secret_file = {:?}", path.display().to_string()),
+        );
+        let c = parse(&text, &env(&[])).unwrap();
+        let Credentials::StoredClientSecret { place: SecretPlace::File(found) } = &c.integrations[0].credentials else {
+            panic!()
+        };
+        assert_eq!(found, &path);
+        let shown = c.integrations[0].credentials.describe();
+        assert!(shown.contains("entra-secret") && !shown.contains("s3cret"), "{shown}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_secret_file_others_can_read_or_a_second_secret_is_refused() {
+        let (_dir, path) = secret_file(0o644);
+        let with_file = MINIMAL.replace(
+            "auth = \"client_secret\"",
+            &format!("auth = \"client_secret\"\nclient_secret_file = {:?}", path.display().to_string()),
+        );
+        let e = err(&with_file, &env(&[]));
+        assert!(e.contains("client_secret_file") && e.contains("mode 644") && !e.contains("s3cret"), "{e}");
+        let (_dir, private) = secret_file(0o600);
+        let both = MINIMAL.replace(
+            "auth = \"client_secret\"",
+            &format!("auth = \"client_secret\"\nclient_secret_file = {:?}", private.display().to_string()),
+        );
+        let e = err(&both, &env(&[("ROTATOR_CONTOSO_CLIENT_SECRET", "x")]));
+        assert!(e.contains("unset $ROTATOR_CONTOSO_CLIENT_SECRET"), "{e}");
+    }
+
+    #[test]
+    fn a_secret_arn_must_name_a_secrets_manager_secret() {
+        let text = MINIMAL.replace(
+            "auth = \"client_secret\"",
+            "auth = \"client_secret\"\nclient_secret_arn = \"arn:aws:ssm:eu-west-1:123456789012:parameter/x\"",
+        );
+        let e = err(&text, &env(&[]));
+        assert!(e.contains("client_secret_arn") && e.contains("secretsmanager"), "{e}");
+        let good = MINIMAL.replace(
+            "auth = \"client_secret\"",
+            "auth = \"client_secret\"\nclient_secret_arn = \"arn:aws:secretsmanager:eu-west-1:123456789012:secret:entra-AbCdEf\"",
+        );
+        let c = parse(&good, &env(&[])).unwrap();
+        assert!(
+            matches!(c.integrations[0].secret_place(), Some(SecretPlace::SecretsManager(a)) if a.region() == "eu-west-1")
+        );
     }
 }

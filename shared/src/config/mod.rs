@@ -17,14 +17,23 @@
 //! [integrations.contoso]
 //! tenant_id = "…"
 //! client_id = "…"
-//! auth = "client_secret"          # client_secret | client_certificate | workload_identity | managed_identity
+//! auth = "client_secret"          # client_secret | client_certificate | workload_identity | managed_identity | aws_federation
 //! # client secret from $ROTATOR_CONTOSO_CLIENT_SECRET, or name another variable:
 //! client_secret_env = "CONTOSO_SECRET"
+//! # or keep it where entra-rotator rotates it itself (a `rotator_own_secret` step): a file private
+//! # to its owner on one machine, or a Secrets Manager secret on AWS; read at every token request.
+//! # client_secret_file = "/etc/entra-rotator/client-secret"
+//! # client_secret_arn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:entra-rotator-AbCdEf"
 //!
 //! [policies.default]
 //! auto_rotate = true
 //! grace_period = "30d"
 //! steps_file = "steps/default.json"   # the seed's JSON step format
+//!
+//! # entra-rotator's own application, with a stored secret: this policy rotates it alone.
+//! [policies.self]
+//! applications = ["<contoso's client_id>"]
+//! steps = [{ type = "rotator_own_secret", order = 10, config = { integration = "contoso" } }]
 //! ```
 //!
 //! One file per table: `raw` is the file as written (and its TOML errors), `integration`,
@@ -164,6 +173,7 @@ impl Config {
         }
         policy::check_one_policy_per_application(&policies, &mut errors);
         policy::check_step_identities(&policies, &integrations, &mut errors);
+        policy::check_own_secret_steps(&policies, &integrations, &mut errors);
         let webhooks = alerts::webhooks(raw.alerts.webhooks, env, &outbound, &mut errors);
         let step_secrets = policy::step_secrets(&policies, env, &mut errors);
         let api_tokens = http::api_tokens(raw.http.tokens, &mut errors);

@@ -213,6 +213,39 @@ pub(super) fn step_secrets(
     step_secrets
 }
 
+/// A `rotator_own_secret` step must name an integration whose secret is stored in a place
+/// (`client_secret_file` / `client_secret_arn`), in a policy that rotates that integration's own
+/// application and nothing else: run on any other application, it would store that application's
+/// secret where the rotator reads its own.
+pub(super) fn check_own_secret_steps(
+    policies: &[PolicyConfig],
+    integrations: &[crate::domain::integration::IntegrationConfig],
+    errors: &mut Vec<String>,
+) {
+    for p in policies {
+        for step in &p.policy.steps {
+            let crate::domain::steps::StepConfig::RotatorOwnSecret(cfg) = &step.config else { continue };
+            let at = format!("policies.{}: step {} ({})", p.policy.id, step.order, step.display_name());
+            let Some(i) = integrations.iter().find(|i| i.id == cfg.integration) else { continue };
+            if i.secret_place().is_none() {
+                errors.push(format!(
+                    "{at}: integration `{}` signs in with {}; rotator_own_secret needs auth = \"client_secret\" \
+                     with client_secret_file or client_secret_arn",
+                    i.id,
+                    i.credentials.describe()
+                ));
+            }
+            if p.applications != [i.client_id] {
+                errors.push(format!(
+                    "{at}: the policy must rotate integration `{}`'s own application only: set applications = \
+                     [\"{}\"]",
+                    i.id, i.client_id
+                ));
+            }
+        }
+    }
+}
+
 /// A step that signs in as another integration (`identity`) must name one of the configuration.
 pub(super) fn check_step_identities(
     policies: &[PolicyConfig],

@@ -70,6 +70,10 @@ pub(super) struct RawIntegration {
     pub(super) enabled: bool,
     pub(super) client_secret: Option<String>,
     pub(super) client_secret_env: Option<String>,
+    /// The stored-secret fallback that entra-rotator rotates itself (`rotator_own_secret`): the
+    /// secret kept in a private file on this machine, or in a Secrets Manager secret.
+    pub(super) client_secret_file: Option<PathBuf>,
+    pub(super) client_secret_arn: Option<String>,
     pub(super) certificate_path: Option<PathBuf>,
     pub(super) certificate_password_env: Option<String>,
     pub(super) federated_token_file: Option<PathBuf>,

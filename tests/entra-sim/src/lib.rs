@@ -80,6 +80,7 @@ mod odata;
 mod permissions;
 mod records;
 mod server;
+mod sign_ins;
 mod state;
 mod targets;
 mod tenant;
@@ -114,6 +115,7 @@ pub use kubernetes::{Kubernetes, NewWorkload, ROLLOUT_STEP, SecretUse, WorkloadK
 pub use managed_identity::ManagedIdentities;
 pub use permissions::{GraphRole, Permissions};
 pub use records::{Endpoint, RequestRecord};
+pub use sign_ins::SecretSignIn;
 pub use targets::{HealthScript, ReceivedWebhook, SPRING_REFRESHED_KEYS, Targets, webhook_signature};
 pub use tenant::{AddedPassword, AppSummary, NewApp, PasswordSummary, TenantHandle};
 pub use throttle::{GraphLimits, GraphPace, WriteBudget};
@@ -246,6 +248,7 @@ impl Sim {
             clock: SimClock::starting_at(now),
             faults: Faults::default(),
             records: Mutex::new(Vec::new()),
+            sign_ins: Mutex::new(Vec::new()),
             tokens: Mutex::new(HashMap::new()),
             writes_in_flight: Mutex::new(HashSet::new()),
             tenant_id,
@@ -454,6 +457,11 @@ impl Sim {
     /// the copy.
     pub fn request_count(&self) -> usize {
         lock(&self.shared.records).len()
+    }
+
+    /// Every token granted to a client secret so far, in order, with the key id it matched.
+    pub fn secret_sign_ins(&self) -> Vec<SecretSignIn> {
+        lock(&self.shared.sign_ins).clone()
     }
 
     pub fn clear_requests(&self) {

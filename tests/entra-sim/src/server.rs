@@ -78,6 +78,8 @@ pub(crate) struct Shared {
     pub(crate) clock: SimClock,
     pub(crate) faults: Faults,
     pub(crate) records: Mutex<Vec<RequestRecord>>,
+    /// Tokens granted to client secrets, and which password each matched (see `sign_ins.rs`).
+    pub(crate) sign_ins: Mutex<Vec<crate::sign_ins::SecretSignIn>>,
     pub(crate) tokens: Mutex<HashMap<String, IssuedToken>>,
     /// Applications with a write (addPassword, removePassword) in progress.
     pub(crate) writes_in_flight: Mutex<HashSet<Uuid>>,

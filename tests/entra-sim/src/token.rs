@@ -170,7 +170,10 @@ fn issue(shared: &Shared, tenant: &str, body: &[u8]) -> Result<Value, TokenError
     };
 
     match (field("client_secret"), field("client_assertion")) {
-        (Some(secret), _) => check_secret(shared, client_id, secret)?,
+        (Some(secret), _) => {
+            check_secret(shared, client_id, secret)?;
+            crate::sign_ins::note(shared, client_id, secret);
+        }
         (None, Some(assertion)) => {
             if field("client_assertion_type") != Some(JWT_BEARER) {
                 return Err(TokenError::new(

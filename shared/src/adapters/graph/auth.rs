@@ -33,6 +33,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::adapters::aws_identity::AwsCredentialsSource;
+use crate::adapters::stored_secret::StoredSecret;
 use crate::adapters::system_clock::SystemClock;
 use crate::domain::ids::{ClientId, TenantId};
 use crate::domain::integration::Credentials;
@@ -51,6 +52,9 @@ const ASSERTION_LIFETIME_SECS: i64 = 300;
 pub enum TokenSource {
     /// A client secret of the integration's app registration.
     ClientSecret { client_id: ClientId, secret: SecretValue },
+    /// A client secret read from where the deployment keeps it (a file, Secrets Manager) at every
+    /// token request, so the one the `rotator_own_secret` step wrote is used without a restart.
+    StoredClientSecret { client_id: ClientId, stored: Arc<StoredSecret> },
     /// A PEM file's contents: the certificate registered on the app and its RSA private key.
     ClientCertificate { client_id: ClientId, pem: SecretBytes },
     /// A federated token (Kubernetes workload identity) read from this file at every token request.
@@ -76,6 +80,9 @@ impl fmt::Debug for TokenSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::ClientSecret { client_id, .. } => write!(f, "ClientSecret({client_id})"),
+            Self::StoredClientSecret { client_id, stored } => {
+                write!(f, "StoredClientSecret({client_id}, {})", stored.describe())
+            }
             Self::ClientCertificate { client_id, .. } => write!(f, "ClientCertificate({client_id})"),
             Self::WorkloadIdentity { client_id, token_file } => {
                 write!(f, "WorkloadIdentity({client_id}, {})", token_file.display())
@@ -92,6 +99,9 @@ impl TokenSource {
     pub fn from_credentials(client_id: ClientId, credentials: &Credentials) -> Result<Self> {
         Ok(match credentials {
             Credentials::ClientSecret { secret, .. } => Self::ClientSecret { client_id, secret: secret.clone() },
+            Credentials::StoredClientSecret { place } => {
+                Self::StoredClientSecret { client_id, stored: Arc::new(StoredSecret::new(place, None)) }
+            }
             Credentials::ClientCertificate { path, password } => {
                 if password.is_some() {
                     return Err(Error::Config(format!(
@@ -126,8 +136,12 @@ impl TokenSource {
     /// of aws-config's default chain; other sources are returned as they are.
     #[must_use]
     pub fn with_aws_identity(mut self, identity: Option<&crate::adapters::aws_identity::AwsSigning>) -> Self {
-        if let (Self::AwsFederation { aws, .. }, Some(given)) = (&mut self, identity) {
-            *aws = Some(given.clone());
+        match (&mut self, identity) {
+            (Self::AwsFederation { aws, .. }, Some(given)) => *aws = Some(given.clone()),
+            (Self::StoredClientSecret { stored, .. }, Some(given)) => {
+                *stored = Arc::new(StoredSecret::new(stored.place(), Some(given)));
+            }
+            _ => {}
         }
         self
     }
@@ -137,6 +151,7 @@ impl TokenSource {
     pub fn client_id(&self) -> Option<ClientId> {
         match self {
             Self::ClientSecret { client_id, .. }
+            | Self::StoredClientSecret { client_id, .. }
             | Self::ClientCertificate { client_id, .. }
             | Self::WorkloadIdentity { client_id, .. }
             | Self::AwsFederation { client_id, .. } => Some(*client_id),
@@ -148,6 +163,7 @@ impl TokenSource {
     pub fn method(&self) -> &'static str {
         match self {
             Self::ClientSecret { .. } => "client secret",
+            Self::StoredClientSecret { .. } => "stored client secret",
             Self::ClientCertificate { .. } => "client certificate",
             Self::WorkloadIdentity { .. } => "workload identity",
             Self::ManagedIdentity { .. } => "managed identity",
@@ -210,6 +226,13 @@ pub(crate) fn token_credential(
             )
             .map_err(|e| config_error("client secret credential", e))?
         }
+        TokenSource::StoredClientSecret { client_id, stored } => Arc::new(StoredSecretCredential {
+            client_id,
+            tenant: tenant_text,
+            stored,
+            client_options: client_options(),
+            current: tokio::sync::Mutex::new(None),
+        }),
         TokenSource::ClientCertificate { client_id, pem } => {
             let assertion = CertificateAssertion::from_pem(
                 client_id,
@@ -262,6 +285,60 @@ pub(crate) fn token_credential(
         }
     };
     Ok(credential)
+}
+
+/// A client secret credential over the secret kept in a place: at every token request the place is
+/// read (a file afresh, Secrets Manager at most once a minute), and when its value changed the
+/// `azure_identity` credential (and its token cache) is built anew with it, so the next token is
+/// asked with the secret the `rotator_own_secret` step wrote.
+struct StoredSecretCredential {
+    client_id: ClientId,
+    tenant: String,
+    stored: Arc<StoredSecret>,
+    client_options: ClientOptions,
+    current: tokio::sync::Mutex<Option<(SecretValue, Arc<ClientSecretCredential>)>>,
+}
+
+impl fmt::Debug for StoredSecretCredential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoredSecretCredential")
+            .field("client_id", &self.client_id)
+            .field("place", &self.stored.describe())
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait::async_trait]
+impl TokenCredential for StoredSecretCredential {
+    async fn get_token(
+        &self,
+        scopes: &[&str],
+        options: Option<azure_core::credentials::TokenRequestOptions<'_>>,
+    ) -> azure_core::Result<azure_core::credentials::AccessToken> {
+        let secret = self.stored.read().await.map_err(|f| {
+            azure_core::Error::with_message(
+                azure_core::error::ErrorKind::Credential,
+                format!("the stored client secret: {}", f.message),
+            )
+        })?;
+        let credential = {
+            let mut current = self.current.lock().await;
+            match current.as_ref() {
+                Some((held, credential)) if *held == secret => credential.clone(),
+                _ => {
+                    let credential = ClientSecretCredential::new(
+                        &self.tenant,
+                        self.client_id.to_string(),
+                        Secret::new(secret.expose().to_owned()),
+                        Some(ClientSecretCredentialOptions { client_options: self.client_options.clone() }),
+                    )?;
+                    *current = Some((secret, credential.clone()));
+                    credential
+                }
+            }
+        };
+        credential.get_token(scopes, options).await
+    }
 }
 
 /// How long the web identity token asked of STS is valid (its minimum is 60 s, its default 300 s):

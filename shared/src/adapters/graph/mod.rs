@@ -119,6 +119,19 @@ impl GraphClient {
         addresses: Arc<AddressPolicy>,
         aws: Option<&crate::adapters::aws_identity::AwsSigning>,
     ) -> Result<Self> {
+        let source = TokenSource::from_credentials(config.client_id, &config.credentials)?.with_aws_identity(aws);
+        Self::from_integration_with_source(config, source, retry, addresses)
+    }
+
+    /// As [`GraphClient::from_integration`], signing in with `source` (built from the
+    /// integration's credentials by the caller, so a stored secret's place can be shared with the
+    /// step that writes it).
+    pub fn from_integration_with_source(
+        config: &IntegrationConfig,
+        source: TokenSource,
+        retry: RetryPolicy,
+        addresses: Arc<AddressPolicy>,
+    ) -> Result<Self> {
         let ca = match &config.ca_certificate {
             Some(path) => Some(
                 std::fs::read(path)
@@ -126,7 +139,6 @@ impl GraphClient {
             ),
             None => None,
         };
-        let source = TokenSource::from_credentials(config.client_id, &config.credentials)?.with_aws_identity(aws);
         // A system-assigned managed identity's client id is the integration's `client_id`.
         let identity = source.client_id().unwrap_or(config.client_id);
         let client = Self::with_addresses(
@@ -281,7 +293,8 @@ impl Directory for GraphClient {
     }
 }
 
-fn graph_scope(graph: &url::Url) -> String {
+/// The OAuth scope of Graph at `graph`: a national cloud's own, else the global one.
+pub fn graph_scope(graph: &url::Url) -> String {
     match graph.host_str() {
         Some(host) if NATIONAL_GRAPH_HOSTS.contains(&host) => format!("https://{host}/.default"),
         _ => GLOBAL_GRAPH_SCOPE.to_owned(),

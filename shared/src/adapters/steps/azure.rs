@@ -129,7 +129,7 @@ pub(super) fn client_options(http: &Arc<Http>) -> ClientOptions {
 /// The steps' [`Http`] client as an Azure SDK transport: every request's URL is checked against the
 /// outbound address policy first (a literal address is never resolved, so the resolver would not
 /// see it), and the client is built on first use, as for the other steps.
-struct StepsTransport(Arc<Http>);
+pub(super) struct StepsTransport(pub(super) Arc<Http>);
 
 impl std::fmt::Debug for StepsTransport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

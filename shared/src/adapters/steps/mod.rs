@@ -2,7 +2,8 @@
 //! [`StepRunner`] the use cases see. This build runs `azure_key_vault` and
 //! `azure_app_service_restart` (signing in as an integration's Entra identity, see `azure`),
 //! `webhook` (signed in the Standard Webhooks manner), `spring_actuator_refresh`,
-//! `http_health_check` and `kubernetes_secret` (with the `kube` client); the other types are known to the planner and refused by preflight
+//! `http_health_check`, `kubernetes_secret` (with the `kube` client) and `rotator_own_secret` (the
+//! stored-secret fallback rotating the rotator's own secret); the other types are known to the planner and refused by preflight
 //! (through [`StepRunner::supports`]) until their runners arrive.
 //!
 //! Adding a runner: write `<type>.rs` with a `run` function taking the type's config (from
@@ -17,6 +18,7 @@ mod health_check;
 mod http;
 mod key_vault;
 mod kubernetes;
+mod rotator_own_secret;
 mod spring_refresh;
 mod webhook;
 
@@ -31,6 +33,7 @@ pub use self::http::Http;
 pub use self::kubernetes::{
     AKS_SERVER_SCOPE, AwsSigning, EKS_CLUSTER_HEADER, EKS_TOKEN_PREFIX, RolloutState, judge_rollout,
 };
+pub use self::rotator_own_secret::OwnSecret;
 pub use self::webhook::standard_webhook_signature;
 use crate::domain::address::AddressPolicy;
 use crate::domain::ids::IntegrationId;
@@ -46,6 +49,7 @@ pub const RUNS: &[StepKind] = &[
     StepKind::SpringActuatorRefresh,
     StepKind::HttpHealthCheck,
     StepKind::KubernetesSecret,
+    StepKind::RotatorOwnSecret,
 ];
 
 /// Runs the step types this build supports, over one HTTP client.
@@ -62,6 +66,8 @@ struct Azure {
     vault_clients: Mutex<HashMap<(String, IntegrationId), Arc<azure_security_keyvault_secrets::SecretClient>>>,
     /// The rotator's own AWS credentials, for EKS tokens.
     aws: crate::adapters::aws_identity::AwsCredentialsSource,
+    /// Where each integration with a stored secret keeps it, for `rotator_own_secret`.
+    own_secrets: HashMap<IntegrationId, OwnSecret>,
 }
 
 impl Azure {
@@ -71,6 +77,7 @@ impl Azure {
             identities: Default::default(),
             vault_clients: Mutex::new(HashMap::new()),
             aws: Default::default(),
+            own_secrets: HashMap::new(),
         }
     }
 
@@ -129,6 +136,13 @@ impl Rollout {
         Ok(self)
     }
 
+    /// Lets `rotator_own_secret` steps write `integration`'s own secret where it is kept.
+    #[must_use]
+    pub fn with_own_secret(mut self, integration: IntegrationId, own: OwnSecret) -> Self {
+        self.azure.own_secrets.insert(integration, own);
+        self
+    }
+
     /// Signs EKS tokens with these AWS credentials instead of aws-config's default chain (the
     /// Lambda function's role, the environment, a profile), which is what runs when this is not
     /// called.
@@ -146,7 +160,13 @@ impl StepRunner for Rollout {
     }
 
     fn probes(&self, kind: StepKind) -> bool {
-        matches!(kind, StepKind::AzureKeyVault | StepKind::AzureAppServiceRestart | StepKind::KubernetesSecret)
+        matches!(
+            kind,
+            StepKind::AzureKeyVault
+                | StepKind::AzureAppServiceRestart
+                | StepKind::KubernetesSecret
+                | StepKind::RotatorOwnSecret
+        )
     }
 
     async fn probe(&self, step: &StepDefinition, ctx: &ProbeContext<'_>) -> Vec<Probe> {
@@ -154,6 +174,7 @@ impl StepRunner for Rollout {
             StepConfig::AzureKeyVault(cfg) => key_vault::probe(&self.azure, cfg, ctx).await,
             StepConfig::AzureAppServiceRestart(cfg) => app_service::probe(&self.azure, cfg, ctx).await,
             StepConfig::KubernetesSecret(cfg) => kubernetes::probe(&self.azure, cfg, ctx).await,
+            StepConfig::RotatorOwnSecret(cfg) => rotator_own_secret::probe(&self.azure, cfg, ctx).await,
             _ => Vec::new(),
         }
     }
@@ -166,6 +187,7 @@ impl StepRunner for Rollout {
             StepConfig::Webhook(cfg) => webhook::run(&self.http, cfg, ctx).await,
             StepConfig::SpringActuatorRefresh(cfg) => spring_refresh::run(&self.http, cfg).await,
             StepConfig::HttpHealthCheck(cfg) => health_check::run(&self.http, cfg).await,
+            StepConfig::RotatorOwnSecret(cfg) => rotator_own_secret::run(&self.azure, cfg, ctx).await,
             _ => Err(StepFailure::permanent(format!(
                 "{} steps are not supported by this build yet",
                 step.kind().as_str()

@@ -79,6 +79,7 @@ mod health_check;
 mod iis_recycle;
 mod key_vault;
 mod kubernetes;
+mod rotator_own_secret;
 mod spring_refresh;
 mod webhook;
 
@@ -100,6 +101,7 @@ pub use plan::{
     EMPTY_PLAN_WARNING, LEGACY_AGENT_URL_REVIEW, StepPlan, parse_step_values, parse_step_values_with, parse_steps,
     parse_steps_with,
 };
+pub use rotator_own_secret::RotatorOwnSecretConfig;
 pub use spring_refresh::{DEFAULT_SPRING_TIMEOUT, SpringActuatorRefreshConfig};
 pub use webhook::WebhookConfig;
 
@@ -150,10 +152,11 @@ struct StepType {
 
 /// Every step type, in the order of the [`StepKind`] variants (checked when compiling, below), so
 /// that a kind finds its entry by position.
-const REGISTRY: [&StepType; 8] = [
+const REGISTRY: [&StepType; 9] = [
     &key_vault::TYPE,
     &kubernetes::TYPE,
     &agent_sync::TYPE,
+    &rotator_own_secret::TYPE,
     &iis_recycle::TYPE,
     &spring_refresh::TYPE,
     &app_service::TYPE,
@@ -241,6 +244,7 @@ pub enum StepKind {
     AzureKeyVault,
     KubernetesSecret,
     AgentSecretSync,
+    RotatorOwnSecret,
     IisRecycle,
     SpringActuatorRefresh,
     AzureAppServiceRestart,
@@ -249,10 +253,11 @@ pub enum StepKind {
 }
 
 impl StepKind {
-    pub const ALL: [StepKind; 8] = [
+    pub const ALL: [StepKind; 9] = [
         Self::AzureKeyVault,
         Self::KubernetesSecret,
         Self::AgentSecretSync,
+        Self::RotatorOwnSecret,
         Self::IisRecycle,
         Self::SpringActuatorRefresh,
         Self::AzureAppServiceRestart,
@@ -339,6 +344,7 @@ pub enum StepConfig {
     AzureAppServiceRestart(AzureAppServiceRestartConfig),
     HttpHealthCheck(HttpHealthCheckConfig),
     Webhook(WebhookConfig),
+    RotatorOwnSecret(RotatorOwnSecretConfig),
 }
 
 impl StepConfig {
@@ -352,6 +358,7 @@ impl StepConfig {
             Self::AzureAppServiceRestart(_) => StepKind::AzureAppServiceRestart,
             Self::HttpHealthCheck(_) => StepKind::HttpHealthCheck,
             Self::Webhook(_) => StepKind::Webhook,
+            Self::RotatorOwnSecret(_) => StepKind::RotatorOwnSecret,
         }
     }
 
@@ -366,6 +373,7 @@ impl StepConfig {
             Self::AzureAppServiceRestart(c) => c,
             Self::HttpHealthCheck(c) => c,
             Self::Webhook(c) => c,
+            Self::RotatorOwnSecret(c) => c,
         }
     }
 }

@@ -228,7 +228,10 @@ fn order_warnings(steps: &[(usize, StepDefinition)]) -> Vec<StepIssue> {
                     );
                 }
             }
-            StepConfig::AzureKeyVault(_) | StepConfig::KubernetesSecret(_) | StepConfig::AgentSecretSync(_) => {}
+            StepConfig::AzureKeyVault(_)
+            | StepConfig::KubernetesSecret(_)
+            | StepConfig::AgentSecretSync(_)
+            | StepConfig::RotatorOwnSecret(_) => {}
         }
     }
     out

@@ -32,7 +32,9 @@ fn every_step_type_parses_with_all_its_options() {
     let p = plan(ALL_OPTIONS);
     assert_eq!(p.steps.iter().map(StepDefinition::kind).collect::<Vec<_>>(), StepKind::ALL);
     assert!(p.warnings.is_empty(), "{:#?}", p.warnings);
-    let [kv, k8s, sync, iis, spring, app, health, hook] = p.steps.as_slice() else { panic!() };
+    let [kv, k8s, sync, own, iis, spring, app, health, hook] = p.steps.as_slice() else { panic!() };
+    let StepConfig::RotatorOwnSecret(c) = &own.config else { panic!() };
+    assert_eq!(c.integration.as_str(), "payroll");
 
     assert_eq!(kv.name.as_deref(), Some("Publish to both vaults"));
     assert_eq!((kv.retries, kv.retry_delay), (5, Span::from_secs(60)));
@@ -384,7 +386,7 @@ fn kinds_have_their_type_string_and_phase() {
     }
     let phases: Vec<Phase> = StepKind::ALL.iter().map(|k| k.phase()).collect();
     use Phase::*;
-    assert_eq!(phases, [Publish, Publish, Publish, Reload, Reload, Reload, Verify, Notify]);
+    assert_eq!(phases, [Publish, Publish, Publish, Publish, Reload, Reload, Reload, Verify, Notify]);
     assert!(Phase::Publish < Phase::Reload && Phase::Verify < Phase::Notify);
 }
 
@@ -399,6 +401,7 @@ fn display_names_say_what_the_step_does() {
             "Kubernetes Secret payroll/payroll-api.entra key AZURE_CLIENT_SECRET in aks-prod-westeurope, then \
              restart Deployment/payroll-api, StatefulSet/payroll-worker, DaemonSet/payroll-agent",
             r"Write secret to agent 11111111… C:\inetpub\app\appsettings.json (Entra:ClientSecret)",
+            "Store the new secret where integration payroll reads its own",
             "Restart IIS app pool DefaultAppPool on agent 11111111…",
             "Refresh Spring Actuator https://orders.internal.example.com/actuator/refresh",
             "Stop and start App Service payroll-api slot staging in rg-payroll",

@@ -176,6 +176,7 @@ mod tests {
         let source = AwsCredentialsSource::given(AwsSigning {
             credentials: SharedCredentialsProvider::new(example_credentials()),
             region: None,
+            endpoint_url: None,
         });
         let e = source.eks_token("orders", None).await.unwrap_err();
         assert!(!e.retryable && e.message.contains("names no region"), "{e:?}");
