@@ -41,7 +41,8 @@ build-lambdas:
 check-steps:
 	$(CARGO) run --quiet --locked -p rotator -- steps check examples/steps/iis-app.json
 
-## Benchmarks: full and delta sync of a simulated tenant, expiry scan; then each Lambda function's
+## Benchmarks: full and delta sync of a simulated tenant, expiry scan, a wave of 500 rotations at
+## Graph's pace (BENCH_ARGS="--only rotations --rotations 100" for it alone); then each Lambda function's
 ## package size, start-up time and memory up to its first poll of a local fake Runtime API, against a
 ## minimal lambda_runtime function; ratios against baselines measured in the same run.
 ## `make bench BENCH_ARGS="--apps 2000" LAMBDA_BENCH_ARGS="--runs 3"` for a quick look.
