@@ -66,7 +66,7 @@ impl SqliteQueue {
         Self::init(Db::in_memory(Kind::Queue)?, specs, clock)
     }
 
-    fn init(db: Db, specs: Vec<QueueSpec>, clock: Arc<dyn Clock>) -> Result<Self> {
+    pub(super) fn init(db: Db, specs: Vec<QueueSpec>, clock: Arc<dyn Clock>) -> Result<Self> {
         {
             let conn = db.conn.lock().unwrap_or_else(|p| p.into_inner());
             conn.execute_batch(SCHEMA).map_err(|e| to_error(Kind::Queue, "creating queue tables".into(), e))?;

@@ -83,7 +83,7 @@ impl SqliteStore {
         Self::init(Db::in_memory(Kind::Store)?, clock)
     }
 
-    fn init(db: Db, clock: Arc<dyn Clock>) -> Result<Self> {
+    pub(super) fn init(db: Db, clock: Arc<dyn Clock>) -> Result<Self> {
         {
             let mut conn = db.conn.lock().unwrap_or_else(|p| p.into_inner());
             conn.execute_batch(SCHEMA).map_err(s("creating store tables"))?;
