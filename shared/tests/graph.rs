@@ -834,7 +834,7 @@ async fn no_secret_or_token_appears_in_errors_or_logs() {
 const FEDERATED_ROLE: &str = "arn:aws:iam::123456789012:role/entra-rotator-sync";
 
 fn federated(sim: &Sim, audience: &str) -> TokenSource {
-    sim.federation().add_aws_role("ASIAFEDERATEDSYNC", FEDERATED_ROLE);
+    sim.federation().add_aws_role("ASIAFEDERATEDSYNC", "federated/secret", Some("session-token"), FEDERATED_ROLE);
     TokenSource::AwsFederation {
         client_id: ClientId::parse(&sim.management_client_id()).expect("ok"),
         audience: audience.to_owned(),
