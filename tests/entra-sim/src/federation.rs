@@ -160,13 +160,18 @@ fn sign(claims: &Value) -> String {
     format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature))
 }
 
-fn sts_error(status: StatusCode, code: &str, message: &str) -> Response {
-    let body = format!(
-        "<ErrorResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\"><Error><Type>Sender</Type>\
+/// STS's error document (the AWS Query protocol's `ErrorResponse`).
+pub(crate) fn sts_error_body(kind: &str, code: &str, message: &str) -> String {
+    format!(
+        "<ErrorResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\"><Error><Type>{kind}</Type>\
          <Code>{code}</Code><Message>{message}</Message></Error><RequestId>{}</RequestId></ErrorResponse>",
         Uuid::new_v4()
-    );
-    (status, [(header::CONTENT_TYPE, "text/xml")], body).into_response()
+    )
+}
+
+fn sts_error(status: StatusCode, code: &str, message: &str) -> Response {
+    let kind = if status.is_server_error() { "Receiver" } else { "Sender" };
+    (status, [(header::CONTENT_TYPE, "text/xml")], sts_error_body(kind, code, message)).into_response()
 }
 
 const SIGNATURE_MISMATCH: &str = "The request signature we calculated does not match the signature you provided. \
