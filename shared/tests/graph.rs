@@ -835,18 +835,107 @@ const FEDERATED_ROLE: &str = "arn:aws:iam::123456789012:role/entra-rotator-sync"
 
 fn federated(sim: &Sim, audience: &str) -> TokenSource {
     sim.federation().add_aws_role("ASIAFEDERATEDSYNC", "federated/secret", Some("session-token"), FEDERATED_ROLE);
+    federated_signing_as(sim, audience, "ASIAFEDERATEDSYNC", "federated/secret")
+}
+
+/// AWS federation signing STS requests with these keys (which STS may or may not know).
+fn federated_signing_as(sim: &Sim, audience: &str, key_id: &str, secret: &str) -> TokenSource {
     TokenSource::AwsFederation {
         client_id: ClientId::parse(&sim.management_client_id()).expect("ok"),
         audience: audience.to_owned(),
         region: Some("eu-west-1".to_owned()),
         sts_endpoint: Some(sim.federation().sts_endpoint()),
         aws: Some(entra_rotator::adapters::aws_identity::AwsSigning::from_keys(
-            "ASIAFEDERATEDSYNC",
-            "federated/secret",
+            key_id,
+            secret,
             Some("session-token"),
             None,
         )),
         extra_ca_pem: None,
+    }
+}
+
+#[tokio::test]
+async fn an_sts_refusal_is_a_permanent_sign_in_failure_naming_sts_and_the_code_in_words() {
+    let sim = sim(SimOptions { apps: 1, ..Default::default() }).await;
+    let audience = entra_sim::ENTRA_TOKEN_EXCHANGE_AUDIENCE;
+    let management = uuid::Uuid::parse_str(&sim.management_client_id()).expect("ok");
+    let federation = sim.federation();
+    federation.add_federated_credential(management, &federation.aws_issuer(), FEDERATED_ROLE, audience);
+    federation.add_aws_role("ASIAFEDERATEDSYNC", "federated/secret", Some("session-token"), FEDERATED_ROLE);
+    let denied = "User: arn:aws:sts::123456789012:assumed-role/entra-rotator-sync/sync is not authorized to \
+                  perform: sts:GetWebIdentityToken";
+    let cases = [
+        // The simulated STS's own refusals: a key it does not know, a signature it cannot verify.
+        (
+            "InvalidClientTokenId",
+            "does not recognise the rotator's AWS access key",
+            "ASIANOBODYKNOWS",
+            "federated/secret",
+            None,
+        ),
+        (
+            "SignatureDoesNotMatch",
+            "could not verify the request's signature",
+            "ASIAFEDERATEDSYNC",
+            "wrong/secret",
+            None,
+        ),
+        // A role whose policy does not allow the call.
+        (
+            "AccessDenied",
+            "not allowed sts:GetWebIdentityToken",
+            "ASIAFEDERATEDSYNC",
+            "federated/secret",
+            Some(FaultKind::sts_error(403, "AccessDenied", denied)),
+        ),
+    ];
+    for (code, words, key_id, secret, fault) in cases {
+        if let Some(fault) = fault {
+            sim.faults().push(Fault::new(Match::path("/aws/sts/"), fault));
+        }
+        let Err(error) = client_with(&sim, federated_signing_as(&sim, audience, key_id, secret), fast_retry())
+            .applications(Cursor::Full)
+            .await
+        else {
+            panic!("signed in despite STS's {code}")
+        };
+        sim.faults().clear();
+
+        assert!(!error.is_transient(), "{code} is not worth retrying: {error:?}");
+        assert!(matches!(&error, Error::Directory { service: "AWS STS", code: c, .. } if c == code), "{error:?}");
+        let text = error.to_string();
+        assert!(text.contains(words), "{code} is explained in words: {text}");
+        assert!(!text.contains(secret), "the secret access key leaked: {text}");
+        assert!(!text.contains("session-token"), "the session token leaked: {text}");
+    }
+    assert_eq!(federation.tokens_issued(), 0);
+}
+
+#[tokio::test]
+async fn sts_throttling_or_failing_is_a_transient_sign_in_failure() {
+    let sim = sim(SimOptions { apps: 1, ..Default::default() }).await;
+    let audience = entra_sim::ENTRA_TOKEN_EXCHANGE_AUDIENCE;
+    let cases = [
+        (FaultKind::sts_error(400, "Throttling", "Rate exceeded"), "Throttling", "throttling"),
+        (
+            FaultKind::sts_error(503, "ServiceUnavailable", "Service is unable to handle request."),
+            "ServiceUnavailable",
+            "STS failed to answer",
+        ),
+    ];
+    for (fault, code, words) in cases {
+        // More than the SDK's own retries, so the failure reaches the rotator.
+        sim.faults().push(Fault::new(Match::path("/aws/sts/"), fault).times(10));
+        let Err(error) = client_with(&sim, federated(&sim, audience), fast_retry()).applications(Cursor::Full).await
+        else {
+            panic!("signed in despite STS's {code}")
+        };
+        sim.faults().clear();
+
+        assert!(error.is_transient(), "{code} is worth retrying later: {error:?}");
+        assert!(matches!(&error, Error::Directory { service: "AWS STS", code: c, .. } if c == code), "{error:?}");
+        assert!(error.to_string().contains(words), "{error}");
     }
 }
 
