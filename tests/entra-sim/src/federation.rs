@@ -180,6 +180,9 @@ const INVALID_TOKEN: &str = "The security token included in the request is inval
 const AMZ_DATE: &[time::format_description::FormatItem<'static>] =
     format_description!("[year][month][day]T[hour][minute][second]Z");
 
+/// An STS refusal: the status, STS's error code and its message.
+struct Refusal(StatusCode, &'static str, String);
+
 /// STS's checks of a SigV4-signed request: the role ARN of the principal that signed it, or STS's
 /// refusal.
 fn authenticate(
@@ -189,9 +192,9 @@ fn authenticate(
     headers: &HeaderMap,
     body: &[u8],
     now: OffsetDateTime,
-) -> Result<String, Response> {
-    let forbidden = |code: &str, message: &str| sts_error(StatusCode::FORBIDDEN, code, message);
-    let incomplete = |message: &str| sts_error(StatusCode::BAD_REQUEST, "IncompleteSignature", message);
+) -> Result<String, Refusal> {
+    let forbidden = |code: &'static str, message: &str| Refusal(StatusCode::FORBIDDEN, code, message.to_owned());
+    let incomplete = |message: &str| Refusal(StatusCode::BAD_REQUEST, "IncompleteSignature", message.to_owned());
     let Some(authorization) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -346,7 +349,7 @@ fn string_to_sign(date: &str, scope: &str, canonical_request: &str) -> String {
 async fn sts(State(shared): State<AppState>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
     let role = match authenticate(&shared, &method, &uri, &headers, &body, wall_clock_now()) {
         Ok(role) => role,
-        Err(refusal) => return refusal,
+        Err(Refusal(status, code, message)) => return sts_error(status, code, &message),
     };
     let form: Vec<(String, String)> =
         url::form_urlencoded::parse(&body).map(|(k, v)| (k.into_owned(), v.into_owned())).collect();

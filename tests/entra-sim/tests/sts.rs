@@ -67,8 +67,8 @@ async fn get_web_identity_token(sim: &Sim, signing: Signing) -> (StatusCode, Str
         .expect("signing parameters")
         .into();
     let headers = [("host", host.as_str()), ("content-type", "application/x-www-form-urlencoded")];
-    let request =
-        SignableRequest::new("POST", &endpoint, headers.into_iter(), SignableBody::Bytes(BODY.as_bytes())).unwrap();
+    let request = SignableRequest::new("POST", &endpoint, headers.into_iter(), SignableBody::Bytes(BODY.as_bytes()))
+        .expect("signable");
     let (instructions, _) = sign(request, &params).expect("signed").into_parts();
     let mut request =
         http(sim).post(&endpoint).header("content-type", "application/x-www-form-urlencoded").body(signing.sent_body);
