@@ -242,7 +242,7 @@ async fn a_cold_start_signs_in_to_entra_by_federation_as_the_functions_own_role(
     let sim = entra_sim::Sim::start(entra_sim::SimOptions { apps: 2, ..Default::default() }).await.expect("the sim");
     let role = "arn:aws:sts::123456789012:assumed-role/entra-rotator-sync/sync";
     let federation = sim.federation();
-    federation.add_aws_role("ASIASYNCFUNCTIONROLE", role);
+    federation.add_aws_role("ASIASYNCFUNCTIONROLE", "role-secret", Some("session"), role);
     let management = uuid::Uuid::parse_str(&sim.management_client_id()).expect("a GUID");
     federation.add_federated_credential(
         management,

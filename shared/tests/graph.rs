@@ -834,19 +834,108 @@ async fn no_secret_or_token_appears_in_errors_or_logs() {
 const FEDERATED_ROLE: &str = "arn:aws:iam::123456789012:role/entra-rotator-sync";
 
 fn federated(sim: &Sim, audience: &str) -> TokenSource {
-    sim.federation().add_aws_role("ASIAFEDERATEDSYNC", FEDERATED_ROLE);
+    sim.federation().add_aws_role("ASIAFEDERATEDSYNC", "federated/secret", Some("session-token"), FEDERATED_ROLE);
+    federated_signing_as(sim, audience, "ASIAFEDERATEDSYNC", "federated/secret")
+}
+
+/// AWS federation signing STS requests with these keys (which STS may or may not know).
+fn federated_signing_as(sim: &Sim, audience: &str, key_id: &str, secret: &str) -> TokenSource {
     TokenSource::AwsFederation {
         client_id: ClientId::parse(&sim.management_client_id()).expect("ok"),
         audience: audience.to_owned(),
         region: Some("eu-west-1".to_owned()),
         sts_endpoint: Some(sim.federation().sts_endpoint()),
         aws: Some(entra_rotator::adapters::aws_identity::AwsSigning::from_keys(
-            "ASIAFEDERATEDSYNC",
-            "federated/secret",
+            key_id,
+            secret,
             Some("session-token"),
             None,
         )),
         extra_ca_pem: None,
+    }
+}
+
+#[tokio::test]
+async fn an_sts_refusal_is_a_permanent_sign_in_failure_naming_sts_and_the_code_in_words() {
+    let sim = sim(SimOptions { apps: 1, ..Default::default() }).await;
+    let audience = entra_sim::ENTRA_TOKEN_EXCHANGE_AUDIENCE;
+    let management = uuid::Uuid::parse_str(&sim.management_client_id()).expect("ok");
+    let federation = sim.federation();
+    federation.add_federated_credential(management, &federation.aws_issuer(), FEDERATED_ROLE, audience);
+    federation.add_aws_role("ASIAFEDERATEDSYNC", "federated/secret", Some("session-token"), FEDERATED_ROLE);
+    let denied = "User: arn:aws:sts::123456789012:assumed-role/entra-rotator-sync/sync is not authorized to \
+                  perform: sts:GetWebIdentityToken";
+    let cases = [
+        // The simulated STS's own refusals: a key it does not know, a signature it cannot verify.
+        (
+            "InvalidClientTokenId",
+            "does not recognise the rotator's AWS access key",
+            "ASIANOBODYKNOWS",
+            "federated/secret",
+            None,
+        ),
+        (
+            "SignatureDoesNotMatch",
+            "could not verify the request's signature",
+            "ASIAFEDERATEDSYNC",
+            "wrong/secret",
+            None,
+        ),
+        // A role whose policy does not allow the call.
+        (
+            "AccessDenied",
+            "not allowed sts:GetWebIdentityToken",
+            "ASIAFEDERATEDSYNC",
+            "federated/secret",
+            Some(FaultKind::sts_error(403, "AccessDenied", denied)),
+        ),
+    ];
+    for (code, words, key_id, secret, fault) in cases {
+        if let Some(fault) = fault {
+            sim.faults().push(Fault::new(Match::path("/aws/sts/"), fault));
+        }
+        let Err(error) = client_with(&sim, federated_signing_as(&sim, audience, key_id, secret), fast_retry())
+            .applications(Cursor::Full)
+            .await
+        else {
+            panic!("signed in despite STS's {code}")
+        };
+        sim.faults().clear();
+
+        assert!(!error.is_transient(), "{code} is not worth retrying: {error:?}");
+        assert!(matches!(&error, Error::Directory { service: "AWS STS", code: c, .. } if c == code), "{error:?}");
+        let text = error.to_string();
+        assert!(text.contains(words), "{code} is explained in words: {text}");
+        assert!(!text.contains(secret), "the secret access key leaked: {text}");
+        assert!(!text.contains("session-token"), "the session token leaked: {text}");
+    }
+    assert_eq!(federation.tokens_issued(), 0);
+}
+
+#[tokio::test]
+async fn sts_throttling_or_failing_is_a_transient_sign_in_failure() {
+    let sim = sim(SimOptions { apps: 1, ..Default::default() }).await;
+    let audience = entra_sim::ENTRA_TOKEN_EXCHANGE_AUDIENCE;
+    let cases = [
+        (FaultKind::sts_error(400, "Throttling", "Rate exceeded"), "Throttling", "throttling"),
+        (
+            FaultKind::sts_error(503, "ServiceUnavailable", "Service is unable to handle request."),
+            "ServiceUnavailable",
+            "STS failed to answer",
+        ),
+    ];
+    for (fault, code, words) in cases {
+        // More than the SDK's own retries, so the failure reaches the rotator.
+        sim.faults().push(Fault::new(Match::path("/aws/sts/"), fault).times(10));
+        let Err(error) = client_with(&sim, federated(&sim, audience), fast_retry()).applications(Cursor::Full).await
+        else {
+            panic!("signed in despite STS's {code}")
+        };
+        sim.faults().clear();
+
+        assert!(error.is_transient(), "{code} is worth retrying later: {error:?}");
+        assert!(matches!(&error, Error::Directory { service: "AWS STS", code: c, .. } if c == code), "{error:?}");
+        assert!(error.to_string().contains(words), "{error}");
     }
 }
 
@@ -967,4 +1056,135 @@ async fn workload_identity_signs_in_with_the_federated_token_its_file_holds_and_
     std::fs::write(&file, token(subject)).expect("written");
     let page = client_with(&sim, source(), fast_retry()).applications(Cursor::Full).await.expect("signed in");
     assert_eq!(page.items.len(), 1);
+}
+
+/// A new app registration for the rotator's own identity, holding `roles`, with a secret; and the
+/// client id of another application of the tenant, one it may or may not rotate.
+fn rotator_identity(sim: &Sim, roles: &[entra_sim::GraphRole]) -> (entra_sim::AppSummary, String, ClientId) {
+    let tenant = sim.tenant();
+    let identity = tenant.add_app(NewApp::named("entra-rotator-prod").with_service_principal());
+    let secret = tenant.add_password_to(identity.object_id, sim.now() + time::Duration::days(180)).expect("added");
+    sim.permissions().grant(identity.app_id, roles);
+    let target = tenant.apps().into_iter().find(|a| a.object_id != identity.object_id).expect("another app");
+    (identity, secret.secret_text, ClientId::parse(&target.app_id.to_string()).expect("a GUID"))
+}
+
+/// A Graph client signed in as the rotator's identity, remembering nothing yet.
+fn client_as(sim: &Sim, identity: &entra_sim::AppSummary, secret: &str) -> GraphClient {
+    let source = TokenSource::ClientSecret {
+        client_id: ClientId::parse(&identity.app_id.to_string()).expect("a GUID"),
+        secret: SecretValue::new(secret.to_owned()),
+    };
+    client_with(sim, source, fast_retry())
+}
+
+fn target_object(sim: &Sim, client: ClientId) -> uuid::Uuid {
+    sim.tenant().apps().into_iter().find(|a| a.app_id.to_string() == client.to_string()).expect("the app").object_id
+}
+
+#[tokio::test]
+async fn preflight_asks_again_when_the_remembered_no_is_stale_after_a_role_is_granted() {
+    use entra_rotator::usecases::preflight::{CheckOutcome, write_permission_check};
+    use entra_sim::GraphRole;
+    let sim = sim(SimOptions { apps: 3, ..Default::default() }).await;
+    let (identity, secret, target) = rotator_identity(&sim, &[GraphRole::ApplicationReadAll]);
+    let client = client_as(&sim, &identity, &secret);
+
+    // Read-only: the answer "no" is remembered for the next rotations.
+    let before = write_permission_check(&client, target).await;
+    assert_eq!(before.outcome, CheckOutcome::Failed, "{before:?}");
+    assert!(before.reason.contains("Application.ReadWrite.All"), "{before:?}");
+
+    // Granted at once, well within the five minutes the answer is remembered.
+    sim.permissions().grant(identity.app_id, &[GraphRole::ApplicationReadAll, GraphRole::ApplicationReadWriteAll]);
+    let after = write_permission_check(&client, target).await;
+
+    assert_eq!(after.outcome, CheckOutcome::Ok, "the stale no was asked again: {after:?}");
+    assert!(after.reason.contains("Application.ReadWrite.All"), "{after:?}");
+    // Two reads for the first check (the remembered no, asked again), one for the second: the
+    // remembered answer was used, and asked again at once because it was a no.
+    assert_eq!(requests_to(&sim, "GET", "/appRoleAssignments").len(), 3);
+    let remembered = client.access(false).await.expect("the permissions");
+    assert_eq!(remembered.may_add_password(target), Some(true), "the fresh yes is what is remembered now");
+}
+
+#[tokio::test]
+async fn preflight_asks_again_when_the_remembered_no_is_stale_after_an_owner_is_added() {
+    use entra_rotator::usecases::preflight::{CheckOutcome, write_permission_check};
+    use entra_sim::GraphRole;
+    let sim = sim(SimOptions { apps: 3, ..Default::default() }).await;
+    let (identity, secret, target) = rotator_identity(&sim, &[GraphRole::ApplicationReadWriteOwnedBy]);
+    let client = client_as(&sim, &identity, &secret);
+
+    let before = write_permission_check(&client, target).await;
+    assert_eq!(before.outcome, CheckOutcome::Failed, "{before:?}");
+    assert!(before.reason.contains("not an owner of this application"), "{before:?}");
+
+    sim.permissions().add_owner(target_object(&sim, target), identity.app_id);
+    let after = write_permission_check(&client, target).await;
+
+    assert_eq!(after.outcome, CheckOutcome::Ok, "the stale no was asked again: {after:?}");
+    assert!(after.reason.contains("an owner of this application"), "{after:?}");
+}
+
+#[tokio::test]
+async fn a_throttled_permission_read_is_retried_or_left_for_review_never_a_missing_permission() {
+    use entra_rotator::domain::ids::IntegrationId;
+    use entra_rotator::domain::policy::PolicySet;
+    use entra_rotator::usecases::integration_check::{Verdict, check_integration};
+    use entra_rotator::usecases::preflight::{CheckOutcome, write_permission_check};
+    use entra_sim::GraphRole;
+    let sim = sim(SimOptions { apps: 3, ..Default::default() }).await;
+    let (identity, secret, target) = rotator_identity(&sim, &[GraphRole::ApplicationReadWriteOwnedBy]);
+    let client = client_as(&sim, &identity, &secret);
+    sim.permissions().add_owner(target_object(&sim, target), identity.app_id);
+    let throttled = |path: &str, times: u32| {
+        sim.faults().push(
+            Fault::new(Match::path(path).method("GET"), FaultKind::TooManyRequests { retry_after: None }).times(times),
+        );
+    };
+
+    // Throttled once on each read: retried, and the answer is the real one.
+    throttled("/appRoleAssignments", 1);
+    throttled("/ownedObjects", 1);
+    let retried = write_permission_check(&client, target).await;
+    assert_eq!(retried.outcome, CheckOutcome::Ok, "{retried:?}");
+    assert_eq!(sim.faults().pending(), 0, "both faults were met");
+
+    // Throttled past every retry, on either read, with nothing remembered or with a remembered no:
+    // left for review, never "failed".
+    let other = sim
+        .tenant()
+        .apps()
+        .into_iter()
+        .find(|a| a.object_id != identity.object_id && a.app_id.to_string() != target.to_string())
+        .expect("a third app");
+    let not_owned = ClientId::parse(&other.app_id.to_string()).expect("a GUID");
+    for path in ["/appRoleAssignments", "/ownedObjects"] {
+        let fresh_client = client_as(&sim, &identity, &secret);
+        throttled(path, 50);
+        let check = write_permission_check(&fresh_client, target).await;
+        sim.faults().clear();
+        assert_eq!(check.outcome, CheckOutcome::ManualReview, "{path}: {check:?}");
+        assert!(check.reason.contains("could not read the identity's permissions"), "{path}: {check:?}");
+        assert!(check.reason.contains("429"), "{path}: {check:?}");
+
+        // The remembered "no" for an application it does not own is asked again, and throttled.
+        assert_eq!(write_permission_check(&fresh_client, not_owned).await.outcome, CheckOutcome::Failed);
+        throttled(path, 50);
+        let check = write_permission_check(&fresh_client, not_owned).await;
+        sim.faults().clear();
+        assert_eq!(check.outcome, CheckOutcome::ManualReview, "{path}, remembered no: {check:?}");
+    }
+
+    // `rotator integrations check` says the same as a warning.
+    for path in ["/appRoleAssignments", "/ownedObjects"] {
+        throttled(path, 50);
+        let integration = IntegrationId::parse("contoso").expect("an id");
+        let report = check_integration(&integration, &client, None, &PolicySet::default()).await;
+        sim.faults().clear();
+        let write = report.probes.iter().find(|p| p.check == "add passwords").expect("the write probe");
+        assert_eq!(write.verdict, Verdict::Warning, "{path}: {write:?}");
+        assert!(write.detail.contains("could not read the identity's permissions"), "{path}: {write:?}");
+    }
 }

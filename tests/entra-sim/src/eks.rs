@@ -17,12 +17,14 @@
 
 use std::collections::BTreeMap;
 
-use aws_lc_rs::hmac;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 use time::macros::format_description;
+
+pub(crate) use crate::sigv4::AwsPrincipal;
+use crate::sigv4::{encode, hex, same_signature, signature};
 
 /// What `aws eks get-token` puts before the encoded URL.
 pub const TOKEN_PREFIX: &str = "k8s-aws-v1.";
@@ -31,14 +33,6 @@ const TOKEN_LIFETIME: time::Duration = time::Duration::minutes(15);
 const CLOCK_SKEW: time::Duration = time::Duration::minutes(5);
 /// Longer tokens are refused before they are decoded (the authenticator's own bound).
 const MAX_TOKEN_LEN: usize = 1024 * 4;
-
-/// An AWS principal STS knows: its keys, and the role ARN `GetCallerIdentity` answers with.
-#[derive(Debug, Clone)]
-pub(crate) struct AwsPrincipal {
-    pub secret_access_key: String,
-    pub session_token: Option<String>,
-    pub arn: String,
-}
 
 /// The ARN of the principal that signed `token` for `cluster`, or why it is refused.
 pub(crate) fn verify(
@@ -109,7 +103,7 @@ pub(crate) fn verify(
     if param("X-Amz-Security-Token") != principal.session_token.as_deref() {
         return Err("the security token is missing or not this session's".into());
     }
-    let signature = param("X-Amz-Signature").ok_or("no X-Amz-Signature")?;
+    let signature_given = param("X-Amz-Signature").ok_or("no X-Amz-Signature")?;
 
     let canonical_query = {
         let mut pairs: Vec<(String, String)> =
@@ -124,12 +118,8 @@ pub(crate) fn verify(
     let scope = format!("{day}/{region}/sts/aws4_request");
     let string_to_sign =
         format!("AWS4-HMAC-SHA256\n{date}\n{scope}\n{}", hex(&Sha256::digest(canonical_request.as_bytes())));
-    let mut key = format!("AWS4{}", principal.secret_access_key).into_bytes();
-    for part in [day, region, "sts", "aws4_request"] {
-        key = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, &key), part.as_bytes()).as_ref().to_vec();
-    }
-    let expected = hex(hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, &key), string_to_sign.as_bytes()).as_ref());
-    if aws_lc_rs::constant_time::verify_slices_are_equal(expected.as_bytes(), signature.as_bytes()).is_err() {
+    let expected = signature(&principal.secret_access_key, day, region, "sts", &string_to_sign);
+    if !same_signature(&expected, signature_given) {
         return Err("the signature does not match (signed for another cluster, or with another key)".into());
     }
     Ok(principal.arn.clone())
@@ -144,23 +134,6 @@ fn sts_host_region(host: &str) -> Option<Option<&str>> {
     let region = rest.strip_prefix("sts.")?;
     let ok = !region.is_empty() && region.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-');
     ok.then_some(Some(region))
-}
-
-/// SigV4's URI encoding: every byte but RFC 3986's unreserved characters, as `%XY`.
-fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

@@ -75,6 +75,16 @@ pub enum FaultKind {
 }
 
 impl FaultKind {
+    /// An AWS STS error in its XML shape (`Sender` for a 4xx, `Receiver` for a 5xx), as STS answers
+    /// `code` — `AccessDenied`, `Throttling`, `ServiceUnavailable` — with `message`.
+    pub fn sts_error(status: u16, code: &str, message: &str) -> Self {
+        Self::Answer {
+            status,
+            headers: vec![("content-type".into(), "text/xml".into())],
+            body: crate::federation::sts_error_body(if status >= 500 { "Receiver" } else { "Sender" }, code, message),
+        }
+    }
+
     /// `400 CredentialInvalidLifetimeAsPerAppPolicy`, as Graph answers `addPassword` when the
     /// requested end date is beyond what the tenant's app management policy allows.
     pub fn lifetime_policy() -> Self {

@@ -3,9 +3,13 @@
 //! - **AWS STS `GetWebIdentityToken`** (the AWS Query protocol, `POST /aws/sts/`): a caller signed
 //!   in with an access key registered by [`Federation::add_aws_role`] gets a JWT for the requested
 //!   audience, signed RS256 by this simulated account's issuer, `sub` being the caller's role ARN,
-//!   valid `DurationSeconds` (60 to 3600, default 300). The request's SigV4 signature is not
-//!   recomputed here (the access key must be known, and the `Authorization` header well formed):
-//!   what is tested is the product's exchange, and moto has no such operation.
+//!   valid `DurationSeconds` (60 to 3600, default 300). The request's SigV4 `Authorization` header
+//!   is verified as STS verifies it ([`authenticate`]): the access key must be known
+//!   (`InvalidClientTokenId`), and so must its session token when it has one; the credential scope
+//!   must be the request's day, a region, `sts` and `aws4_request`; `X-Amz-Date` within five minutes
+//!   of now (else `SignatureDoesNotMatch`, "Signature expired"); and the signature, recomputed here
+//!   from the request as received (method, path, query, signed headers, body), must match
+//!   (`SignatureDoesNotMatch`). Any region is accepted: the sim stands for every regional endpoint.
 //! - **The issuer's discovery documents**: `GET /aws/issuer/{id}/.well-known/openid-configuration`
 //!   and its `jwks.json`, as Entra reads them.
 //! - **Entra's side** ([`check_federated_assertion`], called by the token endpoint): the assertion's
@@ -22,18 +26,22 @@ use aws_lc_rs::signature::{self, KeyPair as _, RsaPublicKeyComponents};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+use time::macros::format_description;
 use uuid::Uuid;
 
 use crate::clock::wall_clock_now;
 use crate::error::TokenError;
 use crate::lock;
 use crate::server::{AppState, Shared};
+use crate::sigv4::{AwsPrincipal, encode, hex, same_signature, signature};
 
 /// The audience Entra expects in a federated assertion.
 pub const ENTRA_TOKEN_EXCHANGE_AUDIENCE: &str = "api://AzureADTokenExchange";
@@ -43,8 +51,8 @@ const SKEW_SECS: i64 = 300;
 /// federated identity credentials of applications.
 #[derive(Debug, Default)]
 pub(crate) struct FederationState {
-    /// access key id → role ARN.
-    roles: Vec<(String, String)>,
+    /// access key id → the principal STS knows by it.
+    principals: std::collections::BTreeMap<String, AwsPrincipal>,
     /// (client id, issuer, subject, audiences).
     credentials: Vec<(Uuid, String, String, Vec<String>)>,
     tokens_issued: usize,
@@ -85,9 +93,21 @@ impl std::fmt::Debug for Federation {
 }
 
 impl Federation {
-    /// STS answers callers signed with `access_key_id` as the role `role_arn`.
-    pub fn add_aws_role(&self, access_key_id: &str, role_arn: &str) {
-        lock(&self.shared.federation).roles.push((access_key_id.to_owned(), role_arn.to_owned()));
+    /// STS answers callers who sign with `access_key_id` and `secret_access_key` (and send
+    /// `session_token`, for temporary credentials) as the role `role_arn`.
+    pub fn add_aws_role(
+        &self,
+        access_key_id: &str,
+        secret_access_key: &str,
+        session_token: Option<&str>,
+        role_arn: &str,
+    ) {
+        let principal = AwsPrincipal {
+            secret_access_key: secret_access_key.to_owned(),
+            session_token: session_token.map(str::to_owned),
+            arn: role_arn.to_owned(),
+        };
+        lock(&self.shared.federation).principals.insert(access_key_id.to_owned(), principal);
     }
 
     /// A federated identity credential on the application `client_id` (the management
@@ -140,42 +160,203 @@ fn sign(claims: &Value) -> String {
     format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature))
 }
 
-fn sts_error(status: StatusCode, code: &str, message: &str) -> Response {
-    let body = format!(
-        "<ErrorResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\"><Error><Type>Sender</Type>\
+/// STS's error document (the AWS Query protocol's `ErrorResponse`).
+pub(crate) fn sts_error_body(kind: &str, code: &str, message: &str) -> String {
+    format!(
+        "<ErrorResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\"><Error><Type>{kind}</Type>\
          <Code>{code}</Code><Message>{message}</Message></Error><RequestId>{}</RequestId></ErrorResponse>",
         Uuid::new_v4()
-    );
-    (status, [(header::CONTENT_TYPE, "text/xml")], body).into_response()
+    )
 }
 
-async fn sts(State(shared): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+fn sts_error(status: StatusCode, code: &str, message: &str) -> Response {
+    let kind = if status.is_server_error() { "Receiver" } else { "Sender" };
+    (status, [(header::CONTENT_TYPE, "text/xml")], sts_error_body(kind, code, message)).into_response()
+}
+
+const SIGNATURE_MISMATCH: &str = "The request signature we calculated does not match the signature you provided. \
+     Check your AWS Secret Access Key and signing method. Consult the service documentation for details.";
+const INVALID_TOKEN: &str = "The security token included in the request is invalid.";
+const AMZ_DATE: &[time::format_description::FormatItem<'static>] =
+    format_description!("[year][month][day]T[hour][minute][second]Z");
+
+/// An STS refusal: the status, STS's error code and its message.
+struct Refusal(StatusCode, &'static str, String);
+
+/// STS's checks of a SigV4-signed request: the role ARN of the principal that signed it, or STS's
+/// refusal.
+fn authenticate(
+    shared: &Shared,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+    now: OffsetDateTime,
+) -> Result<String, Refusal> {
+    let forbidden = |code: &'static str, message: &str| Refusal(StatusCode::FORBIDDEN, code, message.to_owned());
+    let incomplete = |message: &str| Refusal(StatusCode::BAD_REQUEST, "IncompleteSignature", message.to_owned());
+    let Some(authorization) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("AWS4-HMAC-SHA256 "))
+    else {
+        return Err(forbidden("MissingAuthenticationToken", "Request is missing Authentication Token"));
+    };
+    let part =
+        |name: &str| authorization.split(',').map(str::trim).find_map(|p| p.strip_prefix(name)?.strip_prefix('='));
+    let (Some(credential), Some(signed_headers), Some(given)) =
+        (part("Credential"), part("SignedHeaders"), part("Signature"))
+    else {
+        return Err(incomplete(
+            "Authorization header requires 'Credential', 'SignedHeaders' and 'Signature' parameters.",
+        ));
+    };
+    let [key_id, day, region, service, terminator] = credential.split('/').collect::<Vec<_>>()[..] else {
+        return Err(incomplete(
+            "Credential must have exactly 5 slash-delimited elements, e.g. keyid/date/region/service/term.",
+        ));
+    };
+    let principal = lock(&shared.federation).principals.get(key_id).cloned();
+    let Some(principal) = principal else {
+        return Err(forbidden("InvalidClientTokenId", INVALID_TOKEN));
+    };
+    let token = headers.get("x-amz-security-token").and_then(|v| v.to_str().ok());
+    if token != principal.session_token.as_deref() {
+        return Err(forbidden("InvalidClientTokenId", INVALID_TOKEN));
+    }
+    let Some(date) = headers.get("x-amz-date").and_then(|v| v.to_str().ok()) else {
+        return Err(incomplete("Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header."));
+    };
+    let Ok(at) = time::PrimitiveDateTime::parse(date, AMZ_DATE).map(time::PrimitiveDateTime::assume_utc) else {
+        return Err(incomplete("X-Amz-Date must be in the ISO8601 Long Format \"yyyyMMdd'T'HHmmss'Z'\""));
+    };
+    if day != &date[..8] {
+        return Err(forbidden(
+            "SignatureDoesNotMatch",
+            &format!(
+                "Date in Credential scope does not match YYYYMMDD from ISO-8601 version of date from HTTP: '{day}' != '{}', from '{date}'.",
+                &date[..8]
+            ),
+        ));
+    }
+    if service != "sts" {
+        return Err(forbidden(
+            "SignatureDoesNotMatch",
+            &format!("Credential should be scoped to correct service: 'sts'. (not '{service}')"),
+        ));
+    }
+    if terminator != "aws4_request" {
+        return Err(forbidden(
+            "SignatureDoesNotMatch",
+            &format!("Credential should be scoped with a valid terminator: 'aws4_request', not '{terminator}'."),
+        ));
+    }
+    if !is_region(region) {
+        return Err(forbidden(
+            "SignatureDoesNotMatch",
+            &format!("Credential should be scoped to a valid region, not '{region}'."),
+        ));
+    }
+    let skew = time::Duration::seconds(SKEW_SECS);
+    let format = |t: OffsetDateTime| t.format(AMZ_DATE).unwrap_or_default();
+    if now - at > skew {
+        return Err(forbidden(
+            "SignatureDoesNotMatch",
+            &format!("Signature expired: {date} is now earlier than {} ({} - 5 min.)", format(now - skew), format(now)),
+        ));
+    }
+    if at - now > skew {
+        return Err(forbidden(
+            "SignatureDoesNotMatch",
+            &format!(
+                "Signature not yet current: {date} is still later than {} ({} + 5 min.)",
+                format(now + skew),
+                format(now)
+            ),
+        ));
+    }
+    let signed: Vec<&str> = signed_headers.split(';').collect();
+    if !signed.contains(&"host") {
+        return Err(forbidden(
+            "SignatureDoesNotMatch",
+            "'Host' or ':authority' must be a 'SignedHeader' in the AWS Authorization.",
+        ));
+    }
+    let expected = signature(
+        &principal.secret_access_key,
+        day,
+        region,
+        "sts",
+        &string_to_sign(
+            date,
+            &format!("{day}/{region}/sts/aws4_request"),
+            &canonical_request(method, uri, headers, &signed, signed_headers, body),
+        ),
+    );
+    if !same_signature(&expected, given) {
+        return Err(forbidden("SignatureDoesNotMatch", SIGNATURE_MISMATCH));
+    }
+    Ok(principal.arn)
+}
+
+/// An AWS region name as the partitions spell them: `eu-west-1`, `us-gov-east-1`, `cn-north-1`.
+fn is_region(region: &str) -> bool {
+    let parts: Vec<&str> = region.split('-').collect();
+    parts.len() >= 3
+        && parts[..parts.len() - 1].iter().all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase()))
+        && parts[parts.len() - 1].bytes().all(|b| b.is_ascii_digit())
+        && !parts[parts.len() - 1].is_empty()
+}
+
+/// SigV4's canonical request for the request as received: the path with each segment encoded again
+/// (as every service but S3 signs it), the query sorted, the signed headers' values trimmed with
+/// inner runs of spaces collapsed (repeated headers joined by commas), and the body's SHA-256.
+fn canonical_request(
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    signed: &[&str],
+    signed_headers: &str,
+    body: &[u8],
+) -> String {
+    let path: Vec<String> = uri.path().split('/').map(encode).collect();
+    let path = if path.join("/").is_empty() { "/".to_owned() } else { path.join("/") };
+    let mut query: Vec<(String, String)> = url::form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes())
+        .map(|(k, v)| (encode(&k), encode(&v)))
+        .collect();
+    query.sort();
+    let query = query.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("&");
+    let value_of = |name: &str| -> String {
+        let values: Vec<String> = headers
+            .get_all(name)
+            .iter()
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).split_whitespace().collect::<Vec<_>>().join(" "))
+            .collect();
+        if values.is_empty() && name == "host" {
+            // HTTP/2 carries the host as the `:authority` pseudo-header, which is the URI's.
+            return uri.authority().map(|a| a.as_str().to_owned()).unwrap_or_default();
+        }
+        values.join(",")
+    };
+    let canonical_headers: String = signed.iter().map(|h| format!("{h}:{}\n", value_of(h))).collect();
+    format!("{method}\n{path}\n{query}\n{canonical_headers}\n{signed_headers}\n{}", hex(&Sha256::digest(body)))
+}
+
+fn string_to_sign(date: &str, scope: &str, canonical_request: &str) -> String {
+    format!("AWS4-HMAC-SHA256\n{date}\n{scope}\n{}", hex(&Sha256::digest(canonical_request.as_bytes())))
+}
+
+async fn sts(State(shared): State<AppState>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    let role = match authenticate(&shared, &method, &uri, &headers, &body, wall_clock_now()) {
+        Ok(role) => role,
+        Err(Refusal(status, code, message)) => return sts_error(status, code, &message),
+    };
     let form: Vec<(String, String)> =
         url::form_urlencoded::parse(&body).map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
     let field = |name: &str| form.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
-    let Some(key_id) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("AWS4-HMAC-SHA256 Credential="))
-        .and_then(|v| v.split('/').next())
-    else {
-        return sts_error(
-            StatusCode::FORBIDDEN,
-            "MissingAuthenticationToken",
-            "Request is missing Authentication Token",
-        );
-    };
     if field("Action") != Some("GetWebIdentityToken") || field("Version") != Some("2011-06-15") {
         return sts_error(StatusCode::BAD_REQUEST, "InvalidAction", "Only GetWebIdentityToken is simulated");
     }
-    let role = lock(&shared.federation).roles.iter().find(|(k, _)| k == key_id).map(|(_, r)| r.clone());
-    let Some(role) = role else {
-        return sts_error(
-            StatusCode::FORBIDDEN,
-            "InvalidClientTokenId",
-            "The security token included in the request is invalid.",
-        );
-    };
     let audiences: Vec<&str> =
         form.iter().filter(|(k, _)| k.starts_with("Audience.member.")).map(|(_, v)| v.as_str()).collect();
     if audiences.is_empty() {

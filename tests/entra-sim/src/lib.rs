@@ -81,6 +81,7 @@ mod permissions;
 mod records;
 mod server;
 mod sign_ins;
+mod sigv4;
 mod state;
 mod targets;
 mod tenant;

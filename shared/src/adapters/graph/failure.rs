@@ -15,6 +15,8 @@ use crate::Error;
 /// The services an error names.
 pub(super) const GRAPH: &str = "Microsoft Graph";
 pub(super) const TOKEN_ENDPOINT: &str = "Entra token endpoint";
+/// AWS STS, which AWS federation asks for the web identity token it signs in with.
+pub(super) const AWS_STS: &str = "AWS STS";
 
 /// A failed try: the error to report, and what the retry loop needs to know about it.
 pub(super) struct Failure {
@@ -237,6 +239,20 @@ pub(super) fn token_error(e: &azure_core::Error, method: &'static str) -> Error 
              it is reached through a private CA, set ca_certificate"
         ));
     }
+    if let Some(sts) = sts_failure(e) {
+        return Error::Directory {
+            service: AWS_STS,
+            status: sts.status,
+            code: sts.code.clone(),
+            message: format!(
+                "the integration could not get a Graph token ({method}): {}; STS said: {}",
+                sts.words(),
+                one_line(&sts.message)
+            ),
+            transient: sts.transient,
+            retry_after: None,
+        };
+    }
     let mut status = 0u16;
     let mut transient = false;
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
@@ -261,6 +277,18 @@ pub(super) fn token_error(e: &azure_core::Error, method: &'static str) -> Error 
         transient,
         retry_after: None,
     }
+}
+
+/// The STS failure of AWS federation among the error's causes, if that is what stopped the sign-in.
+fn sts_failure<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a super::auth::StsFailure> {
+    let mut cur: Option<&'a (dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(sts) = err.downcast_ref::<super::auth::StsFailure>() {
+            return Some(sts);
+        }
+        cur = err.source();
+    }
+    None
 }
 
 /// Graph reports overlapping writes to one object as 409 `Directory_ConcurrencyViolation`, or as a
