@@ -334,3 +334,40 @@ async fn a_receipt_the_lambda_glue_builds_from_a_raw_sqs_message_works_like_one_
     assert!(f.queue.receive(&q, 10, None).await.unwrap().is_empty(), "deleted through the built receipt");
     assert!(f.queue.delete(&q, &receipt).await.is_ok(), "deleting twice is no error");
 }
+
+#[tokio::test]
+async fn a_batch_larger_than_one_send_message_batch_arrives_whole_in_each_groups_order() {
+    let f = fixture_with(vec![spec("rotate", true, 5, 30)]).await;
+    let q = QueueName::new("rotate");
+    // 23 messages over three groups: three SendMessageBatch calls of 10, 10 and 3 entries; one
+    // delayed, which its group waits behind.
+    let mut batch: Vec<OutgoingMessage> = (0..23)
+        .map(|i| OutgoingMessage {
+            dedup_id: Some(format!("rotate:{i}")),
+            ..grouped(&format!("{}-{i:02}", ["a", "b", "c"][i % 3]), ["a", "b", "c"][i % 3])
+        })
+        .collect();
+    batch[2].delay = Duration::from_secs(2);
+    let ids = f.queue.send_batch(&q, batch).await.unwrap();
+    assert_eq!(ids.len(), 23);
+    assert_eq!(ids.iter().collect::<std::collections::HashSet<_>>().len(), 23, "an id each");
+    let mut got: Vec<String> = Vec::new();
+    let started = std::time::Instant::now();
+    while got.len() < 23 && started.elapsed() < Duration::from_secs(20) {
+        let received = f.queue.receive(&q, 10, None).await.unwrap();
+        for m in &received {
+            got.push(m.body.clone());
+            f.queue.delete(&q, &m.receipt).await.unwrap();
+        }
+        if received.is_empty() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    assert_eq!(got.len(), 23, "{got:?}");
+    for group in ["a", "b", "c"] {
+        let order: Vec<&String> = got.iter().filter(|b| b.starts_with(group)).collect();
+        let mut sorted = order.clone();
+        sorted.sort();
+        assert_eq!(order, sorted, "group {group} keeps the order it was sent in");
+    }
+}

@@ -78,7 +78,8 @@
 //! # Code
 //!
 //! `naming` knows the SQS queues behind each spec and their URLs; `attributes` what travels with a
-//! message (ids, `not_before`, receipts); `receiving` the ReceiveMessage and visibility calls;
+//! message (ids, `not_before`, receipts); `sending` how a message is checked and prepared for
+//! SendMessage or SendMessageBatch (ten a call); `receiving` the ReceiveMessage and visibility calls;
 //! `notes` the failure notes in DynamoDB; `dead_letters` the dead-letter view and redrive. Sending,
 //! receiving, deleting, visibility and depth are written out in the [`Queue`] implementation here.
 
@@ -87,6 +88,7 @@ mod dead_letters;
 mod naming;
 mod notes;
 mod receiving;
+mod sending;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -102,14 +104,13 @@ use entra_rotator::ports::{
 };
 use entra_rotator::{Error, Result};
 
+use self::attributes::split_receipt;
 pub use self::attributes::{
     GROUP_ATTRIBUTE, ID_ATTRIBUTE, NOT_BEFORE_ATTRIBUTE, SENT_AT_ATTRIBUTE, message_id, not_before, receipt_for,
 };
-use self::attributes::{
-    build_error, is_sqs_token, new_message_id, number_attribute, split_receipt, string_attribute, unix_millis,
-};
 pub use self::dead_letters::{DEAD_LETTER_SCAN_LIMIT, DLQ_READ_VISIBILITY_SECS, DLQ_READ_WAIT_SECS};
-use self::receiving::{MAX_VISIBILITY_SECS, ceil_secs, hide_for, visibility_secs};
+use self::receiving::{MAX_VISIBILITY_SECS, hide_for, visibility_secs};
+use self::sending::Prepared;
 use crate::error;
 
 /// The longest native delay SQS allows (standard queues).
@@ -155,6 +156,22 @@ impl SqsQueue {
         self.specs.get(queue).ok_or_else(|| Error::not_found("queue", queue))
     }
 
+    /// One SendMessage of a prepared message.
+    async fn send_prepared(&self, queue: &QueueName, url: &str, m: &Prepared) -> Result<()> {
+        self.sqs
+            .send_message()
+            .queue_url(url)
+            .message_body(m.body.clone())
+            .set_message_attributes(Some(m.attributes.clone()))
+            .set_message_group_id(m.group.clone())
+            .set_message_deduplication_id(m.dedup.clone())
+            .set_delay_seconds(m.delay_seconds)
+            .send()
+            .await
+            .map_err(|e| error::queue(format!("send to {queue}"), e))?;
+        Ok(())
+    }
+
     async fn queue_attributes(
         &self,
         url: &str,
@@ -177,64 +194,64 @@ impl SqsQueue {
 impl Queue for SqsQueue {
     async fn send(&self, queue: &QueueName, message: OutgoingMessage) -> Result<MessageId> {
         let spec = self.spec(queue)?;
-        if spec.fifo {
-            match &message.group {
-                None => {
-                    return Err(Error::invalid(
-                        "message",
-                        format!("queue {queue} is FIFO: a message group is required"),
-                    ));
-                }
-                Some(g) if !is_sqs_token(g) => {
-                    return Err(Error::invalid("message", "a message group is 1 to 128 printable ASCII characters"));
-                }
-                Some(_) => {}
-            }
-        }
-        let max_delay = if spec.fifo { MAX_FIFO_DELAY } else { MAX_STANDARD_DELAY };
-        if message.delay > max_delay {
-            return Err(Error::invalid(
-                "message",
-                format!("queue {queue} delays a message by at most {} seconds", max_delay.as_secs()),
-            ));
-        }
-        // Standard queues have no deduplication in SQS, so their messages always get ids of their own.
-        let dedup = message.dedup_id.as_deref().filter(|_| spec.fifo);
-        let id = new_message_id(queue, dedup);
+        let prepared = Prepared::new(queue, spec, message)?;
         let url = self.url(spec, false).await?;
-        let context = || format!("send to {queue}");
-        let mut request = self
-            .sqs
-            .send_message()
-            .queue_url(url)
-            .message_body(message.body)
-            .message_attributes(ID_ATTRIBUTE, string_attribute(&id).map_err(|e| build_error(context(), e))?);
-        if spec.fifo {
-            let sqs_dedup = match dedup {
-                Some(d) if is_sqs_token(d) => d.to_owned(),
-                _ => id.clone(),
-            };
-            request = request.set_message_group_id(message.group).message_deduplication_id(sqs_dedup);
-            if !message.delay.is_zero() {
-                let at = SystemClock.now() + message.delay;
-                request = request.message_attributes(
-                    NOT_BEFORE_ATTRIBUTE,
-                    number_attribute(unix_millis(at)).map_err(|e| build_error(context(), e))?,
-                );
+        self.send_prepared(queue, &url, &prepared).await?;
+        Ok(prepared.message_id())
+    }
+
+    /// SendMessageBatch, ten at a time (fewer when the bodies are large), in order. Every message
+    /// is checked before any is sent. Entries SQS failed without blaming the sender (its own
+    /// trouble, throttling) are sent again one by one; an entry it refuses as the sender's fault
+    /// fails the call, after the entries before it were sent, as one-by-one sends would.
+    async fn send_batch(&self, queue: &QueueName, messages: Vec<OutgoingMessage>) -> Result<Vec<MessageId>> {
+        let spec = self.spec(queue)?;
+        let prepared = messages.into_iter().map(|m| Prepared::new(queue, spec, m)).collect::<Result<Vec<_>>>()?;
+        if prepared.is_empty() {
+            return Ok(Vec::new());
+        }
+        let url = self.url(spec, false).await?;
+        let context = || format!("send a batch to {queue}");
+        for range in sending::batches(&prepared) {
+            let chunk = &prepared[range];
+            if let [one] = chunk {
+                self.send_prepared(queue, &url, one).await?;
+                continue;
             }
-        } else {
-            if let Some(group) = &message.group {
-                request = request.message_attributes(
-                    GROUP_ATTRIBUTE,
-                    string_attribute(group).map_err(|e| build_error(context(), e))?,
-                );
+            let entries = chunk.iter().enumerate().map(|(i, m)| m.entry(i, queue)).collect::<Result<Vec<_>>>()?;
+            let out = self
+                .sqs
+                .send_message_batch()
+                .queue_url(&url)
+                .set_entries(Some(entries))
+                .send()
+                .await
+                .map_err(|e| error::queue(context(), e))?;
+            let mut failed: Vec<_> = out.failed().iter().collect();
+            failed.sort_by_key(|f| f.id().trim_start_matches('m').parse::<usize>().unwrap_or(usize::MAX));
+            if let Some(refused) = failed.iter().find(|f| f.sender_fault()) {
+                return Err(Error::Queue {
+                    context: context(),
+                    transient: false,
+                    source: format!("SQS refused a message: {}", refused.code()).into(),
+                });
             }
-            if !message.delay.is_zero() {
-                request = request.delay_seconds(i32::try_from(ceil_secs(message.delay)).unwrap_or(900));
+            if !failed.is_empty() {
+                tokio::time::sleep(sending::RESEND_PAUSE).await;
+            }
+            for f in failed {
+                let index = f.id().trim_start_matches('m').parse::<usize>().ok();
+                let Some(m) = index.and_then(|i| chunk.get(i)) else {
+                    return Err(Error::Queue {
+                        context: context(),
+                        transient: true,
+                        source: format!("SQS failed an entry it was not sent: {}", f.id()).into(),
+                    });
+                };
+                self.send_prepared(queue, &url, m).await?;
             }
         }
-        request.send().await.map_err(|e| error::queue(context(), e))?;
-        Ok(MessageId(id))
+        Ok(prepared.iter().map(Prepared::message_id).collect())
     }
 
     async fn receive(

@@ -334,7 +334,7 @@ impl Scanner<'_> {
         if !rotations.is_empty() {
             let keys: Vec<String> = rotations.iter().map(|(k, ..)| k.clone()).collect();
             let marked = self.store.marked(&keys).await?;
-            let mut sent = Vec::new();
+            let (mut sent, mut outgoing) = (Vec::new(), Vec::new());
             for ((key, c, app, days), done) in rotations.into_iter().zip(marked) {
                 if done {
                     continue;
@@ -353,11 +353,12 @@ impl Scanner<'_> {
                 };
                 // The key is also the queue's deduplication id; sent before marked, so a crash in
                 // between asks twice, which the rotate handler's claim absorbs.
-                let envelope = message.envelope(key.clone());
-                self.queue.send(&envelope.message.queue(), envelope.to_outgoing(Duration::ZERO)?).await?;
+                outgoing.push(message.envelope(key.clone()).to_outgoing(Duration::ZERO)?);
                 sent.push(key);
             }
             if !sent.is_empty() {
+                // The page's rotations in as few sends as the queue allows (SQS: ten a call).
+                self.queue.send_batch(&QueueName::new(queues::ROTATE), outgoing).await?;
                 self.store.mark(&sent, now).await?;
                 report.rotations_requested += sent.len();
             }
