@@ -125,6 +125,18 @@ pub struct Envelope {
 }
 
 impl Message {
+    /// The message that (re)starts the rotation of an execution already recorded: `e` itself
+    /// (a deferred rotation, a rotation the recovery sweep resumes, one just requested).
+    pub fn rotate_execution(e: &crate::domain::execution::Execution) -> Self {
+        Self::RotateRequested {
+            credential: e.credential.clone(),
+            app: e.app,
+            trigger: e.trigger.clone(),
+            dry_run: false,
+            execution: Some(e.id),
+        }
+    }
+
     pub fn queue(&self) -> QueueName {
         QueueName::new(match self {
             Self::SyncRequested { .. } => queues::SYNC,

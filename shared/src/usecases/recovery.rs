@@ -57,14 +57,7 @@ async fn resume_one(s: &App, e: &Execution, now: OffsetDateTime) -> Result<bool>
         if now - e.updated_at < stall {
             return Ok(false);
         }
-        let message = Message::RotateRequested {
-            credential: e.credential.clone(),
-            app: e.app,
-            trigger: e.trigger.clone(),
-            dry_run: false,
-            execution: Some(e.id),
-        };
-        send(s, message, format!("resume:{}:rotate:{tick}", e.id), Duration::ZERO).await?;
+        send(s, Message::rotate_execution(e), format!("resume:{}:rotate:{tick}", e.id), Duration::ZERO).await?;
     } else {
         let records = s.store.list_step_records(&e.id).await?;
         let current = records.iter().find(|r| r.index == e.current_step);

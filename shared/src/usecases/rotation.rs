@@ -121,9 +121,7 @@ pub async fn request_rotation(
         return Ok(RotationAccepted::AlreadyRunning { execution: running });
     }
     audit(s, "rotation.requested", &actor(&trigger), &e, describe_trigger(&trigger)).await;
-    let message =
-        Message::RotateRequested { credential: c.id.clone(), app, trigger, dry_run: false, execution: Some(e.id) };
-    send(s, message, format!("rotate:{}", e.id), Duration::ZERO).await?;
+    send(s, Message::rotate_execution(&e), format!("rotate:{}", e.id), Duration::ZERO).await?;
     Ok(RotationAccepted::Started { execution: Box::new(e) })
 }
 
@@ -317,14 +315,7 @@ fn refused_for_now(err: &Error) -> Option<Duration> {
 
 /// Queues the rotation again after `wait`; the execution stays pending and keeps its claim.
 async fn defer(s: &App, e: &Execution, wait: Duration, delivery: &str, why: &Error) -> Result<()> {
-    let message = Message::RotateRequested {
-        credential: e.credential.clone(),
-        app: e.app,
-        trigger: e.trigger.clone(),
-        dry_run: false,
-        execution: Some(e.id),
-    };
-    send(s, message, format!("rotate:{}:deferred:{delivery}", e.id), wait).await?;
+    send(s, Message::rotate_execution(e), format!("rotate:{}:deferred:{delivery}", e.id), wait).await?;
     tracing::info!(
         execution = %e.id,
         app = %e.app,
