@@ -280,10 +280,10 @@ pub(super) fn token_error(e: &azure_core::Error, method: &'static str) -> Error 
 }
 
 /// The STS failure of AWS federation among the error's causes, if that is what stopped the sign-in.
-fn sts_failure<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a super::auth::StsFailure> {
+fn sts_failure<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a super::sts::StsFailure> {
     let mut cur: Option<&'a (dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = cur {
-        if let Some(sts) = err.downcast_ref::<super::auth::StsFailure>() {
+        if let Some(sts) = err.downcast_ref::<super::sts::StsFailure>() {
             return Some(sts);
         }
         cur = err.source();

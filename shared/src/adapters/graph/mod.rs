@@ -26,6 +26,7 @@ mod passwords;
 mod reads;
 mod request;
 mod retry;
+mod sts;
 mod wire;
 
 use std::fmt;
