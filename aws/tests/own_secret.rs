@@ -121,3 +121,12 @@ async fn a_secret_the_rotator_may_not_write_fails_the_step_and_the_old_secret_st
     w.cleanup().await;
     assert!(w.tenant_keys().contains(&w.old_key), "the old secret is never removed after a failed rollout");
 }
+
+#[tokio::test]
+async fn a_new_secret_that_does_not_sign_in_is_put_back_as_awscurrent_and_a_cancel_removes_it() {
+    let (w, secrets, arn) = world().await;
+    own::a_new_secret_that_does_not_sign_in_is_put_back_and_a_cancel_removes_it(&w, async || {
+        current(&secrets, &arn).await
+    })
+    .await;
+}

@@ -333,6 +333,7 @@ async fn status_and_history_show_what_the_store_holds() {
             ended_at: Some(now),
             attempted_at: None,
             error: None,
+            left_in_place: false,
         })
         .await
         .unwrap();

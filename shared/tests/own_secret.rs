@@ -4,10 +4,13 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use entra_rotator::domain::execution::{Cleanup, ExecutionStatus};
 use entra_rotator::domain::ids::ClientId;
 use entra_rotator::ports::Store;
+use entra_rotator::usecases::intervention::cancel;
+use entra_sim::FaultKind;
 use uuid::Uuid;
 
 #[path = "../../tests/flows/own_secret.rs"]
@@ -133,4 +136,38 @@ async fn a_secret_file_that_cannot_be_written_is_refused_by_preflight_or_fails_t
     std::fs::rename(&moved, &folder).unwrap();
     assert_eq!(text_of(&file).trim_end(), w.old_secret);
     assert!(w.sign_ins_of_a_sync().await.iter().all(|k| *k == Some(w.old_key)));
+}
+
+#[tokio::test]
+async fn a_new_secret_that_does_not_sign_in_is_taken_out_of_the_file_and_a_cancel_removes_it() {
+    let (w, file) = world().await;
+    own::a_new_secret_that_does_not_sign_in_is_put_back_and_a_cancel_removes_it(&w, async || text_of(&file)).await;
+}
+
+#[tokio::test]
+async fn a_new_secret_that_cannot_be_taken_out_of_the_file_stays_and_a_cancel_keeps_it() {
+    let (logs, _guard) = LogBuffer::capture();
+    let (w, file) = world().await;
+    let folder = file.parent().unwrap().to_path_buf();
+    let moved = folder.with_file_name("moved-away");
+    // The folder goes while the step waits for its sign-in: the new secret is in the file by then,
+    // and the previous one cannot be put back.
+    let late = FaultKind::Late { by: Duration::from_secs(2), then: Box::new(own::invalid_client()) };
+    let (from, to) = (folder.clone(), moved.clone());
+    let failed = own::run_refused(&w, late, move || std::fs::rename(from, to).unwrap()).await;
+    let error = failed.error.clone().unwrap_or_default();
+    assert!(error.contains("entra-client-secret"), "{error}");
+    let new_key = failed.new_key_id.unwrap().as_uuid();
+
+    let refused = cancel(&w.services, failed.id, "ops").await.unwrap_err().to_string();
+    assert!(refused.contains("left it in place") && refused.contains("confirm"), "{refused}");
+    assert!(w.tenant_keys().contains(&new_key) && w.tenant_keys().contains(&w.old_key), "both secrets stay");
+
+    // Back in place, the file holds the new secret, and the rotator signs in with it.
+    std::fs::rename(&moved, &folder).unwrap();
+    let stored = text_of(&file).trim_end().to_owned();
+    assert_ne!(stored, w.old_secret);
+    assert_eq!(w.sign_ins_of_a_sync().await, vec![Some(new_key)], "a new token, asked with the new secret");
+    let after = w.store.get_execution(&failed.id).await.unwrap().unwrap();
+    w.assert_secrets_nowhere(&logs, &after, &stored).await;
 }

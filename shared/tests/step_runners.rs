@@ -264,6 +264,7 @@ mod kubernetes_published_examples {
             new_secret_end: None,
             secret: &value,
             now: time::OffsetDateTime::UNIX_EPOCH,
+            attempt: 1,
         };
         let result = t.runner.run(&step, &ctx).await;
         let _ = std::fs::remove_file(&path);
@@ -607,6 +608,7 @@ mod addresses {
             new_secret_end: None,
             secret: &secret,
             now: time::OffsetDateTime::UNIX_EPOCH,
+            attempt: 1,
         };
         runner.run(step, &ctx).await
     }

@@ -24,6 +24,7 @@ use entra_rotator::domain::steps::{StepDefinition, parse_steps_with};
 use entra_rotator::messages::queues;
 use entra_rotator::ports::QueueName;
 use entra_rotator::ports::key_ring::SealContext;
+use entra_rotator::usecases::intervention::cancel;
 use entra_rotator::usecases::preflight::CheckOutcome;
 use entra_rotator::usecases::rotation::{RotationAccepted, request_rotation};
 use entra_sim::{ArmRole, Fault, FaultKind, Match, SiteSpec, VaultRole};
@@ -53,6 +54,7 @@ macro_rules! azure_scenarios {
             stop_start_brings_the_new_secret_where_a_restart_keeps_the_cached_reference,
             a_plan_without_the_restart_fails_its_health_check,
             the_secondary_vault_gets_the_same_version,
+            a_secondary_vault_that_refuses_leaves_the_primary_version_and_a_cancel_keeps_the_new_secret,
             throttling_with_and_without_retry_after_is_waited_out,
             the_new_secret_is_in_the_vault_only_as_the_value,
         );
@@ -358,6 +360,30 @@ pub async fn the_secondary_vault_gets_the_same_version<W: World>(w: &mut W) {
         assert_eq!(versions.len(), 1, "{vault}");
         assert_eq!(versions[0].value, secret, "{vault}");
     }
+}
+
+/// The primary vault holds the new version when the secondary refuses: its readers may have
+/// taken it, so the failed step says so and a cancel does not remove the new secret from Entra.
+pub async fn a_secondary_vault_that_refuses_leaves_the_primary_version_and_a_cancel_keeps_the_new_secret<W: World>(
+    w: &mut W,
+) {
+    let setup = Setup { secondary: true, ..Setup::default() };
+    provision(w, setup).await;
+    w.set_plan(runbook(w, setup, "restart", true, true), false).await;
+    let secondary = Match::path(format!("vaults/{SECOND_VAULT}/secrets/")).method("PUT");
+    w.sim().faults().push(Fault::new(secondary, FaultKind::Forbidden).times(10));
+    let e = w.request().await;
+    let error = dead_letter_error(w).await;
+    let failed = w.execution(&e).await;
+    assert_eq!(failed.status, ExecutionStatus::Failed, "{failed:?}");
+    assert!(error.contains(SECOND_VAULT) && error.contains(&format!("vault {VAULT} holds the new version")), "{error}");
+    assert_eq!(written_by(w, VAULT, &failed).len(), 1);
+    assert!(written_by(w, SECOND_VAULT, &failed).is_empty());
+
+    let refused = cancel(w.app(), failed.id, "alice").await.unwrap_err().to_string();
+    assert!(refused.contains("failed but left it in place"), "{refused}");
+    assert!(w.key_ids().contains(&failed.new_key_id.unwrap().as_uuid()), "the new secret stays in Entra");
+    assert!(w.key_ids().contains(&w.credential().key_id.as_uuid()), "and so does the old one");
 }
 
 pub async fn throttling_with_and_without_retry_after_is_waited_out<W: World>(w: &mut W) {

@@ -32,9 +32,10 @@ use entra_rotator::ports::{Clock, Queue, QueueName, Store};
 use entra_rotator::testing::fakes::ManualClock;
 use entra_rotator::testing::faults::FlakyQueue;
 use entra_rotator::usecases::app::{App, RotationSettings};
+use entra_rotator::usecases::intervention::cancel;
 use entra_rotator::usecases::rotation::{RotationAccepted, request_rotation};
 use entra_rotator::usecases::sync::{SyncMode, Syncer};
-use entra_sim::{GraphRole, NewApp, Sim, SimOptions};
+use entra_sim::{Fault, FaultKind, GraphRole, Match, NewApp, Sim, SimOptions};
 use uuid::Uuid;
 
 pub const GRACE_DAYS: u64 = 2;
@@ -259,6 +260,7 @@ config = {{ integration = "own" }}
             new_secret_end: done.new_secret_end,
             secret: &secret,
             now: self.clock.now(),
+            attempt: 1,
         };
         self.services.rollout.run(&step, &ctx).await
     }
@@ -282,6 +284,67 @@ config = {{ integration = "own" }}
         }
         assert!(haystacks.iter().any(|(what, _)| *what == "queue message"));
     }
+}
+
+/// What the token endpoint answers a secret it does not accept.
+pub fn invalid_client() -> FaultKind {
+    FaultKind::Refused {
+        code: "invalid_client".into(),
+        message: "AADSTS7000215: Invalid client secret provided.".into(),
+    }
+}
+
+/// Runs a rotation whose step meets the token endpoint refusing (every sign-in after the
+/// rollout's `verify` passed, `times` of them); `first` is what the first refusal does instead
+/// (`Late`, to act while the step waits for it), and `meanwhile` runs while the step waits.
+pub async fn run_refused(w: &OwnWorld, first: FaultKind, meanwhile: impl FnOnce() + Send + 'static) -> Execution {
+    let e = w.request().await;
+    let token = || Match::path("/oauth2/v2.0/token");
+    let mut meanwhile = Some(meanwhile);
+    let failed = w
+        .run_with(&e, async |now| {
+            if now.current_step == 1
+                && let Some(meanwhile) = meanwhile.take()
+            {
+                // The new secret passed `verify`; from here on the token endpoint refuses.
+                w.sim.faults().push(Fault::new(token(), first.clone()));
+                w.sim.faults().push(Fault::new(token(), invalid_client()).times(100));
+                let faults = w.sim.faults();
+                tokio::spawn(async move {
+                    while faults.pending() > 100 {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                    meanwhile();
+                });
+            }
+        })
+        .await;
+    w.sim.faults().clear();
+    assert!(meanwhile.is_none(), "the rollout reached the step");
+    assert_eq!(failed.status, ExecutionStatus::Failed, "{failed:?}");
+    failed
+}
+
+/// A new secret that is written but does not sign in is not left where the rotator reads its
+/// own: the step puts the previous one back in its place (read by `place_holds`) and fails, a
+/// cancel removes the new one from Entra, and the rotator goes on signing in with the old one.
+pub async fn a_new_secret_that_does_not_sign_in_is_put_back_and_a_cancel_removes_it(
+    w: &OwnWorld,
+    place_holds: impl AsyncFn() -> String,
+) {
+    let failed = run_refused(w, invalid_client(), || {}).await;
+    let error = failed.error.clone().unwrap_or_default();
+    assert!(error.contains("does not sign in") && error.contains("previous secret was put back"), "{error}");
+    assert_eq!(place_holds().await.trim_end(), w.old_secret, "the place holds the old secret again");
+    let new_key = failed.new_key_id.unwrap().as_uuid();
+    assert!(w.tenant_keys().contains(&new_key));
+
+    let cancelled = cancel(&w.services, failed.id, "ops").await.unwrap();
+    assert_eq!(cancelled.status, ExecutionStatus::Cancelled);
+    assert_eq!(w.tenant_keys(), vec![w.old_key], "the new secret was removed, the old one stays");
+    // The next sync signs in as before: the token it holds was asked with the old secret, and
+    // any it asks for is asked with the old secret too (the only one the place holds).
+    assert!(w.sign_ins_of_a_sync().await.iter().all(|k| *k == Some(w.old_key)));
 }
 
 fn workers(queue: &Arc<FlakyQueue>, services: &App) -> Vec<Worker> {

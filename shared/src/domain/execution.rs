@@ -91,6 +91,11 @@ pub struct StepRecord {
     pub attempted_at: Option<OffsetDateTime>,
     /// The last error, in words; never a secret.
     pub error: Option<String>,
+    /// An attempt failed but left the new secret where a consumer may read it (the step's
+    /// `StepFailure::left_in_place`): cancel keeps the new secret. It stays set through later
+    /// failed attempts (one that cannot read the place cannot tell it is gone) until one succeeds.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub left_in_place: bool,
 }
 
 /// One step of an execution's plan, fixed when the execution is created so that a policy edited

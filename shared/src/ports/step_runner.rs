@@ -20,6 +20,8 @@ pub struct StepContext<'a> {
     pub new_secret_end: Option<OffsetDateTime>,
     pub secret: &'a SecretValue,
     pub now: OffsetDateTime,
+    /// Which attempt of the step this is (1 first); a redelivery of one attempt has its number.
+    pub attempt: u32,
 }
 
 /// Why a step failed, in words (never a secret), and whether trying again may help.
@@ -27,14 +29,24 @@ pub struct StepContext<'a> {
 pub struct StepFailure {
     pub message: String,
     pub retryable: bool,
+    /// The step failed, but what it delivered stayed where a consumer may read it (one vault of
+    /// two written, a stored secret that could not be put back): the new secret may be in use, so
+    /// it must not be removed from Entra.
+    pub left_in_place: bool,
 }
 
 impl StepFailure {
     pub fn retryable(message: impl Into<String>) -> Self {
-        Self { message: message.into(), retryable: true }
+        Self { message: message.into(), retryable: true, left_in_place: false }
     }
     pub fn permanent(message: impl Into<String>) -> Self {
-        Self { message: message.into(), retryable: false }
+        Self { message: message.into(), retryable: false, left_in_place: false }
+    }
+    /// As it is, saying that the new secret stayed where a consumer may read it.
+    #[must_use]
+    pub fn left_in_place(mut self) -> Self {
+        self.left_in_place = true;
+        self
     }
 }
 

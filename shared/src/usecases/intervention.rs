@@ -14,7 +14,8 @@ async fn load(s: &App, id: ExecutionId) -> Result<Execution> {
 }
 
 /// The step that published (or may have published) the new secret, if any: a publish step that
-/// succeeded or was cut short while running, or the operator's one reading of it.
+/// succeeded, was cut short while running, or failed leaving the secret in place; or the
+/// operator's one reading of it.
 async fn published_by(s: &App, e: &Execution) -> Result<Option<String>> {
     if let Some(r) = &e.revealed {
         return Ok(Some(format!("{} read it (manual delivery) at {}", r.by, r.at)));
@@ -23,8 +24,12 @@ async fn published_by(s: &App, e: &Execution) -> Result<Option<String>> {
     Ok(records.iter().find_map(|r| {
         let planned = e.plan.get(r.index as usize)?;
         let publishes = planned.definition.as_ref().is_some_and(|d| d.phase() == Phase::Publish);
-        let took_effect = matches!(r.outcome, StepOutcome::Succeeded | StepOutcome::Running);
-        (publishes && took_effect).then(|| format!("step {} ({}) published it", r.index, planned.name))
+        let how = match r.outcome {
+            StepOutcome::Succeeded | StepOutcome::Running => "published it",
+            StepOutcome::Failed | StepOutcome::Pending if r.left_in_place => "failed but left it in place",
+            _ => return None,
+        };
+        publishes.then(|| format!("step {} ({}) {how}", r.index, planned.name))
     }))
 }
 

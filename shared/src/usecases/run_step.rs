@@ -58,6 +58,7 @@ pub async fn run_step(s: &App, id: ExecutionId, step: u32, attempt: u32, receive
         ended_at: None,
         attempted_at: None,
         error: None,
+        left_in_place: false,
     });
     if record.outcome == StepOutcome::Succeeded {
         // Its effect is recorded; a crash came before moving on.
@@ -98,6 +99,7 @@ pub async fn run_step(s: &App, id: ExecutionId, step: u32, attempt: u32, receive
             record.outcome = StepOutcome::Succeeded;
             record.ended_at = Some(now);
             record.error = None;
+            record.left_in_place = false;
             s.store.put_step_record(&record).await?;
             if planned.kind == FINALIZE {
                 return Ok(());
@@ -110,6 +112,7 @@ pub async fn run_step(s: &App, id: ExecutionId, step: u32, attempt: u32, receive
         }
         Err(StepError::Retry { failure, delay }) => {
             record.outcome = StepOutcome::Pending;
+            record.left_in_place |= failure.left_in_place;
             record.error = Some(failure.message);
             record.attempted_at = Some(now);
             s.store.put_step_record(&record).await?;
@@ -117,6 +120,7 @@ pub async fn run_step(s: &App, id: ExecutionId, step: u32, attempt: u32, receive
         }
         Err(StepError::Failed(failure)) => {
             record.outcome = StepOutcome::Failed;
+            record.left_in_place |= failure.left_in_place;
             record.ended_at = Some(now);
             record.attempted_at = Some(now);
             record.error = Some(failure.message.clone());
@@ -233,6 +237,7 @@ async fn execute(
         new_secret_end: e.new_secret_end,
         secret: &secret,
         now,
+        attempt: record.attempts,
     };
     match s.rollout.run(definition, &ctx).await {
         Ok(()) => Ok(()),

@@ -62,6 +62,9 @@ pub enum FaultKind {
     ServerError(u16),
     /// Answer normally, but only after this long.
     Slow(Duration),
+    /// Wait this long, then answer as `then` does: a refusal that comes late, leaving the client
+    /// time to change something while its request is in flight.
+    Late { by: Duration, then: Box<FaultKind> },
     /// `403 Authorization_RequestDenied`.
     Forbidden,
     /// A refusal Graph publishes for `addPassword` that trying again cannot change: `400` with this
@@ -177,6 +180,7 @@ fn retry_after_secs(d: Duration) -> u64 {
 pub(crate) fn fault_response(kind: &FaultKind, endpoint: Endpoint, path: &str) -> Option<Response> {
     let graph = match kind {
         FaultKind::Slow(_) => return None,
+        FaultKind::Late { then, .. } => return fault_response(then, endpoint, path),
         FaultKind::Answer { status, headers, body } => return Some(answer(*status, headers, body)),
         FaultKind::TooManyRequests { retry_after } => {
             GraphError::new(StatusCode::TOO_MANY_REQUESTS, "TooManyRequests", "Please retry again later.")

@@ -192,6 +192,9 @@ async fn observe(State(shared): State<AppState>, request: Request, next: Next) -
     let mut response = REQUEST_IDS
         .scope(ids, async move {
             if let Some(kind) = fault {
+                if let crate::FaultKind::Late { by, .. } = &kind {
+                    tokio::time::sleep(*by).await;
+                }
                 if let crate::FaultKind::Slow(delay) = kind {
                     tokio::time::sleep(delay).await;
                 } else if let Some(response) = fault_response(&kind, endpoint, fault_path) {

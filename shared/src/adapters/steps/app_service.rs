@@ -260,7 +260,7 @@ impl Arm<'_> {
             }
             _ => format!("Resource Manager refused to {action} {} ({status}{code})", self.what()),
         };
-        StepFailure { message, retryable }
+        StepFailure { message, retryable, left_in_place: false }
     }
 
     /// Follows a long-running operation to its end: `Azure-AsyncOperation` first (its `status`),
@@ -372,6 +372,7 @@ impl Arm<'_> {
             return Err(StepFailure {
                 message: format!("after the restart, {}: {}", self.what(), words.join("; ")),
                 retryable,
+                left_in_place: false,
             });
         }
     }

@@ -125,7 +125,7 @@ pub(super) fn status(status: reqwest::StatusCode, what: &str) -> Result<(), Step
         return Err(redirect(status, what));
     }
     let retryable = status.is_server_error() || status.as_u16() == 429 || status.as_u16() == 408;
-    Err(StepFailure { message: format!("{what} answered {status}"), retryable })
+    Err(StepFailure { message: format!("{what} answered {status}"), retryable, left_in_place: false })
 }
 
 /// A 3xx: redirects are never followed (the request, its token or signature, would go to a host

@@ -38,47 +38,69 @@ const VAULT_DOMAINS: &[&str] = &[
 ];
 
 pub(super) async fn run(azure: &Azure, cfg: &AzureKeyVaultConfig, ctx: &StepContext<'_>) -> Result<(), StepFailure> {
+    let mut holding: Vec<String> = Vec::new();
     for vault in cfg.vaults() {
-        let identity = azure.identities.for_step(vault.identity, ctx.credential)?;
-        let client = azure.secret_client(vault.vault_url, identity)?;
-        let execution = ctx.execution.to_string();
-        if let Some(version) = version_of(&client, &vault, identity, &execution).await? {
-            tracing::info!(
-                vault = vault.vault_name(),
-                secret = vault.secret_name,
-                version,
-                "this execution already wrote its version of the secret; not writing another"
-            );
-            continue;
+        if let Err(f) = write_to(azure, cfg, ctx, &vault).await {
+            // A vault written before this one keeps its version, and its readers may take it.
+            return Err(match holding.as_slice() {
+                [] => f,
+                names => StepFailure {
+                    message: format!("{}; vault {} holds the new version already", f.message, names.join(", ")),
+                    ..f.left_in_place()
+                },
+            });
         }
-        let mut tags: HashMap<String, String> = cfg.tags.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-        let own = ["true".to_owned(), ctx.new_key_id.to_string(), ctx.client_id.to_string(), execution.clone()];
-        tags.extend(KEY_VAULT_OWN_TAGS.iter().map(|t| (*t).to_owned()).zip(own));
-        let parameters = SetSecretParameters {
-            value: Some(ctx.secret.expose().to_owned()),
-            content_type: Some(cfg.content_type.clone()),
-            secret_attributes: Some(SecretAttributes {
-                enabled: Some(true),
-                expires: ctx.new_secret_end,
-                ..Default::default()
-            }),
-            tags: Some(tags),
-        };
-        let body =
-            parameters.try_into().map_err(|_| StepFailure::permanent("the Key Vault request could not be encoded"))?;
-        let response = client
-            .set_secret(vault.secret_name, body, None)
-            .await
-            .map_err(|e| failure(&e, &vault, identity, "write a version of"))?;
-        // The answer holds the value: keep only its identifier.
-        let id = response.into_model().ok().and_then(|s| s.id).unwrap_or_default();
+        holding.push(vault.vault_name().to_owned());
+    }
+    Ok(())
+}
+
+/// This execution's version of the secret in one vault, written unless it is there already.
+async fn write_to(
+    azure: &Azure,
+    cfg: &AzureKeyVaultConfig,
+    ctx: &StepContext<'_>,
+    vault: &VaultTarget<'_>,
+) -> Result<(), StepFailure> {
+    let identity = azure.identities.for_step(vault.identity, ctx.credential)?;
+    let client = azure.secret_client(vault.vault_url, identity)?;
+    let execution = ctx.execution.to_string();
+    if let Some(version) = version_of(&client, vault, identity, &execution).await? {
         tracing::info!(
             vault = vault.vault_name(),
             secret = vault.secret_name,
-            version = id.rsplit('/').next().unwrap_or_default(),
-            "wrote a new version of the secret"
+            version,
+            "this execution already wrote its version of the secret; not writing another"
         );
+        return Ok(());
     }
+    let mut tags: HashMap<String, String> = cfg.tags.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let own = ["true".to_owned(), ctx.new_key_id.to_string(), ctx.client_id.to_string(), execution.clone()];
+    tags.extend(KEY_VAULT_OWN_TAGS.iter().map(|t| (*t).to_owned()).zip(own));
+    let parameters = SetSecretParameters {
+        value: Some(ctx.secret.expose().to_owned()),
+        content_type: Some(cfg.content_type.clone()),
+        secret_attributes: Some(SecretAttributes {
+            enabled: Some(true),
+            expires: ctx.new_secret_end,
+            ..Default::default()
+        }),
+        tags: Some(tags),
+    };
+    let body =
+        parameters.try_into().map_err(|_| StepFailure::permanent("the Key Vault request could not be encoded"))?;
+    let response = client
+        .set_secret(vault.secret_name, body, None)
+        .await
+        .map_err(|e| failure(&e, vault, identity, "write a version of"))?;
+    // The answer holds the value: keep only its identifier.
+    let id = response.into_model().ok().and_then(|s| s.id).unwrap_or_default();
+    tracing::info!(
+        vault = vault.vault_name(),
+        secret = vault.secret_name,
+        version = id.rsplit('/').next().unwrap_or_default(),
+        "wrote a new version of the secret"
+    );
     Ok(())
 }
 
@@ -162,6 +184,7 @@ fn failure(e: &azure_core::Error, vault: &VaultTarget<'_>, identity: &AzureIdent
             StepFailure {
                 message: format!("{what}{after} ({status}{})", code.map(|c| format!(" {c}")).unwrap_or_default()),
                 retryable,
+                left_in_place: false,
             }
         }
         None if matches!(e.kind(), azure_core::error::ErrorKind::Credential) => StepFailure::retryable(format!(
@@ -172,7 +195,11 @@ fn failure(e: &azure_core::Error, vault: &VaultTarget<'_>, identity: &AzureIdent
         None if unanswered_is_transient(e) => {
             StepFailure::retryable(format!("could not reach Key Vault {}", vault.vault_name()))
         }
-        None => StepFailure { message: format!("{what}: {}", http::first_line(&e.to_string())), retryable: true },
+        None => StepFailure {
+            message: format!("{what}: {}", http::first_line(&e.to_string())),
+            retryable: true,
+            left_in_place: false,
+        },
     }
 }
 

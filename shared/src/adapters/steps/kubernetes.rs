@@ -62,11 +62,12 @@ pub(super) async fn run(azure: &Azure, cfg: &KubernetesSecretConfig, ctx: &StepC
     if cfg.restart.is_empty() {
         return Ok(());
     }
+    // The Secret holds the new value from here on: every pod that starts reads it.
     let restarted_at = ctx.now.format(&Rfc3339).unwrap_or_default();
     for workload in &cfg.restart {
-        restart(&cluster, cfg, workload, &execution, &restarted_at).await?;
+        restart(&cluster, cfg, workload, &execution, &restarted_at).await.map_err(StepFailure::left_in_place)?;
     }
-    wait_for_rollouts(&cluster, cfg).await
+    wait_for_rollouts(&cluster, cfg).await.map_err(StepFailure::left_in_place)
 }
 
 /// Sets the key (creating the Secret when it is missing and the step allows it), unless this

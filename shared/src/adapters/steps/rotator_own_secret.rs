@@ -1,8 +1,14 @@
 //! The `rotator_own_secret` runner: writes the rotated secret where the integration reads its own
-//! (a file, atomically; Secrets Manager, with a request token derived from the execution and step,
-//! so a redelivery is the same version), reads it back from there, and signs in with what it read
-//! (a client credentials token request) before the step succeeds. A redelivery that finds the value
-//! in place changes nothing. Refuses a rotation of any application but the integration's own.
+//! (a file, atomically; Secrets Manager, with a request token derived from the execution, step and
+//! attempt, so a redelivery is the same version), reads it back from there, and signs in with what
+//! it read (a client credentials token request) before the step succeeds. A redelivery that finds
+//! the value in place changes nothing. Refuses a rotation of any application but the
+//! integration's own.
+//!
+//! The rotator signs in with what the place holds from its next token request on, so a new secret
+//! that was written but not shown to sign in is not left there: the previous one is put back
+//! before the step fails (and a cancel may then remove the new one from Entra). When it cannot be
+//! put back, the failure says the new secret stays in place, and a cancel keeps it.
 
 use std::sync::Arc;
 
@@ -12,6 +18,7 @@ use super::Azure;
 use crate::adapters::graph::{RetryPolicy, TokenSource, token_credential};
 use crate::adapters::stored_secret::{PlaceFailure, StoredSecret, Written};
 use crate::domain::ids::{ClientId, TenantId};
+use crate::domain::secret::SecretValue;
 use crate::domain::steps::RotatorOwnSecretConfig;
 use crate::ports::step_runner::{Probe, ProbeContext, ProbeOutcome, StepContext, StepFailure};
 
@@ -25,11 +32,18 @@ pub struct OwnSecret {
     pub stored: Arc<StoredSecret>,
 }
 
-/// Namespace of the Secrets Manager request tokens (uuid v5 of `execution/step`).
+/// Namespace of the Secrets Manager request tokens (uuid v5 of `execution/step/attempt/what`).
 const REQUEST_TOKEN_NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x6f2c_1d7e_93a4_4b0e_8c55_2e61_7a0b_d4f3);
 
+/// The request token of one write of one attempt: every delivery of the attempt writes the same
+/// version, and a later attempt (after the previous secret was put back) a new one.
+fn request_token(ctx: &StepContext<'_>, what: &str) -> String {
+    let name = format!("{}/{}/{}/{what}", ctx.execution, ctx.step_index, ctx.attempt);
+    uuid::Uuid::new_v5(&REQUEST_TOKEN_NAMESPACE, name.as_bytes()).hyphenated().to_string()
+}
+
 fn place_failure(f: PlaceFailure) -> StepFailure {
-    StepFailure { message: f.message, retryable: f.retryable }
+    if f.retryable { StepFailure::retryable(f.message) } else { StepFailure::permanent(f.message) }
 }
 
 pub(super) async fn run(azure: &Azure, cfg: &RotatorOwnSecretConfig, ctx: &StepContext<'_>) -> Result<(), StepFailure> {
@@ -41,16 +55,27 @@ pub(super) async fn run(azure: &Azure, cfg: &RotatorOwnSecretConfig, ctx: &StepC
             ctx.client_id, cfg.integration, own.client_id
         )));
     }
-    let token =
-        uuid::Uuid::new_v5(&REQUEST_TOKEN_NAMESPACE, format!("{}/{}", ctx.execution, ctx.step_index).as_bytes());
-    let written = own.stored.write(ctx.secret, &token.hyphenated().to_string()).await.map_err(place_failure)?;
-    let back = own.stored.read_fresh().await.map_err(place_failure)?;
-    if back != *ctx.secret {
-        return Err(StepFailure::retryable(format!(
-            "{} does not hold the new secret after it was written (another writer?)",
-            own.stored.describe()
-        )));
+    // What the deployment signs in with now: it goes back if the new one is not shown to work.
+    let previous = own.stored.read_fresh().await.ok().filter(|v| v != ctx.secret);
+    let written = match own.stored.write(ctx.secret, &request_token(ctx, "write")).await {
+        Ok(written) => written,
+        Err(f) => return Err(put_back(own, previous, ctx, place_failure(f)).await),
+    };
+    if let Err(f) = verify(azure, own).await {
+        return Err(put_back(own, previous, ctx, f).await);
     }
+    tracing::info!(
+        integration = %cfg.integration,
+        place = %own.stored.describe(),
+        replaced = written == Written::Replaced,
+        "the rotator's own secret is stored and signs in"
+    );
+    Ok(())
+}
+
+/// The value read back from the place (what a deployment starting now reads) signs in.
+async fn verify(azure: &Azure, own: &OwnSecret) -> Result<(), StepFailure> {
+    let back = own.stored.read_fresh().await.map_err(place_failure)?;
     let credential = token_credential(
         TokenSource::ClientSecret { client_id: own.client_id, secret: back },
         own.tenant,
@@ -72,13 +97,53 @@ pub(super) async fn run(azure: &Azure, cfg: &RotatorOwnSecretConfig, ctx: &StepC
                 .unwrap_or_else(|| "the token endpoint refused it or could not be reached".to_owned())
         ))
     })?;
-    tracing::info!(
-        integration = %cfg.integration,
-        place = %own.stored.describe(),
-        replaced = written == Written::Replaced,
-        "the rotator's own secret is stored and signs in"
-    );
     Ok(())
+}
+
+/// After a failure that may have followed the write: when the place holds the new secret, the
+/// previous one goes back. When it cannot — its value is not known (a redelivery found the new
+/// one already there), or the place refuses — the failure says the new secret stays in place. A
+/// place that holds neither (another writer) is left as it is.
+async fn put_back(
+    own: &OwnSecret,
+    previous: Option<SecretValue>,
+    ctx: &StepContext<'_>,
+    failure: StepFailure,
+) -> StepFailure {
+    let place = own.stored.describe();
+    let now = own.stored.read_fresh().await;
+    if now.as_ref().is_ok_and(|v| v != ctx.secret) {
+        return failure;
+    }
+    let Some(previous) = previous else {
+        if now.is_err() {
+            return failure;
+        }
+        return StepFailure {
+            message: format!(
+                "{}; the new secret stays in {place} (what it replaced is not known), and the rotator signs in with it",
+                failure.message
+            ),
+            ..failure.left_in_place()
+        };
+    };
+    match own.stored.write(&previous, &request_token(ctx, "put back")).await {
+        Ok(_) => {
+            tracing::warn!(place = %place, "the new secret did not pass; the previous secret was put back");
+            StepFailure {
+                message: format!("{}; the previous secret was put back in {place}", failure.message),
+                ..failure
+            }
+        }
+        Err(e) => StepFailure {
+            message: format!(
+                "{}; putting the previous secret back failed too ({}): the new secret stays in {place}, and the \
+                 rotator signs in with it",
+                failure.message, e.message
+            ),
+            ..failure.left_in_place()
+        },
+    }
 }
 
 pub(super) async fn probe(azure: &Azure, cfg: &RotatorOwnSecretConfig, _ctx: &ProbeContext<'_>) -> Vec<Probe> {

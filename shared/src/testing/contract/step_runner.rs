@@ -70,6 +70,7 @@ async fn run(f: &dyn StepRunnerFixture, answer: Answer) -> Result<(), StepFailur
         new_secret_end: Some(datetime!(2027-06-01 00:00 UTC)),
         secret: &secret,
         now: datetime!(2026-12-01 12:00 UTC),
+        attempt: 1,
     };
     runner.run(&step, &ctx).await
 }

@@ -248,6 +248,7 @@ pub async fn step_records_are_upserted_and_ordered(s: Arc<dyn Store>) {
         ended_at: None,
         attempted_at: None,
         error: None,
+        left_in_place: false,
     };
     s.put_step_record(&rec(1, StepOutcome::Running)).await.unwrap();
     s.put_step_record(&rec(0, StepOutcome::Succeeded)).await.unwrap();
