@@ -1,0 +1,1 @@
+//! The protocol the host agent (`rotator-agent`) and entra-rotator's server speak.
