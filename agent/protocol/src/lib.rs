@@ -12,5 +12,6 @@ pub mod wire;
 mod b64;
 
 pub use auth::{AuthError, Claimed, SignedHeaders, Verified};
+pub use enrollment::{CodeError, EnrollmentCode, code_hash};
 pub use keys::{AgentKeys, KeyError, PublicKeys};
 pub use seal::{OpenError, SealError, Sealed, open, seal, task_info};
