@@ -190,13 +190,9 @@ impl PublicKeys {
         let mut hash = Sha256::new();
         hash.update(self.signing.as_bytes());
         hash.update(self.sealing.to_bytes());
-        let digest = hex::encode(hash.finalize());
-        digest[..16]
-            .as_bytes()
-            .chunks(4)
-            .map(|c| std::str::from_utf8(c).expect("hex is ASCII"))
-            .collect::<Vec<_>>()
-            .join("-")
+        let digest = hash.finalize();
+        let hexed = hex::encode(&digest[..8]);
+        (0..16).step_by(4).map(|start| &hexed[start..start + 4]).collect::<Vec<_>>().join("-")
     }
 
     pub(crate) fn verifying(&self) -> &VerifyingKey {
