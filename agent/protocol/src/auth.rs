@@ -222,6 +222,17 @@ mod tests {
     }
 
     #[test]
+    fn the_canonical_string_is_the_documented_one() {
+        let text = canonical("post", PATH, "agent-1", NOW, "AAAAAAAAAAAAAAAAAAAAAA", b"").expect("canonical");
+        assert_eq!(
+            text,
+            "rotator-agent-request-v1\nPOST\n/agent/v1/tasks?wait=30\nagent-1\n1800000000\n\
+             AAAAAAAAAAAAAAAAAAAAAA\n\
+             e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+    }
+
+    #[test]
     fn a_signed_request_verifies() {
         let keys = AgentKeys::generate().expect("keys");
         let claimed = signed(&keys);

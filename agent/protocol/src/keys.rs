@@ -70,7 +70,10 @@ impl AgentKeys {
         let mut out = Zeroizing::new(Vec::with_capacity(STATE_LEN));
         out.push(STATE_VERSION);
         out.extend_from_slice(self.signing.as_bytes());
-        out.extend_from_slice(&self.sealing.to_bytes());
+        // Through a zeroized buffer: `to_bytes` would leave a copy of the secret on the stack.
+        let mut sealing = Zeroizing::new([0u8; 32]);
+        self.sealing.write_exact(sealing.as_mut());
+        out.extend_from_slice(sealing.as_ref());
         out
     }
 
