@@ -190,8 +190,10 @@ pub fn verify(
     if age > max_skew_secs {
         return Err(AuthError::TooOld { age_secs: age, max_skew_secs });
     }
-    if -age > max_skew_secs {
-        return Err(AuthError::TooNew { ahead_secs: -age, max_skew_secs });
+    // Saturating: a timestamp of i64::MAX must be refused, not overflow.
+    let ahead = age.saturating_neg();
+    if ahead > max_skew_secs {
+        return Err(AuthError::TooNew { ahead_secs: ahead, max_skew_secs });
     }
     let message = canonical(method, path_and_query, &claimed.agent_id, claimed.timestamp, &claimed.nonce, body)
         .map_err(|_| AuthError::BadSignature)?;
@@ -290,6 +292,17 @@ mod tests {
         assert!(at(NOW - SKEW).is_ok());
         assert_eq!(at(NOW + SKEW + 1), Err(AuthError::TooOld { age_secs: SKEW + 1, max_skew_secs: SKEW }));
         assert_eq!(at(NOW - SKEW - 1), Err(AuthError::TooNew { ahead_secs: SKEW + 1, max_skew_secs: SKEW }));
+    }
+
+    #[test]
+    fn extreme_timestamps_are_refused_without_overflow() {
+        let keys = AgentKeys::generate().expect("keys");
+        for timestamp in [i64::MAX, i64::MIN] {
+            let headers = sign(&keys, "agent-1", "GET", PATH, b"", timestamp).expect("sign");
+            let claimed = claimed_from(&headers);
+            let result = verify(&claimed, keys.public(), "GET", PATH, b"", -NOW, SKEW);
+            assert!(matches!(result, Err(AuthError::TooOld { .. } | AuthError::TooNew { .. })));
+        }
     }
 
     #[test]
