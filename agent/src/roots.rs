@@ -26,7 +26,9 @@ pub enum PathRefusal {
     Invalid { requested: String, reason: String },
     #[error("{requested} is outside the allowed roots ({roots})")]
     Outside { requested: String, roots: String },
-    #[error("{requested} is a symbolic link; the agent does not follow links at the target, so it cannot be led out of the allowed roots ({roots})")]
+    #[error(
+        "{requested} is a symbolic link; the agent does not follow links at the target, so it cannot be led out of the allowed roots ({roots})"
+    )]
     Symlink { requested: String, roots: String },
     #[error("{requested} leads outside the allowed roots ({roots}) once symbolic links are followed ({canonical})")]
     LinkedOutside { requested: String, roots: String, canonical: String },
@@ -127,11 +129,7 @@ impl fmt::Display for NormalPath {
 pub fn normalise(requested: &str) -> Result<NormalPath, String> {
     let bytes = requested.as_bytes();
     let drive = bytes.len() >= 2 && bytes[0].is_ascii_alphabetic() && bytes[1] == b':';
-    if drive || requested.starts_with("\\\\") {
-        normalise_windows(requested)
-    } else {
-        normalise_unix(requested)
-    }
+    if drive || requested.starts_with("\\\\") { normalise_windows(requested) } else { normalise_unix(requested) }
 }
 
 fn normalise_unix(requested: &str) -> Result<NormalPath, String> {
@@ -375,9 +373,15 @@ mod tests {
     #[test]
     fn unix_dot_dot_is_resolved_before_the_check() {
         let r = roots(&["/srv/app"]);
-        assert_eq!(r.check_lexically("/srv/app/./config//appsettings.json").unwrap().to_string(), "/srv/app/config/appsettings.json");
+        assert_eq!(
+            r.check_lexically("/srv/app/./config//appsettings.json").unwrap().to_string(),
+            "/srv/app/config/appsettings.json"
+        );
         assert_eq!(r.check_lexically("/srv/other/../app/x.env").unwrap().to_string(), "/srv/app/x.env");
-        assert_eq!(refused(&r, "/srv/app/../../etc/passwd"), "/srv/app/../../etc/passwd is outside the allowed roots (/srv/app)");
+        assert_eq!(
+            refused(&r, "/srv/app/../../etc/passwd"),
+            "/srv/app/../../etc/passwd is outside the allowed roots (/srv/app)"
+        );
     }
 
     #[test]
@@ -418,7 +422,10 @@ mod tests {
     #[test]
     fn windows_trailing_dots_and_spaces_are_stripped_as_win32_does() {
         let r = roots(&["C:\\inetpub\\app"]);
-        assert_eq!(r.check_lexically("C:\\inetpub\\app.. \\web.config. ").unwrap().to_string(), "C:\\inetpub\\app\\web.config");
+        assert_eq!(
+            r.check_lexically("C:\\inetpub\\app.. \\web.config. ").unwrap().to_string(),
+            "C:\\inetpub\\app\\web.config"
+        );
         // `app.. ` being `app` also means a look-alike cannot escape: `C:\inetpub\app. \..\..` is `C:\`.
         assert!(refused(&r, "C:\\inetpub\\app. \\..\\..\\boot.ini").contains("outside"));
     }
@@ -460,7 +467,9 @@ mod tests {
     #[test]
     fn reserved_device_names_are_refused_with_or_without_extension() {
         let r = roots(&["C:\\inetpub\\app"]);
-        for name in ["CON", "nul", "Aux", "PRN", "COM1", "com9", "LPT1", "lpt9", "nul.txt", "CON.json", "NUL .txt", "aux."] {
+        for name in
+            ["CON", "nul", "Aux", "PRN", "COM1", "com9", "LPT1", "lpt9", "nul.txt", "CON.json", "NUL .txt", "aux."]
+        {
             let path = format!("C:\\inetpub\\app\\{name}");
             assert!(refused(&r, &path).contains("reserved device name"), "{path}");
         }

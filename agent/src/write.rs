@@ -10,9 +10,9 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
+use crate::SecretValue;
 use crate::formats::{self, Edit, FormatError};
 use crate::roots::{AllowedRoots, PathRefusal};
-use crate::SecretValue;
 
 /// Files larger than this are not configuration files the agent should be rewriting.
 pub const MAX_FILE_SIZE: u64 = 10 * 1024 * 1024;
@@ -355,7 +355,10 @@ mod tests {
         let outcome = write_secret(&roots_for(dir.path()), &task(&path, "env", "SECRET")).unwrap();
         assert_eq!(outcome, WriteOutcome::Unchanged);
         let after = fs::metadata(&path).unwrap();
-        assert_eq!((before.ino(), before.mtime(), before.mtime_nsec()), (after.ino(), after.mtime(), after.mtime_nsec()));
+        assert_eq!(
+            (before.ino(), before.mtime(), before.mtime_nsec()),
+            (after.ino(), after.mtime(), after.mtime_nsec())
+        );
     }
 
     #[test]
@@ -365,6 +368,18 @@ mod tests {
         fs::write(&path, "\u{feff}old").unwrap();
         write_secret(&roots_for(dir.path()), &task(&path, "text", "")).unwrap();
         assert_eq!(fs::read_to_string(&path).unwrap(), format!("\u{feff}{SECRET}"));
+    }
+
+    #[test]
+    fn a_json_files_bom_comments_and_trailing_commas_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("appsettings.json");
+        fs::write(&path, "\u{feff}{\n  // c\n  \"Entra\": {\n    \"ClientSecret\": \"old\",\n  },\n}\n").unwrap();
+        write_secret(&roots_for(dir.path()), &task(&path, "json", "entra:ClientSecret")).unwrap();
+        assert_eq!(
+            fs::read_to_string(&path).unwrap(),
+            format!("\u{feff}{{\n  // c\n  \"Entra\": {{\n    \"ClientSecret\": \"{SECRET}\",\n  }},\n}}\n")
+        );
     }
 
     #[test]
@@ -470,6 +485,19 @@ mod tests {
         check("web.config", Some("<configuration><appSettings file=\"x.config\"/></configuration>"), "xml", "K");
         check("bad.env", Some("X=1\n"), "env", "BAD KEY");
         check("ok.env", Some("X=1\n"), "env", "SECRET");
+        // Broken files that hold the secret (as an old value would be) must not be quoted back.
+        check("holds.json", Some(&format!("{{\"A\": \"{SECRET}\" {SECRET} }}")), "json", "A");
+        check("holds.yaml", Some(&format!("A: [{SECRET}\n")), "yaml", "A");
+        check(
+            "holds.xml",
+            Some(&format!(
+                "<configuration><appSettings><add key=\"K\" value=\"&{SECRET};\"/></appSettings></configuration>"
+            )),
+            "xml",
+            "K",
+        );
+        check("holds2.xml", Some(&format!("<configuration><{SECRET}></configuration>")), "xml", "K");
+        check("holds.env", Some(&format!("SECRET='{SECRET}\n")), "env", "SECRET");
         errors.push(format!("{:?}", formats::set("json", "{}", &["A"], &SecretValue::new(SECRET), false).unwrap()));
         errors.push(format!("{:?}", roots.resolve("/etc/passwd").unwrap_err()));
         assert!(errors.len() > 20);

@@ -23,7 +23,8 @@ pub(super) fn set(text: &str, key: &str, value: &SecretValue, _create: bool) -> 
         return Err(FormatError::BadKey(key.to_owned(), FORMAT, "a dotenv key is letters, digits, '_' and '.'".into()));
     }
     let secret = value.expose();
-    let found: Vec<Assignment> = scan(text).map_err(|e| refused(FORMAT, &[key], e))?.into_iter().filter(|a| a.key == key).collect();
+    let found: Vec<Assignment> =
+        scan(text).map_err(|e| refused(FORMAT, &[key], e))?.into_iter().filter(|a| a.key == key).collect();
     if !found.is_empty() && found.iter().all(|a| a.value == secret) {
         return Ok(Edit::Unchanged);
     }
@@ -103,7 +104,8 @@ fn scan(text: &str) -> Result<Vec<Assignment>, String> {
         }
         let (value, span_end) = match bytes.get(v) {
             Some(b'\'') => {
-                let close = text[v + 1..].find('\'').ok_or_else(|| format!("the single quote after {key}= is never closed"))?;
+                let close =
+                    text[v + 1..].find('\'').ok_or_else(|| format!("the single quote after {key}= is never closed"))?;
                 (text[v + 1..v + 1 + close].to_owned(), v + 2 + close)
             }
             Some(b'"') => {
@@ -160,7 +162,8 @@ mod tests {
 
     #[test]
     fn every_assignment_is_replaced_and_the_rest_kept() {
-        let text = "# service settings\nexport SECRET=old # rotated\n\nOTHER=\"x y\"\n  SECRET = 'older'\nnot an assignment\n";
+        let text =
+            "# service settings\nexport SECRET=old # rotated\n\nOTHER=\"x y\"\n  SECRET = 'older'\nnot an assignment\n";
         assert_eq!(
             changed(text, "SECRET", "n3w~val"),
             "# service settings\nexport SECRET='n3w~val' # rotated\n\nOTHER=\"x y\"\n  SECRET = 'n3w~val'\nnot an assignment\n"

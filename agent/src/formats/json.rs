@@ -265,7 +265,9 @@ fn insertion(text: &str, obj: &Obj, keys: &[&str], encoded: &str) -> ((usize, us
             let member = nested(keys, encoded, indent, unit, nl);
             match last.comma_after {
                 // The file ends members with a trailing comma; so does the new one.
-                Some(c) if text[c + 1..obj.close].trim().is_empty() => ((c + 1, c + 1), format!("{nl}{indent}{member},")),
+                Some(c) if text[c + 1..obj.close].trim().is_empty() => {
+                    ((c + 1, c + 1), format!("{nl}{indent}{member},"))
+                }
                 _ => ((last.value_end, last.value_end), format!(",{nl}{indent}{member}")),
             }
         }

@@ -55,7 +55,13 @@ pub(crate) fn refused(format: &'static str, key_path: &[&str], reason: impl Into
 
 /// Sets `key_path` to `value` in `text`, a document of `format`. `create` means the file does not
 /// exist yet: `text` is then ignored and a minimal document holding only the key is made.
-pub fn set(format: &str, text: &str, key_path: &[&str], value: &SecretValue, create: bool) -> Result<Edit, FormatError> {
+pub fn set(
+    format: &str,
+    text: &str,
+    key_path: &[&str],
+    value: &SecretValue,
+    create: bool,
+) -> Result<Edit, FormatError> {
     let format = format.to_ascii_lowercase();
     let kind = match format.as_str() {
         "json" => "json",
@@ -98,4 +104,21 @@ pub(crate) fn indent_of_line(text: &str, pos: usize) -> &str {
 pub(crate) fn starts_line(text: &str, pos: usize) -> bool {
     let start = text[..pos].rfind('\n').map_or(0, |i| i + 1);
     text[start..pos].chars().all(|c| c == ' ' || c == '\t')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn other_formats_are_refused_with_the_list() {
+        let err = set("ini", "", &["A"], &SecretValue::new("v"), false).expect_err("ini is not supported");
+        assert_eq!(err.to_string(), "file_format ini is not supported by this agent: json, yaml, env, xml, text");
+    }
+
+    #[test]
+    fn nested_keys_are_refused_where_the_format_has_one_key() {
+        let err = set("env", "", &["A", "B"], &SecretValue::new("v"), false).expect_err("env takes one key");
+        assert!(err.to_string().contains("takes one key"), "{err}");
+    }
 }

@@ -70,7 +70,10 @@ fn attributes(text: &str, tag: (usize, usize)) -> Vec<Attr> {
 }
 
 fn unescape(raw: &str) -> Result<String, String> {
-    quick_xml::escape::unescape(raw).map(|v| v.into_owned()).map_err(|e| e.to_string())
+    // quick-xml's error quotes the reference it could not read, which may be part of a secret.
+    quick_xml::escape::unescape(raw)
+        .map(|v| v.into_owned())
+        .map_err(|_| "an attribute holds an unknown entity or character reference".to_owned())
 }
 
 /// Finds `configuration`, its `appSettings` and the `<add>` whose key is `key`.
@@ -83,7 +86,9 @@ fn find(text: &str, key: &str, key_path: &[&str]) -> Result<Found, FormatError> 
     let mut elems: Vec<Option<Elem>> = Vec::new();
     loop {
         let before = reader.buffer_position() as usize;
-        let event = reader.read_event().map_err(|e| invalid(format!("{e} at byte {}", reader.error_position())))?;
+        let event = reader
+            .read_event()
+            .map_err(|e| invalid(format!("{} at byte {}", describe(&e), reader.error_position())))?;
         let after = reader.buffer_position() as usize;
         let span = (before, after);
         let is_content = match &event {
@@ -152,6 +157,16 @@ fn find(text: &str, key: &str, key_path: &[&str]) -> Result<Found, FormatError> 
         }
     }
     Ok(found)
+}
+
+/// quick-xml's own messages quote tag names and references from the file, which may be part of a
+/// secret; these words name only the kind of problem.
+fn describe(error: &quick_xml::Error) -> String {
+    match error {
+        quick_xml::Error::Syntax(e) => e.to_string(),
+        quick_xml::Error::IllFormed(_) => "ill-formed document (a tag is mismatched or not closed)".into(),
+        _ => "unreadable markup".into(),
+    }
 }
 
 fn store(found: &mut Found, depth: usize, elem: Elem) {
@@ -337,10 +352,15 @@ mod tests {
     fn values_that_live_elsewhere_and_broken_documents_are_refused() {
         let v = SecretValue::new("v");
         let err = |t: &str| set(t, "K", &v, false).unwrap_err().to_string();
-        assert!(err("<configuration><appSettings configSource=\"app.config\" /></configuration>").contains("configSource"));
+        assert!(
+            err("<configuration><appSettings configSource=\"app.config\" /></configuration>").contains("configSource")
+        );
         assert!(err("<configuration><appSettings file=\"x\"></appSettings></configuration>").contains("another file"));
         assert!(err("<configuration><appSettings></configuration>").contains("not valid xml"));
         assert!(err("<other/>").contains("not <configuration>"));
-        assert!(err("<configuration><appSettings><add key=\"K\"/><add key=\"k\"/></appSettings></configuration>").contains("more than one"));
+        assert!(
+            err("<configuration><appSettings><add key=\"K\"/><add key=\"k\"/></appSettings></configuration>")
+                .contains("more than one")
+        );
     }
 }

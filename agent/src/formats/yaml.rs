@@ -76,8 +76,9 @@ impl Doc<'_> {
                 prev.block_end = i;
             }
             let body = &line[indent..];
-            let (key, key_len) = parse_key(body)
-                .ok_or_else(|| refused(FORMAT, path, format!("line {} is not a `key: value` entry of a block mapping", i + 1)))?;
+            let (key, key_len) = parse_key(body).ok_or_else(|| {
+                refused(FORMAT, path, format!("line {} is not a `key: value` entry of a block mapping", i + 1))
+            })?;
             if key == "<<" {
                 return Err(refused(FORMAT, path, format!("line {} merges another mapping (<<)", i + 1)));
             }
@@ -258,10 +259,17 @@ pub(super) fn set(text: &str, key_path: &[&str], value: &SecretValue, _create: b
     {
         from = (marker..doc.lines.len()).find(|&i| doc.line(i).trim_end() == "---").map_or(marker + 1, |i| i + 1);
     }
-    if doc.lines.iter().enumerate().skip(from).any(|(i, _)| doc.line(i).starts_with("---") || doc.line(i).starts_with("...")) {
+    if doc
+        .lines
+        .iter()
+        .enumerate()
+        .skip(from)
+        .any(|(i, _)| doc.line(i).starts_with("---") || doc.line(i).starts_with("..."))
+    {
         return Err(refused(FORMAT, key_path, "the file has a document marker (--- or ...) after its start"));
     }
-    let unit = (0..doc.lines.len()).filter(|&i| doc.significant(i)).map(|i| doc.indent(i)).find(|&n| n > 0).unwrap_or(2);
+    let unit =
+        (0..doc.lines.len()).filter(|&i| doc.significant(i)).map(|i| doc.indent(i)).find(|&n| n > 0).unwrap_or(2);
 
     let mut range = (from, doc.lines.len());
     let mut parent_indent: Option<usize> = None;
@@ -360,10 +368,7 @@ mod tests {
 
     #[test]
     fn a_plain_value_is_replaced_keeping_the_comment() {
-        assert_eq!(
-            changed(CONFIG, "entra:client_secret", "it's~new"),
-            CONFIG.replace("old-value", "'it''s~new'")
-        );
+        assert_eq!(changed(CONFIG, "entra:client_secret", "it's~new"), CONFIG.replace("old-value", "'it''s~new'"));
     }
 
     #[test]
@@ -375,10 +380,7 @@ mod tests {
 
     #[test]
     fn a_missing_key_is_inserted_with_its_siblings_indentation() {
-        assert_eq!(
-            changed(CONFIG, "entra:client_id", "v"),
-            CONFIG.replace("    - a\n", "    - a\n  client_id: 'v'\n")
-        );
+        assert_eq!(changed(CONFIG, "entra:client_id", "v"), CONFIG.replace("    - a\n", "    - a\n  client_id: 'v'\n"));
         assert_eq!(changed(CONFIG, "new:deep:key", "v"), format!("{CONFIG}new:\n  deep:\n    key: 'v'\n"));
         assert_eq!(changed("a:\n    b: 1", "a:c", "v"), "a:\n    b: 1\n    c: 'v'\n");
     }
