@@ -124,7 +124,9 @@ pub fn write_secret_with(
     let old_text = match &existing {
         Some(_) => {
             let bytes = fs::read(&target).map_err(io_err("reading the file"))?;
-            Some(String::from_utf8(bytes).map_err(|_| WriteError::NotUtf8(shown.clone()))?)
+            // The old text holds the old secret: wiped when dropped, like the new one.
+            let text = String::from_utf8(bytes).map_err(|_| WriteError::NotUtf8(shown.clone()))?;
+            Some(zeroize::Zeroizing::new(text))
         }
         None => None,
     };
@@ -380,6 +382,27 @@ mod tests {
             fs::read_to_string(&path).unwrap(),
             format!("\u{feff}{{\n  // c\n  \"Entra\": {{\n    \"ClientSecret\": \"{SECRET}\",\n  }},\n}}\n")
         );
+    }
+
+    #[test]
+    fn a_missing_directory_is_not_created() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut t = task(&dir.path().join("no/such/dir/app.env"), "env", "S");
+        t.create_if_missing = true;
+        let err = write_secret(&roots_for(dir.path()), &t).unwrap_err().to_string();
+        assert!(err.ends_with("the directory does not exist; the agent does not create directories"), "{err}");
+        assert!(!dir.path().join("no").exists());
+    }
+
+    #[test]
+    fn a_task_the_editor_refuses_leaves_the_file_and_no_temporary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("app.json");
+        fs::write(&path, "{\"Entra\": 5}").unwrap();
+        let err = write_secret(&roots_for(dir.path()), &task(&path, "json", "Entra:ClientSecret")).unwrap_err();
+        assert!(matches!(err, WriteError::Format { .. }), "{err}");
+        assert_eq!(fs::read_to_string(&path).unwrap(), "{\"Entra\": 5}");
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 
     #[test]
