@@ -172,7 +172,7 @@ fn normalise_windows(requested: &str) -> Result<NormalPath, String> {
         let mut parts = after.splitn(3, is_windows_separator);
         let server = parts.next().unwrap_or_default();
         let share = parts.next().unwrap_or_default();
-        if server.is_empty() || share.is_empty() {
+        if strip_trailing(server).is_empty() || strip_trailing(share).is_empty() {
             return Err("a UNC path needs \\\\server\\share".into());
         }
         for part in [server, share] {
@@ -446,6 +446,7 @@ mod tests {
         assert!(refused(&share, "\\\\evil\\configs\\app\\web.config").contains("outside"));
         // `..` stops at the share, as Win32 does.
         assert!(refused(&share, "\\\\fileserver\\configs\\..\\..\\other\\app\\x").contains("outside"));
+        assert!(refused(&share, "\\\\..\\configs\\app\\x").contains("needs \\\\server\\share"));
     }
 
     #[test]
