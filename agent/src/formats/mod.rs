@@ -6,6 +6,7 @@
 
 mod env;
 mod json;
+mod properties;
 mod text;
 mod xml;
 mod yaml;
@@ -13,7 +14,7 @@ mod yaml;
 use crate::SecretValue;
 
 /// The formats this agent writes, in the words of the refusal for any other.
-pub const SUPPORTED: &str = "json, yaml, env, xml, text";
+pub const SUPPORTED: &str = "json, yaml, env, xml, text, properties";
 
 /// What an edit came to.
 #[derive(PartialEq, Eq)]
@@ -69,12 +70,13 @@ pub fn set(
         "env" => "env",
         "xml" => "xml",
         "text" => "text",
+        "properties" => "properties",
         _ => return Err(FormatError::Unsupported(format)),
     };
     if kind != "text" && (key_path.is_empty() || key_path.iter().any(|k| k.is_empty())) {
         return Err(FormatError::BadKey(key_path.join(":"), kind, "it has an empty part".into()));
     }
-    if kind != "text" && key_path.len() > 1 && matches!(kind, "env" | "xml") {
+    if kind != "text" && key_path.len() > 1 && matches!(kind, "env" | "xml" | "properties") {
         return Err(FormatError::BadKey(key_path.join(":"), kind, "it takes one key, not a nested path".into()));
     }
     let text = if create { "" } else { text };
@@ -83,6 +85,7 @@ pub fn set(
         "yaml" => yaml::set(text, key_path, value, create),
         "env" => env::set(text, key_path[0], value, create),
         "xml" => xml::set(text, key_path[0], value, create),
+        "properties" => properties::set(text, key_path[0], value, create),
         _ => Ok(text::set(text, value, create)),
     }
 }
@@ -113,7 +116,10 @@ mod tests {
     #[test]
     fn other_formats_are_refused_with_the_list() {
         let err = set("ini", "", &["A"], &SecretValue::new("v"), false).expect_err("ini is not supported");
-        assert_eq!(err.to_string(), "file_format ini is not supported by this agent: json, yaml, env, xml, text");
+        assert_eq!(
+            err.to_string(),
+            "file_format ini is not supported by this agent: json, yaml, env, xml, text, properties"
+        );
     }
 
     #[test]
