@@ -217,7 +217,7 @@ fn copy_owner_and_mode(file: &File, meta: &fs::Metadata) -> io::Result<()> {
 
 #[cfg(not(unix))]
 fn copy_owner_and_mode(file: &File, meta: &fs::Metadata) -> io::Result<()> {
-    // On Windows the ACL and attributes come with ReplaceFileW; only read-only is carried here.
+    // On Windows the replaced file's ACL and attributes come with ReplaceFileW.
     let _ = (file, meta);
     Ok(())
 }
