@@ -21,6 +21,8 @@ test:
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+	# The host agent's Windows code paths (ReplaceFileW, drive and UNC paths) compile for Windows.
+	$(CARGO) clippy -p rotator-agent -p rotator-agent-protocol --target x86_64-pc-windows-gnu --all-targets --locked -- -D warnings
 	CARGO="$(CARGO)" bash scripts/deny.sh
 	bash scripts/lint-infra.sh
 

@@ -1,5 +1,6 @@
 //! `rotator`: the embedded runtime (`serve`) and the operator commands of entra-rotator.
 
+mod agents;
 mod caller;
 mod commands;
 mod output;
@@ -84,6 +85,25 @@ enum Command {
     /// The configured Entra integrations.
     #[command(subcommand)]
     Integrations(IntegrationsCommand),
+    /// Host agents (`rotator-agent`): enroll one, list them, revoke one.
+    #[command(subcommand)]
+    Agents(AgentsCommand),
+}
+
+#[derive(Subcommand)]
+enum AgentsCommand {
+    /// Issue a one-time code a host agent enrolls with (`rotator-agent enroll --code …`).
+    Enroll {
+        /// The agent's name, e.g. web-01.
+        name: String,
+        /// How long the code is good for.
+        #[arg(long, default_value = "1h")]
+        expires_in: entra_rotator::domain::Span,
+    },
+    /// Every agent: state, last heartbeat, version, what it can write, the steps that use it.
+    List,
+    /// From now on the agent gets nothing.
+    Revoke { id: String },
 }
 
 #[derive(Subcommand)]
@@ -172,6 +192,11 @@ fn main() -> ExitCode {
             Command::Integrations(IntegrationsCommand::Check { name }) => {
                 commands::integrations_check(&cli.config, name.as_deref(), out).await
             }
+            Command::Agents(AgentsCommand::Enroll { name, expires_in }) => {
+                agents::enroll(&cli.config, &name, expires_in, out).await
+            }
+            Command::Agents(AgentsCommand::List) => agents::list(&cli.config, out).await,
+            Command::Agents(AgentsCommand::Revoke { id }) => agents::revoke(&cli.config, &id, out).await,
             Command::Keys(KeysCommand::List) => commands::keys(&cli.config, false, out),
             Command::Keys(KeysCommand::Rotate) => commands::keys(&cli.config, true, out),
             Command::Dlq(DlqCommand::Redrive { queue, ids }) => {

@@ -24,7 +24,7 @@ use crate::caller::operator;
 use crate::commands::load_config;
 use crate::output::{Output, spinner, table, when};
 
-fn services(config_path: &Path) -> anyhow::Result<(App, LocalData)> {
+pub(crate) fn services(config_path: &Path) -> anyhow::Result<(App, LocalData)> {
     let config = load_config(config_path)?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let data = LocalData::open(&config.database_path(), clock.clone())

@@ -398,3 +398,30 @@ fn config_check_json_shows_step_query_values_and_header_values_redacted() {
     assert!(stdout.contains("token=redacted"), "{stdout}");
     assert!(!stdout.contains("hook-token-123") && !stdout.contains("header-secret-456"), "{stdout}");
 }
+
+#[test]
+fn an_agent_is_issued_a_code_listed_awaiting_enrollment_and_revoked() {
+    let (_dir, config) = temp_config();
+    let config = config.to_str().unwrap();
+    let out = rotator(&["--config", config, "agents", "enroll", "web-01", "--expires-in", "30m"]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("rotator-agent enroll --server"), "{stdout}");
+    let code = stdout.lines().map(str::trim).find(|l| l.len() == 23 && l.matches('-').count() == 3).expect("the code");
+
+    let out = rotator(&["--config", config, "--json", "agents", "list"]);
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let agent = &listed["agents"][0];
+    assert_eq!(agent["name"], "web-01");
+    assert_eq!(agent["state"], "awaiting enrollment");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains(code), "the code is shown once, when issued");
+
+    let again = rotator(&["--config", config, "agents", "enroll", "web-01"]);
+    assert!(!again.status.success(), "the name is taken");
+    let id = agent["id"].as_str().unwrap();
+    let out = rotator(&["--config", config, "agents", "revoke", id]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    let out = rotator(&["--config", config, "agents", "list"]);
+    let (stdout, _) = text(&out);
+    assert!(stdout.contains("revoked") && stdout.contains("web-01"), "{stdout}");
+}

@@ -21,6 +21,11 @@ pub enum Error {
     #[error("conflict on {what} {id}: {reason}")]
     Conflict { what: &'static str, id: String, reason: String },
 
+    /// The caller is not who it says, or may no longer ask: an agent request whose signature does
+    /// not verify, a replayed one, a revoked agent. The reason is for the caller; it holds no key.
+    #[error("refused: {0}")]
+    Refused(String),
+
     /// The configuration cannot be used.
     #[error("configuration: {0}")]
     Config(String),
@@ -94,7 +99,7 @@ impl Error {
             Self::Store { transient, .. } | Self::Queue { transient, .. } | Self::Directory { transient, .. } => {
                 *transient
             }
-            Self::DeltaExpired => false,
+            Self::DeltaExpired | Self::Refused(_) => false,
             Self::Io { source, .. } => matches!(
                 source.kind(),
                 std::io::ErrorKind::Interrupted | std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock

@@ -75,6 +75,11 @@ pub(super) fn alert_key(key: &AlertKey) -> (String, String) {
     (alert_pk(&key.credential), format!("{}#{}", key.end.unix_timestamp(), key.threshold.key()))
 }
 
+/// A key marked once, until it is forgotten (`expires_at`).
+pub(super) fn once_key(key: &str) -> (String, String) {
+    (format!("ONCE#{key}"), "ONCE".to_owned())
+}
+
 pub(super) fn mark_key(key: &str) -> (String, String) {
     (format!("MARK#{key}"), "MARK".to_owned())
 }

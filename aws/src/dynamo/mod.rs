@@ -21,6 +21,7 @@
 //! | claim | `CLAIM#<credential-id>` | `CLAIM` | | |
 //! | alert sent | `ALERT#<credential-id>` | `<end, unix s>#<threshold>` | | |
 //! | once-only mark | `MARK#<key>` | `MARK` | | |
+//! | mark forgotten at `expires_at` | `ONCE#<key>` | `ONCE` | | |
 //! | audit event | `AUDIT`, and `AUDIT#CRED#<credential-id>`, `AUDIT#EXEC#<execution-id>` when it names them | `<at-ms>#<written-ns>#<uuid>` | | |
 //! | sealed record | `SEALED#<record-id>` | `SEALED` | `EXEC_SEALED#<execution-id>` / `<record-id>`, when it names one | |
 //! | agent | `AGENTS` | `<agent-id>` | | |
@@ -260,6 +261,10 @@ impl Store for DynamoStore {
 
     async fn mark(&self, keys: &[String], at: OffsetDateTime) -> Result<()> {
         records::mark(self, keys, at).await
+    }
+
+    async fn mark_once(&self, key: &str, at: OffsetDateTime, forget_at: OffsetDateTime) -> Result<bool> {
+        records::mark_once(self, key, at, forget_at).await
     }
 
     async fn append_audit(&self, event: &AuditEvent) -> Result<()> {

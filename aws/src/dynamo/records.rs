@@ -11,8 +11,8 @@ use time::OffsetDateTime;
 use super::DynamoStore;
 use super::items::{Item, doc_item, from_items, n, s, text_attribute};
 use super::keys::{
-    AGENTS, AUDIT_ALL, GSI1_PK, GSI1_SK, PK, SK, alert_key, mark_key, millis, scan_key, sealed_by_execution,
-    sealed_key, sync_key, time_key,
+    AGENTS, AUDIT_ALL, GSI1_PK, GSI1_SK, PK, SK, TTL_ATTRIBUTE, alert_key, mark_key, millis, once_key, scan_key,
+    sealed_by_execution, sealed_key, sync_key, time_key,
 };
 use crate::error;
 
@@ -41,6 +41,17 @@ pub(super) async fn marked(store: &DynamoStore, keys: &[String]) -> Result<Vec<b
 pub(super) async fn mark(store: &DynamoStore, keys: &[String], at: OffsetDateTime) -> Result<()> {
     let items = keys.iter().map(|k| marker_item(mark_key(k), at)).collect();
     store.batch_put("mark", items).await
+}
+
+pub(super) async fn mark_once(
+    store: &DynamoStore,
+    key: &str,
+    at: OffsetDateTime,
+    forget_at: OffsetDateTime,
+) -> Result<bool> {
+    let mut item = marker_item(once_key(key), at);
+    item.insert(TTL_ATTRIBUTE.to_owned(), n(forget_at.unix_timestamp()));
+    store.put_unless_live("mark once", item, store.clock.now()).await
 }
 
 pub(super) async fn append_audit(store: &DynamoStore, event: &AuditEvent) -> Result<()> {

@@ -18,8 +18,9 @@ use serde::de::DeserializeOwned;
 
 use super::DynamoStore;
 use super::items::{Item, from_item, key_of, n, s};
-use super::keys::{DOC, GSI1, GSI1_PK, GSI2, GSI2_PK, GSI2_SK, Index, PK, SK, VERSION};
+use super::keys::{DOC, GSI1, GSI1_PK, GSI2, GSI2_PK, GSI2_SK, Index, PK, SK, TTL_ATTRIBUTE, VERSION};
 use crate::error;
+use time::OffsetDateTime;
 
 /// DynamoDB's limits per BatchWriteItem and BatchGetItem request.
 const BATCH_WRITE_MAX: usize = 25;
@@ -170,6 +171,26 @@ impl DynamoStore {
             .table_name(&self.table)
             .set_item(Some(item))
             .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await;
+        match written {
+            Ok(_) => Ok(true),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => Ok(false),
+            Err(e) => Err(error::store(context, e)),
+        }
+    }
+
+    /// Puts `item` unless an item with its key is there and not yet expired (TTL deletes expired
+    /// items only eventually): true when this call wrote it.
+    pub(super) async fn put_unless_live(&self, context: &'static str, item: Item, now: OffsetDateTime) -> Result<bool> {
+        let written = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk) OR #ttl <= :now")
+            .expression_attribute_names("#ttl", TTL_ATTRIBUTE)
+            .expression_attribute_values(":now", n(now.unix_timestamp()))
             .send()
             .await;
         match written {

@@ -4,6 +4,7 @@
 //! plain values: serde, time, uuid, url, ipnet); never a port, a use case, an adapter or the inbound side.
 
 pub mod address;
+pub mod agent;
 pub mod duration;
 pub mod execution;
 pub mod ids;

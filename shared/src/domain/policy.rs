@@ -114,6 +114,11 @@ impl PolicySet {
         set
     }
 
+    /// Every policy, in the configuration's order.
+    pub fn all(&self) -> &[RotationPolicy] {
+        &self.policies
+    }
+
     pub fn for_client(&self, client: &ClientId) -> Option<&RotationPolicy> {
         self.by_client.get(client).or(self.default.as_ref()).and_then(|i| self.policies.get(*i))
     }

@@ -20,15 +20,18 @@ use serde_json::{Value, json};
 use crate::Error;
 use crate::config::{ApiToken, Role};
 use crate::domain::execution::{Execution, StepOutcome, StepRecord, Trigger};
+use crate::domain::ids::AgentId;
 use crate::domain::ids::{CredentialId, ExecutionId};
 use crate::inbound::health::WorkerHealth;
 use crate::messages::queues;
 use crate::ports::{AuditQuery, DeadLetter, MessageId, QueueName};
+use crate::usecases::agents;
 use crate::usecases::app::App;
 use crate::usecases::dashboard::dashboard;
 use crate::usecases::dead_letters;
 use crate::usecases::intervention::{cancel, confirm_cleanup, reveal};
 use crate::usecases::rotation::{RotationAccepted, request_rotation};
+use rotator_agent_protocol::wire::{EnrollRequest, Heartbeat};
 
 /// What the router needs.
 #[derive(Clone)]
@@ -99,6 +102,13 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/dead-letters", get(list_dead_letters))
         .route("/v1/dead-letters/redrive", post(redrive_dead_letters))
         .route("/v1/dead-letters/{id}", get(get_dead_letter))
+        // Operators manage agents with their roles; agents themselves call `/agent/v1/…`, known
+        // by their signatures (or, to enroll, the one-time code), never by a bearer token or JWT.
+        .route("/v1/agents", get(list_agents))
+        .route("/v1/agents/enrollments", post(issue_enrollment))
+        .route("/v1/agents/{id}/revoke", post(revoke_agent))
+        .route("/agent/v1/enroll", post(agent_enroll))
+        .route("/agent/v1/heartbeat", post(agent_heartbeat))
         .fallback(unknown_route)
         .layer(DefaultBodyLimit::max(64 * 1024))
         // Outermost first: who is calling is known before a body is read (a 413 says nothing to
@@ -182,6 +192,7 @@ impl From<Error> for ApiError {
             Error::Invalid { .. } => ApiError(StatusCode::BAD_REQUEST, "invalid", e.to_string()),
             Error::NotFound { .. } => ApiError(StatusCode::NOT_FOUND, "not_found", e.to_string()),
             Error::Conflict { .. } => ApiError(StatusCode::CONFLICT, "conflict", e.to_string()),
+            Error::Refused(reason) => ApiError(StatusCode::UNAUTHORIZED, "unauthorized", reason.clone()),
             _ if e.is_transient() => {
                 tracing::warn!(error = %e.chain(), "request failed, worth retrying");
                 ApiError(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "try again shortly".into())
@@ -494,4 +505,88 @@ async fn redrive_dead_letters(
     )
     .await?;
     Ok(Json(json!({ "redriven": moved })).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EnrollmentBody {
+    name: String,
+    /// How long the code is good for (`30m`, `2h`); an hour when not given.
+    valid_for: Option<String>,
+}
+
+async fn list_agents(State(state): State<ApiState>, presented: Presented) -> ApiResult {
+    authorize(&state, &presented, Role::Read)?;
+    let agents = agents::list(&state.services).await?;
+    Ok(Json(json!({ "agents": agents })).into_response())
+}
+
+async fn issue_enrollment(
+    State(state): State<ApiState>,
+    presented: Presented,
+    Json(body): Json<EnrollmentBody>,
+) -> ApiResult {
+    let by = authorize(&state, &presented, Role::Write)?;
+    let valid_for = match body.valid_for.as_deref() {
+        None => crate::domain::agent::ENROLLMENT_VALID_FOR,
+        Some(text) => {
+            let span: crate::domain::Span =
+                text.parse().map_err(|e| ApiError(StatusCode::BAD_REQUEST, "invalid", format!("valid_for: {e}")))?;
+            time::Duration::try_from(span.as_duration())
+                .map_err(|_| ApiError(StatusCode::BAD_REQUEST, "invalid", "valid_for is too long".into()))?
+        }
+    };
+    let (agent, code) = agents::issue_enrollment(&state.services, &body.name, &format!("http:{by}"), valid_for).await?;
+    let expires_at = agent.enrollment.as_ref().map(|e| rfc3339(e.expires_at));
+    // The one response that carries the code: it is the operator's to hand to the host.
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "agent_id": agent.id.to_string(),
+            "name": agent.name,
+            "code": code.grouped().as_str(),
+            "expires_at": expires_at,
+        })),
+    )
+        .into_response())
+}
+
+async fn revoke_agent(State(state): State<ApiState>, presented: Presented, Path(id): Path<String>) -> ApiResult {
+    let by = authorize(&state, &presented, Role::Write)?;
+    let id = AgentId::parse(&id).map_err(|e| ApiError(StatusCode::BAD_REQUEST, "invalid", e.to_string()))?;
+    let agent = agents::revoke(&state.services, id, &format!("http:{by}")).await?;
+    Ok(Json(json!({ "agent_id": agent.id.to_string(), "name": agent.name, "state": "revoked" })).into_response())
+}
+
+async fn agent_enroll(State(state): State<ApiState>, body: axum::body::Bytes) -> ApiResult {
+    let request: EnrollRequest = serde_json::from_slice(&body)
+        .map_err(|_| ApiError(StatusCode::BAD_REQUEST, "invalid", "expected an enrollment request".into()))?;
+    let enrolled = agents::enroll(&state.services, &request).await?;
+    Ok(Json(enrolled).into_response())
+}
+
+/// The agent that signed this request (`Rotator-*` headers over method, path, query and body).
+async fn signed_agent(
+    state: &ApiState,
+    headers: &HeaderMap,
+    uri: &axum::http::Uri,
+    method: &axum::http::Method,
+    body: &[u8],
+) -> ApiResult<crate::ports::AgentRecord> {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let path = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
+    Ok(agents::authenticate(&state.services, header, method.as_str(), path, body).await?)
+}
+
+async fn agent_heartbeat(
+    State(state): State<ApiState>,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> ApiResult {
+    let agent = signed_agent(&state, &headers, &uri, &method, &body).await?;
+    let beat: Heartbeat = serde_json::from_slice(&body)
+        .map_err(|_| ApiError(StatusCode::BAD_REQUEST, "invalid", "expected a heartbeat".into()))?;
+    Ok(Json(agents::heartbeat(&state.services, agent, &beat).await?).into_response())
 }

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::Result;
+use crate::domain::agent::{AgentKeys, AgentState, Capabilities, Enrollment, Revocation};
 use crate::domain::execution::{Execution, StepRecord};
 use crate::domain::ids::{AgentId, AppObjectId, CredentialId, ExecutionId, IntegrationId, OwnerKind};
 use crate::domain::inventory::{Application, Credential, ServicePrincipal};
@@ -64,15 +65,46 @@ pub struct SealedRecord {
     pub created_at: OffsetDateTime,
 }
 
-/// A host agent as last seen.
+/// A host agent: issued an enrollment code, enrolled with its public keys, as last seen, or
+/// revoked. Holds no credential of the agent's: only public keys and the code's hash.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AgentRecord {
     pub id: AgentId,
+    /// The operator's name for it (`rotator agents enroll web-01`).
+    #[serde(default)]
+    pub name: String,
+    /// The code it may enroll with, until it does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enrollment: Option<Enrollment>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keys: Option<AgentKeys>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked: Option<Revocation>,
+    // As its last heartbeat said (at enrollment, until the first).
+    #[serde(default)]
     pub hostname: String,
+    #[serde(default)]
     pub os: String,
+    #[serde(default)]
     pub version: String,
-    #[serde(with = "time::serde::rfc3339")]
-    pub last_heartbeat: OffsetDateTime,
+    #[serde(default)]
+    pub capabilities: Capabilities,
+    #[serde(default)]
+    pub allowed_roots: Vec<String>,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub last_heartbeat: Option<OffsetDateTime>,
+}
+
+impl AgentRecord {
+    pub fn state(&self, now: OffsetDateTime) -> AgentState {
+        crate::domain::agent::state(
+            self.enrollment.as_ref(),
+            self.keys.as_ref(),
+            self.revoked.as_ref(),
+            self.last_heartbeat,
+            now,
+        )
+    }
 }
 
 /// Per-integration sync progress: the delta link Graph gave last time.
@@ -262,6 +294,10 @@ pub trait Store: Send + Sync {
     async fn marked(&self, keys: &[String]) -> Result<Vec<bool>>;
     /// Marks a batch of keys in one write; marking twice is not an error.
     async fn mark(&self, keys: &[String], at: OffsetDateTime) -> Result<()>;
+    /// Marks one key unless it is marked already, in one conditional write: true when this call
+    /// marked it (so of two concurrent calls exactly one is first). The mark is forgotten at
+    /// `forget_at` (an agent request's nonce, once its timestamp is too old to be accepted anyway).
+    async fn mark_once(&self, key: &str, at: OffsetDateTime, forget_at: OffsetDateTime) -> Result<bool>;
 
     // Audit trail
     async fn append_audit(&self, event: &AuditEvent) -> Result<()>;

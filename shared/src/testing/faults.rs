@@ -195,6 +195,7 @@ flaky_store! {
     record_alerts(keys: &[AlertKey], at: OffsetDateTime) -> ();
     marked(keys: &[String]) -> Vec<bool>;
     mark(keys: &[String], at: OffsetDateTime) -> ();
+    mark_once(key: &str, at: OffsetDateTime, forget_at: OffsetDateTime) -> bool;
     append_audit(event: &AuditEvent) -> ();
     list_audit(query: &AuditQuery) -> Vec<AuditEvent>;
     put_sealed(record: &SealedRecord) -> ();

@@ -3,6 +3,7 @@
 //! Layer rule: a use case may import `domain`, `ports`, `messages`, other use cases and `error`;
 //! never an adapter, the inbound side, `config` or `wiring`. It is handed an [`app::App`].
 
+pub mod agents;
 pub mod app;
 pub mod cleanup;
 pub mod dashboard;

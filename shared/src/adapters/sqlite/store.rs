@@ -36,6 +36,8 @@ CREATE TABLE IF NOT EXISTS credentials (
 CREATE INDEX IF NOT EXISTS credentials_by_integration ON credentials (integration, end_at);
 CREATE INDEX IF NOT EXISTS credentials_by_owner ON credentials (integration, owner_kind, owner);
 CREATE TABLE IF NOT EXISTS marks (key TEXT PRIMARY KEY, at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS once_marks (key TEXT PRIMARY KEY, at INTEGER NOT NULL, forget_at INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS once_marks_by_end ON once_marks (forget_at);
 CREATE TABLE IF NOT EXISTS executions (
     id TEXT PRIMARY KEY, credential TEXT NOT NULL,
     -- Set while the execution is not terminal: the UNIQUE constraint is the claim.
@@ -470,6 +472,16 @@ impl Store for SqliteStore {
 
     async fn list_step_records(&self, execution: &ExecutionId) -> Result<Vec<StepRecord>> {
         self.many("SELECT doc FROM step_records WHERE execution = ?1 ORDER BY idx", vec![text(execution)]).await
+    }
+
+    async fn mark_once(&self, key: &str, at: OffsetDateTime, forget_at: OffsetDateTime) -> Result<bool> {
+        // Forgotten marks go first (all of them: the index makes it cheap), then the one insert
+        // that only the first caller gets to make.
+        let now = Value::Integer(millis(self.clock.now()));
+        self.execute("forget marks", "DELETE FROM once_marks WHERE forget_at <= ?1", vec![now]).await?;
+        let sql = "INSERT INTO once_marks (key, at, forget_at) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING";
+        let args = vec![text(key), Value::Integer(millis(at)), Value::Integer(millis(forget_at))];
+        Ok(self.execute("mark once", sql, args).await? == 1)
     }
 
     async fn record_alert(&self, key: &AlertKey, at: OffsetDateTime) -> Result<bool> {

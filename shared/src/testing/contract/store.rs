@@ -316,16 +316,42 @@ pub async fn sealed_records_are_stored_read_and_deleted_idempotently(s: Arc<dyn 
     assert_eq!(s.get_sealed(&r.record_id).await.unwrap(), None);
 }
 
+pub async fn a_key_is_marked_once_until_it_is_forgotten(s: Arc<dyn Store>) {
+    let later = NOW + time::Duration::minutes(5);
+    assert!(s.mark_once("nonce:agent-1:abc", NOW, later).await.unwrap(), "the first mark");
+    assert!(!s.mark_once("nonce:agent-1:abc", NOW, later).await.unwrap(), "a repeat is refused");
+    assert!(s.mark_once("nonce:agent-2:abc", NOW, later).await.unwrap(), "another key is another mark");
+    // Of two at once, exactly one is first.
+    let (a, b) = tokio::join!(s.mark_once("enroll:x", NOW, later), s.mark_once("enroll:x", NOW, later));
+    assert_ne!(a.unwrap(), b.unwrap());
+    // A mark whose time to be forgotten has come (the store's clock is at NOW) counts no more.
+    let past = NOW - time::Duration::seconds(1);
+    assert!(s.mark_once("nonce:old", NOW - time::Duration::minutes(10), past).await.unwrap());
+    assert!(s.mark_once("nonce:old", NOW, later).await.unwrap(), "forgotten, so marked again");
+    assert!(!s.mark_once("nonce:old", NOW, later).await.unwrap());
+}
+
 pub async fn agents_and_sync_state_are_kept(s: Arc<dyn Store>) {
     let agent = AgentRecord {
         id: AgentId::from_uuid(Uuid::new_v4()),
+        name: "web-01".into(),
+        enrollment: None,
+        keys: Some(crate::domain::agent::AgentKeys {
+            signing: "c2lnbg".into(),
+            sealing: "c2VhbA".into(),
+            fingerprint: "0123456789abcdef".into(),
+            enrolled_at: NOW,
+        }),
+        revoked: None,
         hostname: "web01".into(),
         os: "windows".into(),
         version: "0.1.0".into(),
-        last_heartbeat: NOW,
+        capabilities: crate::domain::agent::Capabilities { file_formats: vec!["json".into()], iis: true },
+        allowed_roots: vec!["C:\\inetpub".into()],
+        last_heartbeat: Some(NOW),
     };
     s.put_agent(&agent).await.unwrap();
-    let beat = AgentRecord { last_heartbeat: NOW + time::Duration::minutes(1), ..agent.clone() };
+    let beat = AgentRecord { last_heartbeat: Some(NOW + time::Duration::minutes(1)), ..agent.clone() };
     s.put_agent(&beat).await.unwrap();
     assert_eq!(s.get_agent(&agent.id).await.unwrap(), Some(beat));
     assert_eq!(s.list_agents().await.unwrap().len(), 1);
@@ -887,6 +913,7 @@ macro_rules! store_contract_tests {
             removing_a_service_principal_takes_only_its_own_credentials,
             credentials_can_be_read_page_by_page,
             alerts_and_marks_are_recorded_in_batches,
+            a_key_is_marked_once_until_it_is_forgotten,
             a_password_and_a_certificate_sharing_a_key_id_are_two_credentials,
             removing_an_integration_takes_its_whole_inventory_and_keeps_its_history,
             a_written_credential_is_due_until_its_next_moment_is_set,
